@@ -1,0 +1,91 @@
+//! The EC2 adapter: AWS SDK clients and the calls the project makes. Everything above this layer
+//! sees plain values ([`crate::instance::InstanceLimits`]), never SDK types.
+
+pub mod instance_types;
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+
+/// Where to reach EC2. Unset fields fall back to aws-config's standard chain (`AWS_REGION`,
+/// `AWS_ENDPOINT_URL`, profiles, IRSA / Pod Identity).
+#[derive(Debug, Clone, Default)]
+pub struct Ec2Endpoint {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+/// Retries (the SDK's standard mode: exponential backoff with jitter, throttling-aware) and
+/// timeouts so a slow or throttling EC2 never hangs a reconcile.
+const MAX_ATTEMPTS: u32 = 5;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const OPERATION_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// An EC2 client from aws-config's standard chain, with `endpoint`'s overrides.
+pub async fn ec2_client(endpoint: &Ec2Endpoint) -> aws_sdk_ec2::Client {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_attempt_timeout(OPERATION_ATTEMPT_TIMEOUT)
+                .operation_timeout(OPERATION_TIMEOUT)
+                .build(),
+        );
+    if let Some(region) = &endpoint.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(url) = &endpoint.endpoint_url {
+        loader = loader.endpoint_url(url.clone());
+    }
+    aws_sdk_ec2::Client::new(&loader.load().await)
+}
+
+/// An EC2 call that failed, with the AWS error code when there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum Ec2Error {
+    #[error("EC2 {operation} failed: {code}: {message}")]
+    Api {
+        operation: &'static str,
+        code: String,
+        message: String,
+    },
+    #[error("EC2 {operation} answered with data the operator cannot use: {reason}")]
+    BadResponse {
+        operation: &'static str,
+        reason: String,
+    },
+}
+
+impl Ec2Error {
+    /// The AWS error code (`RequestLimitExceeded`, `UnauthorizedOperation`, ...), if any.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Api { code, .. } => Some(code),
+            Self::BadResponse { .. } => None,
+        }
+    }
+
+    pub(crate) fn from_sdk<E>(
+        operation: &'static str,
+        error: aws_sdk_ec2::error::SdkError<E>,
+    ) -> Self
+    where
+        E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        use aws_sdk_ec2::error::ProvideErrorMetadata;
+        let code = error.code().unwrap_or("Unknown").to_owned();
+        let message = error
+            .message()
+            .map(str::to_owned)
+            .unwrap_or_else(|| aws_sdk_ec2::error::DisplayErrorContext(&error).to_string());
+        Self::Api {
+            operation,
+            code,
+            message,
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! The command line. Parsing and rendering only: every answer comes from [`crate::engine`].
+
+use std::io::Write;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use comfy_table::{Cell, CellAlignment, Table, presets};
+
+use crate::engine::{
+    self, CniVersion, EniOptions, InstanceFacts, IpFamily, MaxPodsPolicy, PrefixDelegationMode,
+    Recommendation, TuningError, TuningRequest, WarmPoolProfile, WarmPoolSpec, WarmPoolTargets,
+};
+use crate::instance::{InstanceCatalog, UnknownInstanceType};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vpc-cni-tuner",
+    version,
+    about = "Right-size the Amazon VPC CNI and kubelet maxPods for your EKS fleet"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Recommend aws-node env and maxPods for instance types, offline from the embedded table.
+    Recommend(RecommendArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MaxPodsPolicyArg {
+    /// EKS recommended: the IP limit capped at 110 (<= 30 vCPUs) or 250.
+    Recommended,
+    /// The IP limit, uncapped.
+    IpLimit,
+}
+
+#[derive(Debug, Args)]
+pub struct RecommendArgs {
+    /// Instance types of one node group (space or comma separated), e.g. t3.medium m5.large.
+    #[arg(required = true, value_name = "INSTANCE_TYPE", value_delimiter = ',')]
+    pub instance_types: Vec<String>,
+
+    /// ENABLE_PREFIX_DELEGATION: auto turns it on when it raises maxPods for a Nitro type.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub prefix_delegation: PrefixDelegationMode,
+
+    /// Pods use ENIConfig subnets (AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true): one ENI fewer.
+    #[arg(long)]
+    pub custom_networking: bool,
+
+    /// Security groups for pods (ENABLE_POD_ENI=true): the trunk ENI takes one ENI.
+    #[arg(long)]
+    pub security_groups_for_pods: bool,
+
+    /// MAX_ENI: use at most N ENIs per node.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_eni: Option<u32>,
+
+    /// VPC CNI version the cluster runs (X.Y.Z).
+    #[arg(long, value_name = "X.Y.Z", default_value_t = CniVersion::NEWEST_KNOWN)]
+    pub cni_version: CniVersion,
+
+    /// The cluster's IP family.
+    #[arg(long, value_enum, default_value = "ipv4")]
+    pub ip_family: IpFamily,
+
+    /// Warm-pool profile: balanced, conserve-ips or fast-scaling.
+    #[arg(long, value_enum, default_value = "balanced")]
+    pub warm_profile: WarmPoolProfile,
+
+    /// WARM_ENI_TARGET, overriding the profile.
+    #[arg(long, value_name = "N")]
+    pub warm_eni_target: Option<u32>,
+
+    /// WARM_IP_TARGET, overriding the profile.
+    #[arg(long, value_name = "N")]
+    pub warm_ip_target: Option<u32>,
+
+    /// MINIMUM_IP_TARGET, overriding the profile.
+    #[arg(long, value_name = "N")]
+    pub minimum_ip_target: Option<u32>,
+
+    /// WARM_PREFIX_TARGET, overriding the profile.
+    #[arg(long, value_name = "N")]
+    pub warm_prefix_target: Option<u32>,
+
+    /// How maxPods is chosen (ignored when --max-pods fixes it).
+    #[arg(long, value_enum, default_value = "recommended")]
+    pub max_pods_policy: MaxPodsPolicyArg,
+
+    /// A fixed maxPods for every type; rejected where the IPs cannot carry it.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pods: Option<u32>,
+
+    /// An upper bound on maxPods, applied after the policy.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pods_ceiling: Option<u32>,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+// clap value enums for the engine's types, so the CLI spells them the way the engine does.
+impl ValueEnum for PrefixDelegationMode {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Self::Auto, Self::Enabled, Self::Disabled]
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(match self {
+            Self::Auto => "auto",
+            Self::Enabled => "enabled",
+            Self::Disabled => "disabled",
+        }))
+    }
+}
+
+impl ValueEnum for IpFamily {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Self::Ipv4, Self::Ipv6]
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(match self {
+            Self::Ipv4 => "ipv4",
+            Self::Ipv6 => "ipv6",
+        }))
+    }
+}
+
+impl ValueEnum for WarmPoolProfile {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Self::Balanced, Self::ConserveIps, Self::FastScaling]
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(match self {
+            Self::Balanced => "balanced",
+            Self::ConserveIps => "conserve-ips",
+            Self::FastScaling => "fast-scaling",
+        }))
+    }
+}
+
+/// Why `recommend` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{}", unknown_list(.0))]
+    UnknownInstanceTypes(Vec<UnknownInstanceType>),
+    #[error(transparent)]
+    Tuning(#[from] TuningError),
+    #[error("cannot render output: {0}")]
+    Render(String),
+    #[error("cannot write output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn unknown_list(unknown: &[UnknownInstanceType]) -> String {
+    unknown
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl RecommendArgs {
+    /// The engine request these flags describe.
+    pub fn tuning_request(&self) -> TuningRequest {
+        TuningRequest {
+            prefix_delegation: self.prefix_delegation,
+            ip_family: self.ip_family,
+            cni_version: self.cni_version,
+            eni: EniOptions {
+                max_eni: self.max_eni,
+                custom_networking: self.custom_networking,
+                security_groups_for_pods: self.security_groups_for_pods,
+            },
+            warm_pool: WarmPoolSpec {
+                profile: self.warm_profile,
+                explicit: WarmPoolTargets {
+                    warm_eni_target: self.warm_eni_target,
+                    warm_ip_target: self.warm_ip_target,
+                    minimum_ip_target: self.minimum_ip_target,
+                    warm_prefix_target: self.warm_prefix_target,
+                },
+            },
+            max_pods: match (self.max_pods, self.max_pods_policy) {
+                (Some(value), _) => MaxPodsPolicy::Fixed(value),
+                (None, MaxPodsPolicyArg::Recommended) => MaxPodsPolicy::Recommended,
+                (None, MaxPodsPolicyArg::IpLimit) => MaxPodsPolicy::IpLimit,
+            },
+            max_pods_ceiling: self.max_pods_ceiling,
+        }
+    }
+}
+
+/// Runs `recommend` against `catalog`, writing to `out`.
+pub fn recommend(
+    args: &RecommendArgs,
+    catalog: &InstanceCatalog,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let mut names: Vec<String> = Vec::with_capacity(args.instance_types.len());
+    for name in &args.instance_types {
+        let name = name.trim().to_ascii_lowercase();
+        if !name.is_empty() && !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let mut facts = Vec::with_capacity(names.len());
+    let mut unknown = Vec::new();
+    for name in &names {
+        match catalog.lookup(name) {
+            Ok(limits) => facts.push(InstanceFacts {
+                instance_type: name,
+                limits,
+            }),
+            Err(err) => unknown.push(err),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(CliError::UnknownInstanceTypes(unknown));
+    }
+    let recommendation = engine::recommend(&args.tuning_request(), &facts)?;
+    match args.output {
+        OutputFormat::Json => {
+            serde_json::to_writer_pretty(&mut *out, &recommendation)
+                .map_err(|e| CliError::Render(e.to_string()))?;
+            writeln!(out)?;
+        }
+        OutputFormat::Yaml => {
+            let text = serde_yaml::to_string(&recommendation)
+                .map_err(|e| CliError::Render(e.to_string()))?;
+            out.write_all(text.as_bytes())?;
+        }
+        OutputFormat::Table => out.write_all(render_table(&recommendation).as_bytes())?,
+    }
+    Ok(())
+}
+
+/// A readable, aligned table, then the group's maxPods, the env and any warnings.
+pub fn render_table(rec: &Recommendation) -> String {
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING).set_header(vec![
+        "INSTANCE TYPE",
+        "VCPUS",
+        "ENIS",
+        "IPV4/ENI",
+        "HYPERVISOR",
+        "PREFIX DELEGATION",
+        "IP LIMIT",
+        "MAX PODS",
+        "KUBE-RESERVED MIB",
+    ]);
+    for t in &rec.instance_types {
+        let prefix = match (t.prefix_delegation, t.prefix_delegation_capable) {
+            (true, _) => "yes",
+            (false, true) => "no",
+            (false, false) => "no (not nitro)",
+        };
+        let enis = if t.pod_enis == t.enis {
+            t.enis.to_string()
+        } else {
+            format!("{} ({} for pods)", t.enis, t.pod_enis)
+        };
+        let hypervisor = if t.bare_metal {
+            "metal".to_owned()
+        } else {
+            t.hypervisor.to_string()
+        };
+        let ip_limit = t
+            .max_pods_ip_limit
+            .map_or_else(|| "none (ipv6)".to_owned(), |l| l.to_string());
+        table.add_row(vec![
+            Cell::new(&t.instance_type),
+            Cell::new(t.vcpus).set_alignment(CellAlignment::Right),
+            Cell::new(enis).set_alignment(CellAlignment::Right),
+            Cell::new(t.ipv4_per_eni).set_alignment(CellAlignment::Right),
+            Cell::new(hypervisor),
+            Cell::new(prefix),
+            Cell::new(ip_limit).set_alignment(CellAlignment::Right),
+            Cell::new(t.max_pods).set_alignment(CellAlignment::Right),
+            Cell::new(t.kube_reserved_memory_mib).set_alignment(CellAlignment::Right),
+        ]);
+    }
+    let mut out = String::new();
+    for line in table.to_string().lines() {
+        // The NOTHING preset pads the first column with a leading space; keep the table flush.
+        out.push_str(line.strip_prefix(' ').unwrap_or(line).trim_end());
+        out.push('\n');
+    }
+    out.push('\n');
+    out.push_str(&format!(
+        "maxPods for this group: {} (kube-reserved memory {} MiB), VPC CNI {}, {}\n",
+        rec.max_pods,
+        rec.kube_reserved_memory_mib,
+        rec.cni_version,
+        match rec.ip_family {
+            IpFamily::Ipv4 => "IPv4",
+            IpFamily::Ipv6 => "IPv6",
+        }
+    ));
+    out.push_str("aws-node env:\n");
+    for (name, value) in &rec.env {
+        out.push_str(&format!("  {name}={value}\n"));
+    }
+    if !rec.warnings.is_empty() {
+        out.push_str("warnings:\n");
+        for warning in &rec.warnings {
+            out.push_str(&format!("  - {warning}\n"));
+        }
+    }
+    out
+}

@@ -1,0 +1,12 @@
+//! vpc-cni-tuner: keeps the Amazon VPC CNI (aws-node) env and kubelet maxPods right for the EKS
+//! fleet that is actually running.
+//!
+//! Layout: [`instance`] (embedded instance-type facts) and [`engine`] (formulas and
+//! recommendation) are the pure tuning core, with no kube, AWS SDK or tokio imports. [`aws`] is
+//! the EC2 adapter, [`codegen`] renders the instance table, [`cli`] is the command line.
+
+pub mod aws;
+pub mod cli;
+pub mod codegen;
+pub mod engine;
+pub mod instance;
