@@ -17,9 +17,9 @@ const fn previous_generation_xen(vcpus: u32, max_enis: u32, ipv4_per_eni: u32) -
     }
 }
 
-const fn high_memory_metal(max_enis: u32, ipv4_per_eni: u32) -> InstanceLimits {
+const fn metal(vcpus: u32, max_enis: u32, ipv4_per_eni: u32) -> InstanceLimits {
     InstanceLimits {
-        vcpus: 448,
+        vcpus,
         max_enis,
         ipv4_per_eni,
         ipv6_per_eni: ipv4_per_eni,
@@ -29,23 +29,46 @@ const fn high_memory_metal(max_enis: u32, ipv4_per_eni: u32) -> InstanceLimits {
     }
 }
 
-/// Types that are still listed in amazon-vpc-cni-k8s `misc/eni-max-pods.txt` (and may still run in
-/// old accounts) but that `DescribeInstanceTypes` no longer returns. ENI and IP limits are the
-/// ones that file's max-pods values imply (`enis * (ips - 1) + 2`); vCPUs from the EC2
-/// previous-generation and High Memory instance pages.
+const fn nitro(vcpus: u32, max_enis: u32, ipv4_per_eni: u32) -> InstanceLimits {
+    InstanceLimits {
+        vcpus,
+        max_enis,
+        ipv4_per_eni,
+        ipv6_per_eni: ipv4_per_eni,
+        network_cards: 1,
+        hypervisor: Hypervisor::Nitro,
+        bare_metal: false,
+    }
+}
+
+/// Types listed in amazon-vpc-cni-k8s `misc/eni-max-pods.txt` that the generated table lacks:
+/// previous-generation and High Memory types `DescribeInstanceTypes` no longer returns, and types
+/// missing from the answer the table was generated from. ENI and IP limits are the ones that
+/// file's max-pods values imply (`enis * (ips - 1) + 2`); vCPUs from the EC2 instance-type pages.
+/// `bmn-sf1.metal` is left out: its vCPU count is not published.
 pub(super) static OVERRIDES: &[(&str, InstanceLimits)] = &[
+    // eni-max-pods.txt: 737 = 15 * (50 - 1) + 2.
+    ("c5a.metal", metal(96, 15, 50)),
+    // eni-max-pods.txt: 737 = 15 * (50 - 1) + 2.
+    ("c5ad.metal", metal(96, 15, 50)),
     // eni-max-pods.txt: 234 = 8 * (30 - 1) + 2.
     ("cr1.8xlarge", previous_generation_xen(32, 8, 30)),
     // eni-max-pods.txt: 234 = 8 * (30 - 1) + 2.
     ("hs1.8xlarge", previous_generation_xen(16, 8, 30)),
-    // eni-max-pods.txt: 147 = 5 * (30 - 1) + 2.
-    ("u-12tb1.metal", high_memory_metal(5, 30)),
     // eni-max-pods.txt: 737 = 15 * (50 - 1) + 2.
-    ("u-18tb1.metal", high_memory_metal(15, 50)),
+    ("i3.metal", metal(72, 15, 50)),
     // eni-max-pods.txt: 737 = 15 * (50 - 1) + 2.
-    ("u-24tb1.metal", high_memory_metal(15, 50)),
+    ("u-12tb1.112xlarge", nitro(448, 15, 50)),
     // eni-max-pods.txt: 147 = 5 * (30 - 1) + 2.
-    ("u-6tb1.metal", high_memory_metal(5, 30)),
+    ("u-12tb1.metal", metal(448, 5, 30)),
+    // eni-max-pods.txt: 737 = 15 * (50 - 1) + 2.
+    ("u-18tb1.metal", metal(448, 15, 50)),
+    // eni-max-pods.txt: 737 = 15 * (50 - 1) + 2.
+    ("u-24tb1.metal", metal(448, 15, 50)),
     // eni-max-pods.txt: 147 = 5 * (30 - 1) + 2.
-    ("u-9tb1.metal", high_memory_metal(5, 30)),
+    ("u-6tb1.metal", metal(448, 5, 30)),
+    // eni-max-pods.txt: 737 = 15 * (50 - 1) + 2.
+    ("u-9tb1.112xlarge", nitro(448, 15, 50)),
+    // eni-max-pods.txt: 147 = 5 * (30 - 1) + 2.
+    ("u-9tb1.metal", metal(448, 5, 30)),
 ];

@@ -1,0 +1,171 @@
+//! The `recommend` command as users run it: the real binary, its exit codes and output formats.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::process::{Command, Output};
+
+fn recommend(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vpc-cni-tuner"))
+        .arg("recommend")
+        .args(args)
+        .output()
+        .expect("run vpc-cni-tuner")
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).expect("utf-8")
+}
+
+#[test]
+fn json_output_is_the_documented_contract() {
+    let out = stdout(&recommend(&["t3.medium", "m5.large", "-o", "json"]));
+    let json: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(json["prefixDelegation"], true);
+    assert_eq!(json["maxPods"], 110);
+    assert_eq!(json["env"]["ENABLE_PREFIX_DELEGATION"], "true");
+    assert_eq!(json["env"]["WARM_PREFIX_TARGET"], "1");
+    let types = json["instanceTypes"].as_array().expect("array");
+    assert_eq!(types.len(), 2);
+    let t3 = &types[0];
+    assert_eq!(t3["instanceType"], "t3.medium");
+    assert_eq!(t3["vcpus"], 2);
+    assert_eq!(t3["enis"], 3);
+    assert_eq!(t3["ipv4PerEni"], 6);
+    assert_eq!(t3["prefixDelegationCapable"], true);
+    assert_eq!(t3["prefixDelegation"], true);
+    assert_eq!(t3["maxPodsIpLimit"], 242);
+    assert_eq!(t3["maxPods"], 110);
+    assert_eq!(t3["kubeReservedMemoryMiB"], 1465);
+    assert_eq!(types[1]["maxPodsIpLimit"], 434);
+}
+
+#[test]
+fn yaml_output_parses_to_the_same_document() {
+    let args = [
+        "m5.large",
+        "--custom-networking",
+        "--prefix-delegation",
+        "disabled",
+    ];
+    let yaml: serde_json::Value =
+        serde_yaml::from_str(&stdout(&recommend(&[&args[..], &["-o", "yaml"]].concat())))
+            .expect("yaml");
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&recommend(&[&args[..], &["-o", "json"]].concat())))
+            .expect("json");
+    assert_eq!(yaml, json);
+    assert_eq!(json["maxPods"], 20);
+    assert_eq!(json["env"]["WARM_ENI_TARGET"], "1");
+}
+
+#[test]
+fn table_output_is_aligned() {
+    let out = stdout(&recommend(&["t3.medium", "m5.24xlarge", "m4.large"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("INSTANCE TYPE"), "{out}");
+    // Every header column starts where the values of that column start (right-aligned numbers
+    // end where their header ends).
+    let header = lines[0];
+    let max_pods_end = header.find("MAX PODS").expect("column") + "MAX PODS".len();
+    for row in &lines[1..4] {
+        let value = row[..max_pods_end].rsplit(' ').next().expect("value");
+        assert!(
+            value.parse::<u32>().is_ok(),
+            "misaligned row {row:?} in\n{out}"
+        );
+    }
+    assert!(out.contains("maxPods for this group: 20"), "{out}");
+    assert!(out.contains("ENABLE_PREFIX_DELEGATION=true"), "{out}");
+    assert!(
+        out.contains("m4.large (xen) cannot use prefix delegation"),
+        "{out}"
+    );
+}
+
+#[test]
+fn unknown_type_exits_non_zero_naming_it_and_close_names() {
+    let output = recommend(&["t3.medium", "m5.larg", "-o", "json"]);
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("unknown instance type \"m5.larg\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("m5.large"), "{stderr}");
+}
+
+#[test]
+fn invalid_combinations_exit_non_zero_with_the_fix() {
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &[
+                "t3.medium",
+                "--prefix-delegation",
+                "enabled",
+                "--cni-version",
+                "1.8.0",
+            ],
+            "prefix delegation needs VPC CNI 1.9.0 or later",
+        ),
+        (
+            &[
+                "m5.large",
+                "--prefix-delegation",
+                "enabled",
+                "--warm-eni-target",
+                "1",
+            ],
+            "WARM_ENI_TARGET=1 has no effect with prefix delegation",
+        ),
+        (
+            &["m4.large", "--ip-family", "ipv6"],
+            "m4.large (xen) cannot run in an IPv6 cluster",
+        ),
+        (
+            &[
+                "t3.medium",
+                "--prefix-delegation",
+                "disabled",
+                "--max-pods",
+                "110",
+            ],
+            "maxPods 110 is more than the 17 pods",
+        ),
+    ];
+    for (args, want) in cases {
+        let output = recommend(args);
+        assert!(!output.status.success(), "{args:?} should fail");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn bad_flag_values_are_rejected_by_the_parser() {
+    for args in [
+        &["t3.medium", "--cni-version", "latest"][..],
+        &["t3.medium", "--max-eni", "0"],
+        &["t3.medium", "--warm-profile", "cheap"],
+    ] {
+        let output = recommend(args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+    }
+}
+
+#[test]
+fn comma_separated_and_duplicate_types_are_one_group() {
+    let out = stdout(&recommend(&[
+        "t3.medium,m5.large",
+        "T3.MEDIUM",
+        "-o",
+        "json",
+    ]));
+    let json: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(json["instanceTypes"].as_array().map(Vec::len), Some(2));
+}

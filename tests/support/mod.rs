@@ -1,0 +1,105 @@
+//! Test harness: a real `moto_server` on 127.0.0.1, started per test and killed on drop.
+
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `moto_server` on a free loopback port.
+pub struct MotoServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl MotoServer {
+    /// Starts `moto_server` from `$MOTO_SERVER`, the project's venv, or `PATH`. Fails the test
+    /// with the fix when it is missing: these tests never pass without the real server.
+    pub fn start() -> Self {
+        let binary = moto_binary();
+        let port = free_port();
+        let child = Command::new(&binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e}; run scripts/test.sh, which installs moto[server] in a venv",
+                    binary.display()
+                )
+            });
+        let server = Self { child, port };
+        server.wait_until_listening();
+        server
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn wait_until_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "moto_server did not listen on 127.0.0.1:{} within 60s",
+            self.port
+        );
+    }
+
+    /// An EC2 client for this server with static test credentials.
+    pub fn ec2_client(&self) -> aws_sdk_ec2::Client {
+        let config = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "testing", "testing", None, None, "moto",
+            ))
+            .build();
+        aws_sdk_ec2::Client::from_conf(config)
+    }
+
+    /// Environment for a child process that talks to this server and nothing else.
+    pub fn aws_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ("AWS_CONFIG_FILE", "/dev/null".into()),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()),
+        ]
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn moto_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("MOTO_SERVER") {
+        return PathBuf::from(path);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("moto_server")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free loopback port")
+}
