@@ -26,6 +26,15 @@ pub struct Cli {
 pub enum Command {
     /// Recommend aws-node env and maxPods for instance types, offline from the embedded table.
     Recommend(RecommendArgs),
+    /// Print the NodeNetworkPolicy CustomResourceDefinition (the YAML committed under crds/).
+    Crd,
+}
+
+/// The CRD as committed under `crds/`: YAML generated from the Rust types.
+pub fn crd_yaml() -> Result<String, CliError> {
+    use kube::CustomResourceExt;
+    let crd = crate::crd::NodeNetworkPolicy::crd();
+    serde_yaml::to_string(&crd).map_err(|e| CliError::Render(e.to_string()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

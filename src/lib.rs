@@ -8,5 +8,7 @@
 pub mod aws;
 pub mod cli;
 pub mod codegen;
+pub mod crd;
 pub mod engine;
 pub mod instance;
+pub mod plan;

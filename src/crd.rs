@@ -1,0 +1,276 @@
+//! `NodeNetworkPolicy` (`tuner.vpccni.io/v1alpha1`, cluster-scoped, short name `nnp`): what the
+//! operator manages. The CRD YAML in `crds/` is generated from these types (`vpc-cni-tuner crd`);
+//! a test fails when it is stale.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::engine;
+
+/// The server-side apply field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "vpc-cni-tuner";
+
+/// Condition types this operator owns in `status.conditions`; others are left alone.
+pub mod condition {
+    pub const READY: &str = "Ready";
+    pub const CNI_CONFIGURED: &str = "CNIConfigured";
+    pub const CONFLICT: &str = "Conflict";
+    pub const DEGRADED: &str = "Degraded";
+    pub const OWNED: [&str; 4] = [READY, CNI_CONFIGURED, CONFLICT, DEGRADED];
+}
+
+/// What the operator should manage for the nodes a selector picks.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "tuner.vpccni.io",
+    version = "v1alpha1",
+    kind = "NodeNetworkPolicy",
+    plural = "nodenetworkpolicies",
+    shortname = "nnp",
+    status = "NodeNetworkPolicyStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Nodes","type":"integer","jsonPath":".status.matchedNodes"}"#,
+    printcolumn = r#"{"name":"Prefix-Delegation","type":"boolean","jsonPath":".status.prefixDelegation"}"#,
+    printcolumn = r#"{"name":"Max-Pods","type":"integer","jsonPath":".status.maxPods"}"#,
+    printcolumn = r#"{"name":"Enforcement","type":"string","jsonPath":".spec.enforcement","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeNetworkPolicySpec {
+    /// Nodes this policy covers; empty selects every node the VPC CNI serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<LabelSelector>,
+    /// `Enforce` writes the aws-node env; `DryRun` computes and reports, and writes nothing.
+    #[serde(default)]
+    pub enforcement: Enforcement,
+    /// `ENABLE_PREFIX_DELEGATION`: `Auto` turns it on when it raises maxPods for a Nitro type.
+    #[serde(default)]
+    pub prefix_delegation: PrefixDelegation,
+    /// Pods use ENIConfig subnets (`AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true`): one ENI fewer.
+    #[serde(default)]
+    pub custom_networking: bool,
+    /// Security groups for pods (`ENABLE_POD_ENI=true`): the trunk ENI takes one ENI.
+    #[serde(default)]
+    pub security_groups_for_pods: bool,
+    /// `MAX_ENI`: use at most this many ENIs per node.
+    #[serde(default, rename = "maxENI", skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_eni: Option<u32>,
+    /// Warm-pool settings: a profile, and explicit values that override it one by one.
+    #[serde(default)]
+    pub warm_pool: WarmPool,
+    /// How kubelet maxPods is chosen.
+    #[serde(default)]
+    pub max_pods: MaxPods,
+    /// The aws-node DaemonSet whose env this policy manages.
+    #[serde(default)]
+    pub daemon_set: DaemonSetRef,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Enforcement {
+    #[default]
+    Enforce,
+    DryRun,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum PrefixDelegation {
+    #[default]
+    Auto,
+    Enabled,
+    Disabled,
+}
+
+impl From<PrefixDelegation> for engine::PrefixDelegationMode {
+    fn from(value: PrefixDelegation) -> Self {
+        match value {
+            PrefixDelegation::Auto => Self::Auto,
+            PrefixDelegation::Enabled => Self::Enabled,
+            PrefixDelegation::Disabled => Self::Disabled,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum WarmPoolProfile {
+    #[default]
+    Balanced,
+    #[serde(rename = "ConserveIPs")]
+    ConserveIps,
+    FastScaling,
+}
+
+impl From<WarmPoolProfile> for engine::WarmPoolProfile {
+    fn from(value: WarmPoolProfile) -> Self {
+        match value {
+            WarmPoolProfile::Balanced => Self::Balanced,
+            WarmPoolProfile::ConserveIps => Self::ConserveIps,
+            WarmPoolProfile::FastScaling => Self::FastScaling,
+        }
+    }
+}
+
+/// Warm-pool settings; explicit values override the profile's, one by one.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmPool {
+    #[serde(default)]
+    pub profile: WarmPoolProfile,
+    /// `WARM_IP_TARGET`.
+    #[serde(default, rename = "warmIPTarget", skip_serializing_if = "Option::is_none")]
+    pub warm_ip_target: Option<u32>,
+    /// `MINIMUM_IP_TARGET`.
+    #[serde(default, rename = "minimumIPTarget", skip_serializing_if = "Option::is_none")]
+    pub minimum_ip_target: Option<u32>,
+    /// `WARM_ENI_TARGET`.
+    #[serde(default, rename = "warmENITarget", skip_serializing_if = "Option::is_none")]
+    pub warm_eni_target: Option<u32>,
+    /// `WARM_PREFIX_TARGET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_prefix_target: Option<u32>,
+}
+
+impl From<WarmPool> for engine::WarmPoolSpec {
+    fn from(value: WarmPool) -> Self {
+        Self {
+            profile: value.profile.into(),
+            explicit: engine::WarmPoolTargets {
+                warm_eni_target: value.warm_eni_target,
+                warm_ip_target: value.warm_ip_target,
+                minimum_ip_target: value.minimum_ip_target,
+                warm_prefix_target: value.warm_prefix_target,
+            },
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum MaxPodsPolicy {
+    /// EKS recommended: the IP limit capped at 110 (<= 30 vCPUs) or 250.
+    #[default]
+    Recommended,
+    /// As many pods as the node's IPs carry.
+    #[serde(rename = "IPLimit")]
+    IpLimit,
+    /// `value` for every type; rejected where the IPs cannot carry it.
+    Fixed,
+}
+
+/// How kubelet maxPods is chosen.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.policy == 'Fixed' ? has(self.value) : !has(self.value)")
+        .message("maxPods.value is required with policy Fixed and only allowed with it")
+)]
+pub struct MaxPods {
+    #[serde(default)]
+    pub policy: MaxPodsPolicy,
+    /// The fixed maxPods (policy `Fixed` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub value: Option<u32>,
+    /// Upper bound applied after the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub ceiling: Option<u32>,
+}
+
+impl MaxPods {
+    /// The engine's policy; `Fixed` without a value (which the schema rejects) reads as
+    /// `Recommended`.
+    pub fn engine_policy(&self) -> engine::MaxPodsPolicy {
+        match (self.policy, self.value) {
+            (MaxPodsPolicy::Fixed, Some(value)) => engine::MaxPodsPolicy::Fixed(value),
+            (MaxPodsPolicy::IpLimit, _) => engine::MaxPodsPolicy::IpLimit,
+            _ => engine::MaxPodsPolicy::Recommended,
+        }
+    }
+}
+
+/// Where the aws-node DaemonSet lives.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonSetRef {
+    #[serde(default = "default_daemonset_namespace")]
+    #[schemars(length(min = 1))]
+    pub namespace: String,
+    #[serde(default = "default_daemonset_name")]
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
+fn default_daemonset_namespace() -> String {
+    "kube-system".to_owned()
+}
+
+fn default_daemonset_name() -> String {
+    "aws-node".to_owned()
+}
+
+impl Default for DaemonSetRef {
+    fn default() -> Self {
+        Self {
+            namespace: default_daemonset_namespace(),
+            name: default_daemonset_name(),
+        }
+    }
+}
+
+impl std::fmt::Display for DaemonSetRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What the operator found and did.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeNetworkPolicyStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, CNIConfigured, Conflict, Degraded. Other controllers' conditions are kept.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Nodes the selector picks that the VPC CNI serves.
+    #[serde(default)]
+    pub matched_nodes: u32,
+    /// Selected nodes left out, by reason (Fargate, HybridNode, Windows, NoInstanceType).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub excluded_nodes: BTreeMap<String, u32>,
+    /// The VPC CNI version read from the aws-node image tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_version: Option<String>,
+    /// `ENABLE_PREFIX_DELEGATION` as set (or as it would be set in DryRun).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_delegation: Option<bool>,
+    /// The aws-node env entries this policy set (or would set).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cni_env: BTreeMap<String, String>,
+    /// The minimum maxPods over the matched instance types.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pods: Option<u32>,
+    #[serde(default)]
+    pub instance_types: Vec<InstanceTypeStatus>,
+}
+
+/// Per instance type in the matched fleet.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceTypeStatus {
+    pub instance_type: String,
+    pub nodes: u32,
+    pub prefix_delegation: bool,
+    /// `null` in IPv6 clusters, where IPs do not limit pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pods_ip_limit: Option<u32>,
+    pub max_pods: u32,
+    /// Nodes whose `status.capacity.pods` equals the policy's maxPods.
+    pub nodes_at_target: u32,
+}
