@@ -270,7 +270,7 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
                 recompute(e, *winner_prefix);
             }
         }
-        finish_conditions(e, input, conflict, env_blocker.as_ref(), &foreign, write.as_ref());
+        finish_conditions(e, input, conflict, env_blocker.as_ref(), &foreign);
         policies.insert(e.input.name.to_owned(), e.plan.clone());
     }
     FleetPlan {
@@ -569,7 +569,6 @@ fn finish_conditions(
     conflict: Option<String>,
     env_blocker: Option<&Blocked>,
     foreign: &[String],
-    write: Option<&DaemonSetWrite>,
 ) {
     let spec = e.input.spec;
     let dry_run = spec.enforcement == Enforcement::DryRun;
@@ -666,19 +665,13 @@ fn finish_conditions(
             "an older policy decides the aws-node env; see the Conflict condition".to_owned(),
         )
     } else {
-        let applied = write.map(|w| w.changes.len()).unwrap_or(0);
+        // The same message before and after the write, so a write costs one status patch; the
+        // write itself is recorded as an Event.
         cond(
             condition::CNI_CONFIGURED,
             true,
             "InSync",
-            if applied == 0 {
-                format!("{} carries these settings", input.managed_daemonset)
-            } else {
-                format!(
-                    "{} updated ({applied} env change(s)); ipamd restarts with the new settings",
-                    input.managed_daemonset
-                )
-            },
+            format!("{} carries these settings", input.managed_daemonset),
         )
     };
     conditions.push(cni_configured);
@@ -713,3 +706,6 @@ fn finish_conditions(
     });
     e.plan.conditions = conditions;
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,512 @@
+use super::*;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use crate::crd::{MaxPods, MaxPodsPolicy, PrefixDelegation};
+
+fn node(instance_type: &str, capacity: Option<u32>) -> NodeFacts {
+    NodeFacts {
+        labels: BTreeMap::from([
+            (labels::INSTANCE_TYPE.to_owned(), instance_type.to_owned()),
+            (labels::OS.to_owned(), "linux".to_owned()),
+        ]),
+        capacity_pods: capacity,
+    }
+}
+
+fn with_label(mut node: NodeFacts, key: &str, value: &str) -> NodeFacts {
+    node.labels.insert(key.to_owned(), value.to_owned());
+    node
+}
+
+fn env(entries: &[(&str, &str)]) -> Vec<EnvEntry> {
+    entries
+        .iter()
+        .map(|(name, value)| EnvEntry {
+            name: (*name).to_owned(),
+            value: Some((*value).to_owned()),
+            from_source: false,
+        })
+        .collect()
+}
+
+fn aws_node(entries: &[(&str, &str)], owned: &[&str]) -> AwsNodeFacts {
+    AwsNodeFacts {
+        reference: DaemonSetRef::default(),
+        image: Some(
+            "602401143452.dkr.ecr.us-west-2.amazonaws.com/amazon-k8s-cni:v1.19.2-eksbuild.1"
+                .to_owned(),
+        ),
+        container_found: true,
+        env: env(entries),
+        owned_env: owned.iter().map(|s| (*s).to_owned()).collect(),
+    }
+}
+
+const DEFAULT_ENV: &[(&str, &str)] = &[
+    ("AWS_VPC_K8S_CNI_LOGLEVEL", "DEBUG"),
+    ("ENABLE_PREFIX_DELEGATION", "false"),
+    ("WARM_ENI_TARGET", "1"),
+];
+
+struct Fixture {
+    specs: Vec<(&'static str, &'static str, NodeNetworkPolicySpec)>,
+    nodes: Vec<NodeFacts>,
+    aws_node: Option<AwsNodeFacts>,
+}
+
+impl Fixture {
+    fn new(nodes: Vec<NodeFacts>, aws_node: Option<AwsNodeFacts>) -> Self {
+        Self {
+            specs: vec![("default", "2026-01-01T00:00:00Z", NodeNetworkPolicySpec::default())],
+            nodes,
+            aws_node,
+        }
+    }
+
+    fn plan(&self) -> FleetPlan {
+        let managed = DaemonSetRef::default();
+        let catalog = InstanceCatalog::embedded();
+        let extra = BTreeMap::new();
+        let input = FleetInput {
+            policies: self
+                .specs
+                .iter()
+                .map(|(name, created, spec)| PolicyInput {
+                    name,
+                    created: Some((*created).to_owned()),
+                    generation: Some(1),
+                    spec,
+                })
+                .collect(),
+            nodes: self.nodes.iter().collect(),
+            aws_node: self.aws_node.as_ref(),
+            managed_daemonset: &managed,
+            catalog: &catalog,
+            extra_facts: &extra,
+        };
+        plan_fleet(&input)
+    }
+}
+
+fn condition<'a>(plan: &'a PolicyPlan, type_: &str) -> &'a ConditionPlan {
+    plan.conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition"))
+}
+
+#[test]
+fn first_apply_sets_prefix_delegation_for_t3_medium() {
+    let fixture = Fixture::new(
+        vec![node("t3.medium", Some(17)), node("t3.medium", Some(110))],
+        Some(aws_node(DEFAULT_ENV, &[])),
+    );
+    let plan = fixture.plan();
+    let write = plan.daemonset_write.expect("a write");
+    assert_eq!(write.policy, "default");
+    assert_eq!(
+        write.env,
+        BTreeMap::from([
+            ("ENABLE_PREFIX_DELEGATION".to_owned(), "true".to_owned()),
+            ("WARM_PREFIX_TARGET".to_owned(), "1".to_owned()),
+        ])
+    );
+    assert_eq!(write.changes.len(), 2);
+    assert!(write.changes.iter().all(|c| !c.drift));
+    let policy = &plan.policies["default"];
+    assert_eq!(policy.matched_nodes, 2);
+    assert_eq!(policy.max_pods, Some(110));
+    assert_eq!(policy.prefix_delegation, Some(true));
+    assert_eq!(policy.cni_version.as_deref(), Some("1.19.2"));
+    assert_eq!(
+        policy.instance_types,
+        vec![InstanceTypeStatus {
+            instance_type: "t3.medium".into(),
+            nodes: 2,
+            prefix_delegation: true,
+            max_pods_ip_limit: Some(242),
+            max_pods: 110,
+            nodes_at_target: 1,
+        }]
+    );
+    assert!(condition(policy, "Ready").status);
+    assert!(condition(policy, "CNIConfigured").status);
+    assert!(!condition(policy, "Conflict").status);
+    assert!(!condition(policy, "Degraded").status);
+}
+
+#[test]
+fn steady_state_writes_nothing() {
+    let fixture = Fixture::new(
+        vec![node("t3.medium", Some(110))],
+        Some(aws_node(
+            &[
+                ("AWS_VPC_K8S_CNI_LOGLEVEL", "DEBUG"),
+                ("ENABLE_PREFIX_DELEGATION", "true"),
+                ("WARM_ENI_TARGET", "1"),
+                ("WARM_PREFIX_TARGET", "1"),
+            ],
+            &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"],
+        )),
+    );
+    let plan = fixture.plan();
+    assert_eq!(plan.daemonset_write, None);
+    assert!(condition(&plan.policies["default"], "CNIConfigured").status);
+}
+
+#[test]
+fn drift_on_an_owned_var_is_repaired_and_marked() {
+    let fixture = Fixture::new(
+        vec![node("t3.medium", None)],
+        Some(aws_node(
+            &[("ENABLE_PREFIX_DELEGATION", "false"), ("WARM_PREFIX_TARGET", "1")],
+            &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"],
+        )),
+    );
+    let write = fixture.plan().daemonset_write.expect("repair");
+    assert_eq!(
+        write.changes,
+        vec![EnvChange {
+            name: "ENABLE_PREFIX_DELEGATION".into(),
+            from: Some("false".into()),
+            to: Some("true".into()),
+            drift: true,
+        }]
+    );
+}
+
+#[test]
+fn vars_the_operator_no_longer_wants_are_dropped_from_its_apply() {
+    let fixture = Fixture::new(
+        vec![node("t3.medium", None)],
+        Some(aws_node(
+            &[
+                ("ENABLE_PREFIX_DELEGATION", "true"),
+                ("WARM_PREFIX_TARGET", "1"),
+                ("WARM_IP_TARGET", "3"),
+            ],
+            &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET", "WARM_IP_TARGET"],
+        )),
+    );
+    let write = fixture.plan().daemonset_write.expect("cleanup");
+    assert!(!write.env.contains_key("WARM_IP_TARGET"));
+    assert_eq!(write.changes.len(), 1);
+    assert_eq!(write.changes[0].to, None);
+}
+
+#[test]
+fn foreign_warm_ip_target_is_reported_not_touched() {
+    let fixture = Fixture::new(
+        vec![node("t3.medium", None)],
+        Some(aws_node(
+            &[
+                ("ENABLE_PREFIX_DELEGATION", "true"),
+                ("WARM_PREFIX_TARGET", "1"),
+                ("WARM_IP_TARGET", "5"),
+            ],
+            &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"],
+        )),
+    );
+    let plan = fixture.plan();
+    assert_eq!(plan.daemonset_write, None);
+    let degraded = condition(&plan.policies["default"], "Degraded");
+    assert!(degraded.status);
+    assert!(degraded.message.contains("WARM_IP_TARGET=5"), "{}", degraded.message);
+}
+
+#[test]
+fn older_policy_wins_and_the_loser_gets_conflict_naming_it() {
+    let mut fixture = Fixture::new(
+        vec![
+            with_label(node("t3.medium", None), "pool", "a"),
+            with_label(node("m5.large", None), "pool", "b"),
+        ],
+        Some(aws_node(DEFAULT_ENV, &[])),
+    );
+    let select = |pool: &str| {
+        Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([("pool".to_owned(), pool.to_owned())])),
+            ..Default::default()
+        })
+    };
+    fixture.specs = vec![
+        (
+            "young",
+            "2026-03-01T00:00:00Z",
+            NodeNetworkPolicySpec {
+                node_selector: select("b"),
+                prefix_delegation: PrefixDelegation::Disabled,
+                ..Default::default()
+            },
+        ),
+        (
+            "old",
+            "2026-01-01T00:00:00Z",
+            NodeNetworkPolicySpec {
+                node_selector: select("a"),
+                ..Default::default()
+            },
+        ),
+    ];
+    let plan = fixture.plan();
+    let write = plan.daemonset_write.clone().expect("write");
+    assert_eq!(write.policy, "old");
+    assert_eq!(write.env["ENABLE_PREFIX_DELEGATION"], "true");
+    let young = &plan.policies["young"];
+    let conflict = condition(young, "Conflict");
+    assert!(conflict.status);
+    assert!(conflict.message.contains("policy old"), "{}", conflict.message);
+    assert!(
+        conflict.message.contains("ENABLE_PREFIX_DELEGATION=true"),
+        "{}",
+        conflict.message
+    );
+    assert!(!condition(young, "CNIConfigured").status);
+    // The loser's nodes run with the winner's prefix delegation: m5.large gets 110, not 29.
+    assert_eq!(young.max_pods, Some(110));
+    assert_eq!(young.cni_env["ENABLE_PREFIX_DELEGATION"], "false");
+    assert!(!condition(&plan.policies["old"], "Conflict").status);
+
+    // Same inputs, other order: same plan.
+    fixture.specs.reverse();
+    fixture.nodes.reverse();
+    assert_eq!(fixture.plan(), plan);
+}
+
+#[test]
+fn same_created_time_breaks_ties_by_name() {
+    let mut fixture = Fixture::new(vec![node("m5.large", None)], Some(aws_node(DEFAULT_ENV, &[])));
+    fixture.specs = vec![
+        (
+            "b",
+            "2026-01-01T00:00:00Z",
+            NodeNetworkPolicySpec {
+                prefix_delegation: PrefixDelegation::Disabled,
+                ..Default::default()
+            },
+        ),
+        ("a", "2026-01-01T00:00:00Z", NodeNetworkPolicySpec::default()),
+    ];
+    let plan = fixture.plan();
+    assert_eq!(plan.daemonset_write.expect("write").policy, "a");
+    assert!(condition(&plan.policies["b"], "Conflict").status);
+}
+
+#[test]
+fn dry_run_computes_and_writes_nothing() {
+    let mut fixture = Fixture::new(vec![node("m5.large", None)], Some(aws_node(DEFAULT_ENV, &[])));
+    fixture.specs[0].2.enforcement = Enforcement::DryRun;
+    let plan = fixture.plan();
+    assert_eq!(plan.daemonset_write, None);
+    let policy = &plan.policies["default"];
+    assert_eq!(condition(policy, "Ready").reason, "DryRun");
+    let configured = condition(policy, "CNIConfigured");
+    assert!(!configured.status);
+    assert!(configured.message.contains("would change 2"), "{}", configured.message);
+    assert_eq!(policy.max_pods, Some(110));
+}
+
+#[test]
+fn unknown_instance_type_blocks_with_a_reason() {
+    let fixture = Fixture::new(
+        vec![node("m5.large", None), node("zz9.mega", None)],
+        Some(aws_node(DEFAULT_ENV, &[])),
+    );
+    let plan = fixture.plan();
+    assert_eq!(plan.daemonset_write, None);
+    let ready = condition(&plan.policies["default"], "Ready");
+    assert!(!ready.status);
+    assert_eq!(ready.reason, "UnknownInstanceType");
+    assert!(ready.message.contains("zz9.mega"));
+}
+
+#[test]
+fn live_facts_fill_in_unknown_types() {
+    let fixture = Fixture::new(vec![node("zz9.mega", None)], Some(aws_node(DEFAULT_ENV, &[])));
+    let managed = DaemonSetRef::default();
+    let catalog = InstanceCatalog::embedded();
+    let mut extra = BTreeMap::new();
+    extra.insert("zz9.mega".to_owned(), catalog.lookup("m5.large").expect("m5.large"));
+    let spec = NodeNetworkPolicySpec::default();
+    let input = FleetInput {
+        policies: vec![PolicyInput {
+            name: "default",
+            created: None,
+            generation: Some(1),
+            spec: &spec,
+        }],
+        nodes: fixture.nodes.iter().collect(),
+        aws_node: fixture.aws_node.as_ref(),
+        managed_daemonset: &managed,
+        catalog: &catalog,
+        extra_facts: &extra,
+    };
+    let plan = plan_fleet(&input);
+    assert_eq!(plan.policies["default"].max_pods, Some(110));
+}
+
+#[test]
+fn missing_daemonset_is_not_ready_and_writes_nothing() {
+    let fixture = Fixture::new(vec![node("m5.large", None)], None);
+    let plan = fixture.plan();
+    assert_eq!(plan.daemonset_write, None);
+    let ready = condition(&plan.policies["default"], "Ready");
+    assert_eq!((ready.status, ready.reason), (false, "DaemonSetNotFound"));
+    assert!(ready.message.contains("kube-system/aws-node"));
+}
+
+#[test]
+fn nodes_the_vpc_cni_does_not_serve_are_counted_by_reason() {
+    let fixture = Fixture::new(
+        vec![
+            node("m5.large", None),
+            with_label(node("m5.large", None), labels::COMPUTE_TYPE, "fargate"),
+            with_label(node("m5.large", None), labels::COMPUTE_TYPE, "hybrid"),
+            with_label(node("m5.large", None), labels::OS, "windows"),
+            NodeFacts::default(),
+            with_label(NodeFacts::default(), labels::INSTANCE_TYPE, " "),
+        ],
+        Some(aws_node(DEFAULT_ENV, &[])),
+    );
+    let policy = &fixture.plan().policies["default"];
+    assert_eq!(policy.matched_nodes, 1);
+    assert_eq!(
+        policy.excluded_nodes,
+        BTreeMap::from([
+            ("Fargate".to_owned(), 1),
+            ("HybridNode".to_owned(), 1),
+            ("NoInstanceType".to_owned(), 2),
+            ("Windows".to_owned(), 1),
+        ])
+    );
+}
+
+#[test]
+fn env_from_configmap_or_duplicates_block_the_write() {
+    let mut from_source = aws_node(DEFAULT_ENV, &[]);
+    from_source.env.push(EnvEntry {
+        name: "WARM_PREFIX_TARGET".into(),
+        value: None,
+        from_source: true,
+    });
+    let mut duplicate = aws_node(DEFAULT_ENV, &[]);
+    duplicate.env.extend(env(&[("ENABLE_PREFIX_DELEGATION", "true")]));
+    let mut no_container = aws_node(DEFAULT_ENV, &[]);
+    no_container.container_found = false;
+    no_container.image = None;
+    for (ds, reason) in [
+        (from_source, "EnvFromSource"),
+        (duplicate, "DuplicateEnv"),
+        (no_container, "AwsNodeContainerMissing"),
+    ] {
+        let plan = Fixture::new(vec![node("t3.medium", None)], Some(ds)).plan();
+        assert_eq!(plan.daemonset_write, None, "{reason}");
+        let ready = condition(&plan.policies["default"], "Ready");
+        assert_eq!((ready.status, ready.reason), (false, reason));
+    }
+}
+
+#[test]
+fn mixed_fleets() {
+    // (types, ENABLE_IPv6, group maxPods, prefix delegation)
+    let cases: [(&[&str], bool, u32, bool); 5] = [
+        (&["m5.large", "m4.large"], false, 20, true),
+        (&["c5.metal", "m5.24xlarge"], false, 250, false),
+        (&["m4.large", "t2.medium"], false, 17, false),
+        (&["t3.medium", "m5.24xlarge"], true, 110, true),
+        (&["c5.metal", "t3.small"], false, 110, true),
+    ];
+    for (types, ipv6, max_pods, prefix) in cases {
+        let mut ds = aws_node(DEFAULT_ENV, &[]);
+        if ipv6 {
+            ds.env.extend(env(&[("ENABLE_IPv6", "true")]));
+        }
+        let nodes = types.iter().map(|t| node(t, None)).collect();
+        let plan = Fixture::new(nodes, Some(ds)).plan();
+        let policy = &plan.policies["default"];
+        assert_eq!(policy.max_pods, Some(max_pods), "{types:?}");
+        assert_eq!(policy.prefix_delegation, Some(prefix), "{types:?}");
+        assert!(condition(policy, "Ready").status, "{types:?}");
+    }
+}
+
+#[test]
+fn ipv6_with_a_xen_node_is_not_ready() {
+    let mut ds = aws_node(DEFAULT_ENV, &[]);
+    ds.env.extend(env(&[("ENABLE_IPv6", "true")]));
+    let plan = Fixture::new(vec![node("m4.large", None)], Some(ds)).plan();
+    let ready = condition(&plan.policies["default"], "Ready");
+    assert_eq!((ready.status, ready.reason), (false, "InvalidSpec"));
+    assert!(ready.message.contains("IPv6"), "{}", ready.message);
+}
+
+#[test]
+fn unparsable_image_tag_is_reported_not_fatal() {
+    let mut ds = aws_node(DEFAULT_ENV, &[]);
+    ds.image = Some("mirror.local/amazon-k8s-cni:latest".into());
+    let plan = Fixture::new(vec![node("t3.medium", None)], Some(ds)).plan();
+    let policy = &plan.policies["default"];
+    assert_eq!(policy.cni_version, None);
+    assert!(condition(policy, "Ready").status);
+    let degraded = condition(policy, "Degraded");
+    assert!(degraded.status);
+    assert!(degraded.message.contains("cannot read the VPC CNI version"));
+}
+
+#[test]
+fn invalid_spec_names_the_field() {
+    let mut fixture = Fixture::new(vec![node("t3.medium", None)], Some(aws_node(DEFAULT_ENV, &[])));
+    fixture.specs[0].2.max_pods = MaxPods {
+        policy: MaxPodsPolicy::Fixed,
+        value: Some(500),
+        ceiling: None,
+    };
+    fixture.specs[0].2.prefix_delegation = PrefixDelegation::Disabled;
+    let plan = fixture.plan();
+    let ready = condition(&plan.policies["default"], "Ready");
+    assert_eq!((ready.status, ready.reason), (false, "InvalidSpec"));
+    assert!(ready.message.contains("maxPods 500"), "{}", ready.message);
+    assert_eq!(plan.daemonset_write, None);
+
+    fixture.specs[0].2 = NodeNetworkPolicySpec {
+        node_selector: Some(LabelSelector {
+            match_expressions: Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+                    key: "pool".into(),
+                    operator: "Near".into(),
+                    values: None,
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let ready = condition(&fixture.plan().policies["default"], "Ready").clone();
+    assert_eq!(ready.reason, "InvalidSpec");
+    assert!(ready.message.contains("spec.nodeSelector"), "{}", ready.message);
+}
+
+#[test]
+fn selector_picks_its_nodes_only() {
+    let mut fixture = Fixture::new(
+        vec![
+            with_label(node("t3.medium", None), "team", "a"),
+            with_label(node("m5.large", None), "team", "b"),
+            node("c5.large", None),
+        ],
+        Some(aws_node(DEFAULT_ENV, &[])),
+    );
+    fixture.specs[0].2.node_selector = Some(LabelSelector {
+        match_expressions: Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+                key: "team".into(),
+                operator: "In".into(),
+                values: Some(vec!["a".into(), "b".into()]),
+            },
+        ]),
+        ..Default::default()
+    });
+    let policy = &fixture.plan().policies["default"];
+    assert_eq!(policy.matched_nodes, 2);
+    let types: Vec<_> = policy.instance_types.iter().map(|t| t.instance_type.as_str()).collect();
+    assert_eq!(types, ["m5.large", "t3.medium"]);
+}
