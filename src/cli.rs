@@ -28,6 +28,69 @@ pub enum Command {
     Recommend(RecommendArgs),
     /// Print the NodeNetworkPolicy CustomResourceDefinition (the YAML committed under crds/).
     Crd,
+    /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Address of the admin server (/livez, /readyz, /metrics).
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub admin_addr: std::net::SocketAddr,
+
+    /// Elect a leader through a coordination.k8s.io Lease; only the leader writes.
+    #[arg(long)]
+    pub leader_elect: bool,
+
+    /// Namespace of the leader Lease (defaults to the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "vpc-cni-tuner")]
+    pub lease_namespace: String,
+
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "vpc-cni-tuner")]
+    pub lease_name: String,
+
+    /// This replica's identity in the Lease (defaults to the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// The aws-node DaemonSet to manage, NAMESPACE/NAME.
+    #[arg(long, default_value = "kube-system/aws-node", value_parser = parse_daemonset_ref)]
+    pub daemonset: crate::crd::DaemonSetRef,
+
+    /// Re-plan at least this often (seconds), even without events.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub resync_seconds: u64,
+
+    /// Wait this long (milliseconds) after an event for more before planning.
+    #[arg(long, default_value_t = 500)]
+    pub debounce_millis: u64,
+
+    /// Log format; the level comes from RUST_LOG (default info).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+fn parse_daemonset_ref(value: &str) -> Result<crate::crd::DaemonSetRef, String> {
+    match value.split_once('/') {
+        Some((namespace, name))
+            if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+        {
+            Ok(crate::crd::DaemonSetRef {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            })
+        }
+        _ => Err(format!(
+            "{value:?} is not NAMESPACE/NAME (e.g. kube-system/aws-node)"
+        )),
+    }
 }
 
 /// The CRD as committed under `crds/`: YAML generated from the Rust types.

@@ -32,6 +32,7 @@ pub mod condition {
     plural = "nodenetworkpolicies",
     shortname = "nnp",
     status = "NodeNetworkPolicyStatus",
+    derive = "PartialEq",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Nodes","type":"integer","jsonPath":".status.matchedNodes"}"#,
     printcolumn = r#"{"name":"Prefix-Delegation","type":"boolean","jsonPath":".status.prefixDelegation"}"#,
@@ -122,13 +123,25 @@ pub struct WarmPool {
     #[serde(default)]
     pub profile: WarmPoolProfile,
     /// `WARM_IP_TARGET`.
-    #[serde(default, rename = "warmIPTarget", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "warmIPTarget",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub warm_ip_target: Option<u32>,
     /// `MINIMUM_IP_TARGET`.
-    #[serde(default, rename = "minimumIPTarget", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "minimumIPTarget",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub minimum_ip_target: Option<u32>,
     /// `WARM_ENI_TARGET`.
-    #[serde(default, rename = "warmENITarget", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "warmENITarget",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub warm_eni_target: Option<u32>,
     /// `WARM_PREFIX_TARGET`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -194,7 +207,9 @@ impl MaxPods {
 }
 
 /// Where the aws-node DaemonSet lives.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct DaemonSetRef {
     #[serde(default = "default_daemonset_namespace")]

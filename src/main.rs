@@ -1,31 +1,71 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use vpc_cni_tuner::cli::{self, Cli, Command};
+use tracing_subscriber::EnvFilter;
+use vpc_cni_tuner::cli::{self, Cli, Command, LogFormat, RunArgs};
 use vpc_cni_tuner::instance::InstanceCatalog;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Crd => match cli::crd_yaml() {
-            Ok(yaml) => {
-                print!("{yaml}");
-                ExitCode::SUCCESS
-            }
-            Err(err) => {
-                eprintln!("error: {err}");
-                ExitCode::FAILURE
-            }
-        },
+    let result = match cli.command {
         Command::Recommend(args) => {
             let stdout = std::io::stdout();
-            match cli::recommend(&args, &InstanceCatalog::embedded(), &mut stdout.lock()) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    eprintln!("error: {err}");
-                    ExitCode::FAILURE
-                }
-            }
+            cli::recommend(&args, &InstanceCatalog::embedded(), &mut stdout.lock())
+                .map_err(anyhow::Error::from)
+        }
+        Command::Crd => cli::crd_yaml()
+            .map(|yaml| print!("{yaml}"))
+            .map_err(anyhow::Error::from),
+        Command::Run(args) => run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
         }
     }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let subscriber = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Json => subscriber.json().init(),
+        LogFormat::Text => subscriber.init(),
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let client = kube::Client::try_default().await?;
+            let (stop, shutdown) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("shutdown signal received; finishing the current reconcile");
+                let _ = stop.send(true);
+            });
+            vpc_cni_tuner::operator::run(client, args, shutdown).await
+        })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

@@ -105,7 +105,10 @@ impl AwsNodeFacts {
     }
 
     fn ip_family(&self) -> IpFamily {
-        match self.env_value("ENABLE_IPv6").and_then(|e| e.value.as_deref()) {
+        match self
+            .env_value("ENABLE_IPv6")
+            .and_then(|e| e.value.as_deref())
+        {
             Some("true") => IpFamily::Ipv6,
             _ => IpFamily::Ipv4,
         }
@@ -148,7 +151,13 @@ pub struct EnvChange {
 impl std::fmt::Display for EnvChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".to_owned());
-        write!(f, "{}: {} -> {}", self.name, show(&self.from), show(&self.to))
+        write!(
+            f,
+            "{}: {} -> {}",
+            self.name,
+            show(&self.from),
+            show(&self.to)
+        )
     }
 }
 
@@ -222,7 +231,11 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
     let winner_env: Option<(String, BTreeMap<String, String>, bool)> = winner.and_then(|i| {
         let e = &evaluated[i];
         match &e.outcome {
-            Ok(Some(rec)) => Some((e.input.name.to_owned(), rec.env.clone(), rec.prefix_delegation)),
+            Ok(Some(rec)) => Some((
+                e.input.name.to_owned(),
+                rec.env.clone(),
+                rec.prefix_delegation,
+            )),
             _ => None,
         }
     });
@@ -320,7 +333,12 @@ fn evaluate<'a>(input: &'a FleetInput<'a>, policy: &'a PolicyInput<'a>) -> Evalu
                 .entry(instance_type)
                 .or_default()
                 .push(node.capacity_pods),
-            Err(reason) => *plan.excluded_nodes.entry(reason.as_str().to_owned()).or_default() += 1,
+            Err(reason) => {
+                *plan
+                    .excluded_nodes
+                    .entry(reason.as_str().to_owned())
+                    .or_default() += 1
+            }
         }
     }
     plan.matched_nodes = nodes_by_type.values().map(|v| v.len() as u32).sum();
@@ -363,7 +381,10 @@ fn evaluate<'a>(input: &'a FleetInput<'a>, policy: &'a PolicyInput<'a>) -> Evalu
 
     let request = TuningRequest {
         prefix_delegation: spec.prefix_delegation.into(),
-        ip_family: input.aws_node.map(AwsNodeFacts::ip_family).unwrap_or_default(),
+        ip_family: input
+            .aws_node
+            .map(AwsNodeFacts::ip_family)
+            .unwrap_or_default(),
         cni_version: match cni_version {
             Some(Ok(version)) => version,
             _ => ASSUMED_CNI_WHEN_UNKNOWN,
@@ -582,7 +603,12 @@ fn finish_conditions(
     let ds_missing = input.aws_node.is_none() && &spec.daemon_set == input.managed_daemonset;
 
     let ready = match (&e.outcome, ds_missing) {
-        (Err(blocked), _) => cond(condition::READY, false, blocked.reason, blocked.message.clone()),
+        (Err(blocked), _) => cond(
+            condition::READY,
+            false,
+            blocked.reason,
+            blocked.message.clone(),
+        ),
         (Ok(_), true) => cond(
             condition::READY,
             false,
@@ -637,7 +663,11 @@ fn finish_conditions(
     } else if dry_run {
         let would_change = input
             .aws_node
-            .map(|ds| env_changes(ds, &e.plan.cni_env).map(|c| c.len()).unwrap_or(0))
+            .map(|ds| {
+                env_changes(ds, &e.plan.cni_env)
+                    .map(|c| c.len())
+                    .unwrap_or(0)
+            })
             .unwrap_or(0);
         if would_change == 0 {
             cond(

@@ -1,6 +1,6 @@
 use super::*;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use crate::crd::{MaxPods, MaxPodsPolicy, PrefixDelegation};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 fn node(instance_type: &str, capacity: Option<u32>) -> NodeFacts {
     NodeFacts {
@@ -56,7 +56,11 @@ struct Fixture {
 impl Fixture {
     fn new(nodes: Vec<NodeFacts>, aws_node: Option<AwsNodeFacts>) -> Self {
         Self {
-            specs: vec![("default", "2026-01-01T00:00:00Z", NodeNetworkPolicySpec::default())],
+            specs: vec![(
+                "default",
+                "2026-01-01T00:00:00Z",
+                NodeNetworkPolicySpec::default(),
+            )],
             nodes,
             aws_node,
         }
@@ -158,7 +162,10 @@ fn drift_on_an_owned_var_is_repaired_and_marked() {
     let fixture = Fixture::new(
         vec![node("t3.medium", None)],
         Some(aws_node(
-            &[("ENABLE_PREFIX_DELEGATION", "false"), ("WARM_PREFIX_TARGET", "1")],
+            &[
+                ("ENABLE_PREFIX_DELEGATION", "false"),
+                ("WARM_PREFIX_TARGET", "1"),
+            ],
             &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"],
         )),
     );
@@ -184,7 +191,11 @@ fn vars_the_operator_no_longer_wants_are_dropped_from_its_apply() {
                 ("WARM_PREFIX_TARGET", "1"),
                 ("WARM_IP_TARGET", "3"),
             ],
-            &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET", "WARM_IP_TARGET"],
+            &[
+                "ENABLE_PREFIX_DELEGATION",
+                "WARM_PREFIX_TARGET",
+                "WARM_IP_TARGET",
+            ],
         )),
     );
     let write = fixture.plan().daemonset_write.expect("cleanup");
@@ -210,7 +221,11 @@ fn foreign_warm_ip_target_is_reported_not_touched() {
     assert_eq!(plan.daemonset_write, None);
     let degraded = condition(&plan.policies["default"], "Degraded");
     assert!(degraded.status);
-    assert!(degraded.message.contains("WARM_IP_TARGET=5"), "{}", degraded.message);
+    assert!(
+        degraded.message.contains("WARM_IP_TARGET=5"),
+        "{}",
+        degraded.message
+    );
 }
 
 #[test]
@@ -254,7 +269,11 @@ fn older_policy_wins_and_the_loser_gets_conflict_naming_it() {
     let young = &plan.policies["young"];
     let conflict = condition(young, "Conflict");
     assert!(conflict.status);
-    assert!(conflict.message.contains("policy old"), "{}", conflict.message);
+    assert!(
+        conflict.message.contains("policy old"),
+        "{}",
+        conflict.message
+    );
     assert!(
         conflict.message.contains("ENABLE_PREFIX_DELEGATION=true"),
         "{}",
@@ -274,7 +293,10 @@ fn older_policy_wins_and_the_loser_gets_conflict_naming_it() {
 
 #[test]
 fn same_created_time_breaks_ties_by_name() {
-    let mut fixture = Fixture::new(vec![node("m5.large", None)], Some(aws_node(DEFAULT_ENV, &[])));
+    let mut fixture = Fixture::new(
+        vec![node("m5.large", None)],
+        Some(aws_node(DEFAULT_ENV, &[])),
+    );
     fixture.specs = vec![
         (
             "b",
@@ -284,7 +306,11 @@ fn same_created_time_breaks_ties_by_name() {
                 ..Default::default()
             },
         ),
-        ("a", "2026-01-01T00:00:00Z", NodeNetworkPolicySpec::default()),
+        (
+            "a",
+            "2026-01-01T00:00:00Z",
+            NodeNetworkPolicySpec::default(),
+        ),
     ];
     let plan = fixture.plan();
     assert_eq!(plan.daemonset_write.expect("write").policy, "a");
@@ -293,7 +319,10 @@ fn same_created_time_breaks_ties_by_name() {
 
 #[test]
 fn dry_run_computes_and_writes_nothing() {
-    let mut fixture = Fixture::new(vec![node("m5.large", None)], Some(aws_node(DEFAULT_ENV, &[])));
+    let mut fixture = Fixture::new(
+        vec![node("m5.large", None)],
+        Some(aws_node(DEFAULT_ENV, &[])),
+    );
     fixture.specs[0].2.enforcement = Enforcement::DryRun;
     let plan = fixture.plan();
     assert_eq!(plan.daemonset_write, None);
@@ -301,7 +330,11 @@ fn dry_run_computes_and_writes_nothing() {
     assert_eq!(condition(policy, "Ready").reason, "DryRun");
     let configured = condition(policy, "CNIConfigured");
     assert!(!configured.status);
-    assert!(configured.message.contains("would change 2"), "{}", configured.message);
+    assert!(
+        configured.message.contains("would change 2"),
+        "{}",
+        configured.message
+    );
     assert_eq!(policy.max_pods, Some(110));
 }
 
@@ -321,11 +354,17 @@ fn unknown_instance_type_blocks_with_a_reason() {
 
 #[test]
 fn live_facts_fill_in_unknown_types() {
-    let fixture = Fixture::new(vec![node("zz9.mega", None)], Some(aws_node(DEFAULT_ENV, &[])));
+    let fixture = Fixture::new(
+        vec![node("zz9.mega", None)],
+        Some(aws_node(DEFAULT_ENV, &[])),
+    );
     let managed = DaemonSetRef::default();
     let catalog = InstanceCatalog::embedded();
     let mut extra = BTreeMap::new();
-    extra.insert("zz9.mega".to_owned(), catalog.lookup("m5.large").expect("m5.large"));
+    extra.insert(
+        "zz9.mega".to_owned(),
+        catalog.lookup("m5.large").expect("m5.large"),
+    );
     let spec = NodeNetworkPolicySpec::default();
     let input = FleetInput {
         policies: vec![PolicyInput {
@@ -389,7 +428,9 @@ fn env_from_configmap_or_duplicates_block_the_write() {
         from_source: true,
     });
     let mut duplicate = aws_node(DEFAULT_ENV, &[]);
-    duplicate.env.extend(env(&[("ENABLE_PREFIX_DELEGATION", "true")]));
+    duplicate
+        .env
+        .extend(env(&[("ENABLE_PREFIX_DELEGATION", "true")]));
     let mut no_container = aws_node(DEFAULT_ENV, &[]);
     no_container.container_found = false;
     no_container.image = None;
@@ -454,7 +495,10 @@ fn unparsable_image_tag_is_reported_not_fatal() {
 
 #[test]
 fn invalid_spec_names_the_field() {
-    let mut fixture = Fixture::new(vec![node("t3.medium", None)], Some(aws_node(DEFAULT_ENV, &[])));
+    let mut fixture = Fixture::new(
+        vec![node("t3.medium", None)],
+        Some(aws_node(DEFAULT_ENV, &[])),
+    );
     fixture.specs[0].2.max_pods = MaxPods {
         policy: MaxPodsPolicy::Fixed,
         value: Some(500),
@@ -482,7 +526,11 @@ fn invalid_spec_names_the_field() {
     };
     let ready = condition(&fixture.plan().policies["default"], "Ready").clone();
     assert_eq!(ready.reason, "InvalidSpec");
-    assert!(ready.message.contains("spec.nodeSelector"), "{}", ready.message);
+    assert!(
+        ready.message.contains("spec.nodeSelector"),
+        "{}",
+        ready.message
+    );
 }
 
 #[test]
@@ -507,6 +555,10 @@ fn selector_picks_its_nodes_only() {
     });
     let policy = &fixture.plan().policies["default"];
     assert_eq!(policy.matched_nodes, 2);
-    let types: Vec<_> = policy.instance_types.iter().map(|t| t.instance_type.as_str()).collect();
+    let types: Vec<_> = policy
+        .instance_types
+        .iter()
+        .map(|t| t.instance_type.as_str())
+        .collect();
     assert_eq!(types, ["m5.large", "t3.medium"]);
 }

@@ -1,0 +1,197 @@
+//! Caches that keep a projection of each watched object (only what planning needs), fed by
+//! kube-runtime watchers. A projection that did not change does not trigger a reconcile, so Node
+//! status heartbeats in a 10,000-node cluster cost a comparison, not a plan.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use kube::ResourceExt;
+use kube::runtime::watcher;
+
+/// Projections of one kind of object, keyed by `namespace/name`.
+pub struct ProjectedCache<T> {
+    state: RwLock<State<T>>,
+    ready: AtomicBool,
+}
+
+struct State<T> {
+    items: HashMap<String, Arc<T>>,
+    /// A re-list in progress (after start, or a watch that expired with 410 Gone): the new
+    /// snapshot replaces `items` when it completes, so objects deleted meanwhile go away.
+    relist: Option<HashMap<String, Arc<T>>>,
+}
+
+impl<T> Default for ProjectedCache<T> {
+    fn default() -> Self {
+        Self {
+            state: RwLock::new(State {
+                items: HashMap::new(),
+                relist: None,
+            }),
+            ready: AtomicBool::new(false),
+        }
+    }
+}
+
+fn key<K: kube::Resource>(object: &K) -> String {
+    match object.namespace() {
+        Some(namespace) => format!("{namespace}/{}", object.name_any()),
+        None => object.name_any(),
+    }
+}
+
+impl<T: PartialEq> ProjectedCache<T> {
+    /// Applies a watcher event; returns whether the cached projections changed.
+    pub fn apply<K: kube::Resource>(
+        &self,
+        event: watcher::Event<K>,
+        project: impl Fn(&K) -> T,
+    ) -> bool {
+        let mut state = self
+            .state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match event {
+            watcher::Event::Init => {
+                state.relist = Some(HashMap::new());
+                false
+            }
+            watcher::Event::InitApply(object) => {
+                let projected = Arc::new(project(&object));
+                state
+                    .relist
+                    .get_or_insert_with(HashMap::new)
+                    .insert(key(&object), projected);
+                false
+            }
+            watcher::Event::InitDone => {
+                let fresh = state.relist.take().unwrap_or_default();
+                let changed = fresh.len() != state.items.len()
+                    || fresh
+                        .iter()
+                        .any(|(k, v)| state.items.get(k).is_none_or(|old| old != v));
+                state.items = fresh;
+                let first_list = !self.ready.swap(true, Ordering::AcqRel);
+                changed || first_list
+            }
+            watcher::Event::Apply(object) => {
+                let projected = project(&object);
+                let key = key(&object);
+                if state.items.get(&key).is_some_and(|old| **old == projected) {
+                    return false;
+                }
+                state.items.insert(key, Arc::new(projected));
+                true
+            }
+            watcher::Event::Delete(object) => state.items.remove(&key(&object)).is_some(),
+        }
+    }
+}
+
+impl<T> ProjectedCache<T> {
+    /// Every projection, sorted by key.
+    pub fn snapshot(&self) -> Vec<(String, Arc<T>)> {
+        let state = self
+            .state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut items: Vec<_> = state
+            .items
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect();
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        items
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<T>> {
+        let state = self
+            .state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.items.get(key).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        let state = self
+            .state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first full list has arrived.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Fills the cache as a completed list would (tests and benchmarks).
+    pub fn replace_all(&self, items: impl IntoIterator<Item = (String, T)>) {
+        let mut state = self
+            .state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.items = items.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        self.ready.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::ObjectMeta;
+
+    fn node(name: &str, label: &str) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some([("l".to_owned(), label.to_owned())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn label(node: &Node) -> String {
+        node.labels().get("l").cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn relist_replaces_and_unchanged_projections_do_not_trigger() {
+        let cache = ProjectedCache::<String>::default();
+        assert!(!cache.is_ready());
+        assert!(!cache.apply(watcher::Event::Init, label));
+        assert!(!cache.apply(watcher::Event::InitApply(node("a", "1")), label));
+        assert!(!cache.apply(watcher::Event::InitApply(node("b", "1")), label));
+        assert!(cache.apply(watcher::Event::InitDone, label));
+        assert!(cache.is_ready());
+        assert_eq!(cache.len(), 2);
+
+        assert!(!cache.apply(watcher::Event::Apply(node("a", "1")), label));
+        assert!(cache.apply(watcher::Event::Apply(node("a", "2")), label));
+        assert!(cache.apply(watcher::Event::Delete(node("b", "1")), label));
+        assert!(!cache.apply(watcher::Event::Delete(node("b", "1")), label));
+
+        // A watch that expired (410 Gone) re-lists: "a" is gone, "c" is new.
+        cache.apply(watcher::Event::Init, label);
+        cache.apply(watcher::Event::InitApply(node("c", "1")), label);
+        assert_eq!(
+            cache.len(),
+            1,
+            "the old view stays until the re-list completes"
+        );
+        assert!(cache.apply(watcher::Event::InitDone, label));
+        let keys: Vec<_> = cache.snapshot().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["c"]);
+        // The same list again changes nothing.
+        cache.apply(watcher::Event::Init, label);
+        cache.apply(watcher::Event::InitApply(node("c", "1")), label);
+        assert!(!cache.apply(watcher::Event::InitDone, label));
+    }
+}

@@ -1,0 +1,159 @@
+//! Projections of Kubernetes objects into the plain facts the plan reads.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Node;
+use kube::ResourceExt;
+
+use crate::crd::{DaemonSetRef, FIELD_MANAGER};
+use crate::plan::{AwsNodeFacts, EnvEntry, NodeFacts};
+
+/// The container in the aws-node DaemonSet whose env the operator manages.
+pub const AWS_NODE_CONTAINER: &str = "aws-node";
+
+/// A Node's labels and `status.capacity.pods`; images, conditions, managedFields and the rest
+/// are dropped.
+pub fn node_facts(node: &Node) -> NodeFacts {
+    NodeFacts {
+        labels: node.labels().clone(),
+        capacity_pods: node
+            .status
+            .as_ref()
+            .and_then(|s| s.capacity.as_ref())
+            .and_then(|c| c.get("pods"))
+            .and_then(|q| q.0.trim().parse().ok()),
+    }
+}
+
+/// The aws-node container's image and env, and the env names this operator owns.
+pub fn aws_node_facts(ds: &DaemonSet) -> AwsNodeFacts {
+    let reference = DaemonSetRef {
+        namespace: ds.namespace().unwrap_or_default(),
+        name: ds.name_any(),
+    };
+    let container = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.containers.iter().find(|c| c.name == AWS_NODE_CONTAINER));
+    let Some(container) = container else {
+        return AwsNodeFacts {
+            reference,
+            ..Default::default()
+        };
+    };
+    AwsNodeFacts {
+        reference,
+        image: container.image.clone(),
+        container_found: true,
+        env: container
+            .env
+            .iter()
+            .flatten()
+            .map(|e| EnvEntry {
+                name: e.name.clone(),
+                value: if e.value_from.is_some() {
+                    None
+                } else {
+                    Some(e.value.clone().unwrap_or_default())
+                },
+                from_source: e.value_from.is_some(),
+            })
+            .collect(),
+        owned_env: owned_env_names(ds),
+    }
+}
+
+/// Env names of the aws-node container that this operator's field manager owns, read from
+/// `managedFields` (`f:spec.f:template.f:spec.f:containers.k:{"name":"aws-node"}.f:env`).
+pub fn owned_env_names(ds: &DaemonSet) -> BTreeSet<String> {
+    let mut owned = BTreeSet::new();
+    for entry in ds.managed_fields() {
+        if entry.manager.as_deref() != Some(FIELD_MANAGER) || entry.subresource.is_some() {
+            continue;
+        }
+        let Some(fields) = entry.fields_v1.as_ref().map(|f| &f.0) else {
+            continue;
+        };
+        let containers = fields
+            .pointer("/f:spec/f:template/f:spec/f:containers")
+            .and_then(|v| v.as_object());
+        for (key, container) in containers.into_iter().flatten() {
+            if list_key_name(key).as_deref() != Some(AWS_NODE_CONTAINER) {
+                continue;
+            }
+            let env = container.get("f:env").and_then(|v| v.as_object());
+            owned.extend(
+                env.into_iter()
+                    .flatten()
+                    .filter_map(|(k, _)| list_key_name(k)),
+            );
+        }
+    }
+    owned
+}
+
+/// `k:{"name":"X"}` -> `X`.
+fn list_key_name(key: &str) -> Option<String> {
+    let json = key.strip_prefix("k:")?;
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    value.get("name")?.as_str().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_env_image_and_owned_names() {
+        let ds: DaemonSet = serde_json::from_value(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "aws-node", "namespace": "kube-system", "managedFields": [
+                {"manager": "eks", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1":
+                    {"f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"aws-node\"}":
+                        {"f:env": {"k:{\"name\":\"WARM_ENI_TARGET\"}": {}}}}}}}}},
+                {"manager": "vpc-cni-tuner", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1":
+                    {"f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"aws-node\"}":
+                        {".": {}, "f:name": {}, "f:env": {
+                            "k:{\"name\":\"ENABLE_PREFIX_DELEGATION\"}": {".": {}, "f:name": {}, "f:value": {}},
+                            "k:{\"name\":\"WARM_PREFIX_TARGET\"}": {}}}}}}}}}
+            ]},
+            "spec": {"selector": {}, "template": {"spec": {"containers": [
+                {"name": "aws-vpc-cni-init", "image": "init:v1"},
+                {"name": "aws-node", "image": "x/amazon-k8s-cni:v1.19.2", "env": [
+                    {"name": "WARM_ENI_TARGET", "value": "1"},
+                    {"name": "MY_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
+                ]}
+            ]}}}
+        }))
+        .expect("daemonset");
+        let facts = aws_node_facts(&ds);
+        assert!(facts.container_found);
+        assert_eq!(facts.image.as_deref(), Some("x/amazon-k8s-cni:v1.19.2"));
+        assert_eq!(facts.env.len(), 2);
+        assert!(facts.env[1].from_source);
+        assert_eq!(
+            facts.owned_env.into_iter().collect::<Vec<_>>(),
+            ["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"]
+        );
+        assert_eq!(facts.reference.to_string(), "kube-system/aws-node");
+    }
+
+    #[test]
+    fn node_keeps_labels_and_pod_capacity_only() {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1", "labels": {"node.kubernetes.io/instance-type": "m5.large"}},
+            "status": {"capacity": {"pods": "29", "cpu": "2"}, "images": [{"names": ["a"]}]}
+        }))
+        .expect("node");
+        let facts = node_facts(&node);
+        assert_eq!(facts.capacity_pods, Some(29));
+        assert_eq!(facts.instance_type(), Ok("m5.large"));
+        let bad: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n2"}, "status": {"capacity": {"pods": "lots"}}
+        }))
+        .expect("node");
+        assert_eq!(node_facts(&bad).capacity_pods, None);
+    }
+}

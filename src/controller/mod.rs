@@ -1,0 +1,480 @@
+//! The controller: observe (watch caches) -> decide ([`crate::plan`], pure) -> apply (server-side
+//! apply of the aws-node env) -> status (server-side apply of each policy's status).
+//!
+//! The aws-node env is one cluster-wide decision over every policy, so the controller runs one
+//! fleet reconcile per batch of changes rather than one per object: any change to a policy, a
+//! node's planning facts or the aws-node DaemonSet triggers it (debounced), and a periodic resync
+//! catches anything missed.
+
+pub mod cache;
+pub mod facts;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use backon::BackoffBuilder;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::{Notify, watch};
+use tracing::{debug, info, warn};
+
+use crate::crd::{DaemonSetRef, FIELD_MANAGER, NodeNetworkPolicy};
+use crate::instance::{InstanceCatalog, InstanceLimits};
+use crate::metrics::{ErrorLabels, InstanceTypeLabels, Metrics, WriteLabels};
+use crate::plan::{
+    AwsNodeFacts, DaemonSetWrite, FleetInput, FleetPlan, NodeFacts, PolicyInput, plan_fleet,
+};
+use cache::ProjectedCache;
+use facts::{AWS_NODE_CONTAINER, aws_node_facts, node_facts};
+use status::{desired_status, owned_part, status_changed};
+
+/// Every API call the controller makes, as `(api group, resource, verb)`. The Helm chart's RBAC
+/// is checked against this list.
+pub const API_CALLS: &[(&str, &str, &str)] = &[
+    ("", "nodes", "list"),
+    ("", "nodes", "watch"),
+    ("tuner.vpccni.io", "nodenetworkpolicies", "list"),
+    ("tuner.vpccni.io", "nodenetworkpolicies", "watch"),
+    ("tuner.vpccni.io", "nodenetworkpolicies/status", "patch"),
+    ("apps", "daemonsets", "list"),
+    ("apps", "daemonsets", "watch"),
+    ("apps", "daemonsets", "patch"),
+    ("events.k8s.io", "events", "create"),
+    ("events.k8s.io", "events", "patch"),
+    ("coordination.k8s.io", "leases", "get"),
+    ("coordination.k8s.io", "leases", "create"),
+    ("coordination.k8s.io", "leases", "update"),
+];
+
+/// Errors of one fleet reconcile. Invalid input never gets here: it becomes a condition.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl Error {
+    /// A bounded label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Kube(kube::Error::Api(status)) => match status.code {
+                429 => "throttled",
+                409 => "conflict",
+                404 => "not_found",
+                401 | 403 => "forbidden",
+                500..=599 => "server",
+                _ => "client",
+            },
+            Self::Kube(_) => "transport",
+        }
+    }
+}
+
+/// What the controller reads and writes through.
+pub struct Context {
+    pub client: Client,
+    pub policies: ProjectedCache<NodeNetworkPolicy>,
+    pub nodes: ProjectedCache<NodeFacts>,
+    pub aws_node: ProjectedCache<AwsNodeFacts>,
+    /// The one aws-node DaemonSet this instance manages (`--daemonset`).
+    pub managed: DaemonSetRef,
+    pub catalog: InstanceCatalog,
+    /// Facts looked up live for types the embedded table lacks.
+    pub extra_facts: RwLock<BTreeMap<String, InstanceLimits>>,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    /// Writes happen only while this is true (always, without leader election).
+    pub leader: Arc<AtomicBool>,
+}
+
+impl Context {
+    pub fn new(client: Client, managed: DaemonSetRef, leader: Arc<AtomicBool>) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            policies: ProjectedCache::default(),
+            nodes: ProjectedCache::default(),
+            aws_node: ProjectedCache::default(),
+            managed,
+            catalog: InstanceCatalog::embedded(),
+            extra_facts: RwLock::new(BTreeMap::new()),
+            metrics: Metrics::default(),
+            leader,
+        }
+    }
+
+    /// All watch caches have their first full list.
+    pub fn caches_ready(&self) -> bool {
+        self.policies.is_ready() && self.nodes.is_ready() && self.aws_node.is_ready()
+    }
+
+    fn aws_node_key(&self) -> String {
+        format!("{}/{}", self.managed.namespace, self.managed.name)
+    }
+}
+
+/// What one reconcile wrote.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub daemonset_written: bool,
+    pub statuses_written: usize,
+}
+
+/// Observes the caches, plans, applies the aws-node env if it must change, and patches each
+/// policy's status if it changed.
+pub async fn reconcile_fleet(ctx: &Context) -> Result<ReconcileReport, Error> {
+    let started = Instant::now();
+    ctx.metrics.reconciles.inc();
+    let result = reconcile_inner(ctx).await;
+    ctx.metrics.observe_duration(started.elapsed());
+    if let Err(err) = &result {
+        ctx.metrics
+            .failures
+            .get_or_create(&ErrorLabels { kind: err.kind() })
+            .inc();
+    }
+    result
+}
+
+/// Plans from the current caches without writing anything.
+pub fn plan_now(ctx: &Context) -> (Vec<Arc<NodeNetworkPolicy>>, FleetPlan) {
+    let policies: Vec<Arc<NodeNetworkPolicy>> = ctx
+        .policies
+        .snapshot()
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    let nodes = ctx.nodes.snapshot();
+    let aws_node = ctx.aws_node.get(&ctx.aws_node_key());
+    let extra = ctx
+        .extra_facts
+        .read()
+        .map(|e| e.clone())
+        .unwrap_or_default();
+    let names: Vec<String> = policies.iter().map(|p| p.name_any()).collect();
+    let input = FleetInput {
+        policies: policies
+            .iter()
+            .zip(&names)
+            .map(|(p, name)| PolicyInput {
+                name,
+                created: p
+                    .meta()
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.to_string()),
+                generation: p.meta().generation,
+                spec: &p.spec,
+            })
+            .collect(),
+        nodes: nodes.iter().map(|(_, n)| n.as_ref()).collect(),
+        aws_node: aws_node.as_deref(),
+        managed_daemonset: &ctx.managed,
+        catalog: &ctx.catalog,
+        extra_facts: &extra,
+    };
+    let plan = plan_fleet(&input);
+    (policies, plan)
+}
+
+async fn reconcile_inner(ctx: &Context) -> Result<ReconcileReport, Error> {
+    let (policies, plan) = plan_now(ctx);
+    ctx.metrics.cached_nodes.set(ctx.nodes.len() as i64);
+    update_gauges(&ctx.metrics, &plan);
+    let mut report = ReconcileReport::default();
+    if !ctx.leader.load(Ordering::Acquire) {
+        debug!("not the leader: planned, writing nothing");
+        return Ok(report);
+    }
+
+    if let Some(write) = &plan.daemonset_write {
+        apply_daemonset(ctx, write).await?;
+        report.daemonset_written = true;
+        if let Some(policy) = policies.iter().find(|p| p.name_any() == write.policy) {
+            let drift = write.changes.iter().any(|c| c.drift);
+            let changes: Vec<String> = write.changes.iter().map(ToString::to_string).collect();
+            publish(
+                ctx,
+                policy,
+                if drift {
+                    "AwsNodeEnvRestored"
+                } else {
+                    "AwsNodeEnvUpdated"
+                },
+                EventType::Normal,
+                format!("{}: {}", write.reference, changes.join(", ")),
+            )
+            .await;
+        }
+    }
+
+    let now = Time(jiff::Timestamp::now());
+    for policy in &policies {
+        let name = policy.name_any();
+        let Some(policy_plan) = plan.policies.get(&name) else {
+            continue;
+        };
+        let desired = desired_status(policy_plan, policy.status.as_ref(), now.clone());
+        if !status_changed(&desired, policy.status.as_ref()) {
+            continue;
+        }
+        let api: Api<NodeNetworkPolicy> = Api::all(ctx.client.clone());
+        let body = json!({
+            "apiVersion": "tuner.vpccni.io/v1alpha1",
+            "kind": "NodeNetworkPolicy",
+            "metadata": {"name": name},
+            "status": owned_part(&desired),
+        });
+        let patched = api
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await?;
+        ctx.metrics
+            .writes
+            .get_or_create(&WriteLabels { target: "status" })
+            .inc();
+        report.statuses_written += 1;
+        // The watch will bring the same object; taking it now keeps the next pass from
+        // patching again before it arrives.
+        ctx.policies
+            .apply(watcher::Event::Apply(patched), Clone::clone);
+        if let Some(ready) = desired.conditions.iter().find(|c| c.type_ == "Ready")
+            && ready.status == "False"
+        {
+            let was_false = policy
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                .is_some_and(|c| c.status == "False" && c.reason == ready.reason);
+            if !was_false {
+                publish(
+                    ctx,
+                    policy,
+                    &ready.reason,
+                    EventType::Warning,
+                    ready.message.clone(),
+                )
+                .await;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Server-side apply of the env entries the operator owns in the aws-node container, and
+/// nothing else: other env vars, containers, labels and annotations keep their owners.
+async fn apply_daemonset(ctx: &Context, write: &DaemonSetWrite) -> Result<(), Error> {
+    let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &write.reference.namespace);
+    let env: Vec<serde_json::Value> = write
+        .env
+        .iter()
+        .map(|(name, value)| json!({"name": name, "value": value}))
+        .collect();
+    let body = json!({
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": write.reference.name, "namespace": write.reference.namespace},
+        "spec": {"template": {"spec": {"containers": [{"name": AWS_NODE_CONTAINER, "env": env}]}}},
+    });
+    let patched = api
+        .patch(
+            &write.reference.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+    ctx.metrics
+        .writes
+        .get_or_create(&WriteLabels {
+            target: "daemonset",
+        })
+        .inc();
+    info!(daemonset = %write.reference, policy = %write.policy, changes = ?write.changes, "applied aws-node env");
+    ctx.aws_node
+        .apply(watcher::Event::Apply(patched), aws_node_facts);
+    Ok(())
+}
+
+async fn publish(
+    ctx: &Context,
+    policy: &NodeNetworkPolicy,
+    reason: &str,
+    type_: EventType,
+    note: String,
+) {
+    let event = KubeEvent {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(truncate_note(note)),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
+        warn!(%err, reason, "could not record event");
+    }
+}
+
+fn truncate_note(mut note: String) -> String {
+    const MAX: usize = 1000;
+    if note.len() > MAX {
+        let mut end = MAX;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+    }
+    note
+}
+
+fn update_gauges(metrics: &Metrics, plan: &FleetPlan) {
+    metrics.recommended_max_pods.clear();
+    metrics.nodes_not_at_target.clear();
+    for (policy, p) in &plan.policies {
+        for t in &p.instance_types {
+            let labels = InstanceTypeLabels {
+                policy: policy.clone(),
+                instance_type: t.instance_type.clone(),
+            };
+            metrics
+                .recommended_max_pods
+                .get_or_create(&labels)
+                .set(i64::from(t.max_pods));
+            metrics
+                .nodes_not_at_target
+                .get_or_create(&labels)
+                .set(i64::from(t.nodes - t.nodes_at_target));
+        }
+    }
+}
+
+/// Settings of the run loop.
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    /// Re-plan at least this often, even without events.
+    pub resync: Duration,
+    /// Wait this long after an event for more before planning.
+    pub debounce: Duration,
+}
+
+/// Watches policies, nodes and the aws-node DaemonSet into the context's caches and reconciles
+/// on every change until `shutdown` flips. A reconcile in progress finishes before it returns.
+pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Receiver<bool>) {
+    let trigger = Arc::new(Notify::new());
+    let watchers = {
+        let policies: Api<NodeNetworkPolicy> = Api::all(ctx.client.clone());
+        let nodes: Api<Node> = Api::all(ctx.client.clone());
+        let daemonsets: Api<DaemonSet> =
+            Api::namespaced(ctx.client.clone(), &ctx.managed.namespace);
+        let ds_config =
+            watcher::Config::default().fields(&format!("metadata.name={}", ctx.managed.name));
+        let (c1, c2, c3) = (ctx.clone(), ctx.clone(), ctx.clone());
+        let (t1, t2, t3) = (trigger.clone(), trigger.clone(), trigger.clone());
+        vec![
+            tokio::spawn(async move {
+                feed(policies, watcher::Config::default(), &t1, |e| {
+                    c1.policies.apply(e, Clone::clone)
+                })
+                .await
+            }),
+            tokio::spawn(async move {
+                feed(nodes, watcher::Config::default(), &t2, |e| {
+                    c2.nodes.apply(e, node_facts)
+                })
+                .await
+            }),
+            tokio::spawn(async move {
+                feed(daemonsets, ds_config, &t3, |e| {
+                    c3.aws_node.apply(e, aws_node_facts)
+                })
+                .await
+            }),
+        ]
+    };
+
+    let mut backoff = retry_backoff();
+    loop {
+        tokio::select! {
+            _ = trigger.notified() => {}
+            _ = tokio::time::sleep(config.resync) => debug!("periodic resync"),
+            _ = shutdown.changed() => break,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.debounce) => {}
+            _ = shutdown.changed() => break,
+        }
+        if !ctx.caches_ready() {
+            continue;
+        }
+        match reconcile_fleet(&ctx).await {
+            Ok(report) => {
+                backoff = retry_backoff();
+                if report != ReconcileReport::default() {
+                    info!(?report, "reconciled");
+                }
+            }
+            Err(err) => {
+                let delay = backoff.next().unwrap_or(Duration::from_secs(300));
+                warn!(%err, kind = err.kind(), ?delay, "reconcile failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => trigger.notify_one(),
+                    _ = shutdown.changed() => break,
+                }
+            }
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+    for task in watchers {
+        task.abort();
+    }
+    info!("controller stopped");
+}
+
+fn retry_backoff() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(300))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+async fn feed<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    trigger: &Notify,
+    mut apply: impl FnMut(watcher::Event<K>) -> bool,
+) where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    let mut events = watcher(api, config).default_backoff().boxed();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(event) => {
+                if apply(event) {
+                    trigger.notify_one();
+                }
+            }
+            Err(err) => warn!(%err, "watch error; the watcher retries with backoff"),
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The status step's pure half: the status a policy should have, given the plan and the status
+//! it has. Conditions keep `lastTransitionTime` unless their status flips; conditions of other
+//! controllers are kept; an unchanged status means no patch.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::crd::{NodeNetworkPolicyStatus, condition};
+use crate::plan::PolicyPlan;
+
+/// The status `plan` asks for. `now` stamps conditions whose status flips (or are new).
+pub fn desired_status(
+    plan: &PolicyPlan,
+    current: Option<&NodeNetworkPolicyStatus>,
+    now: Time,
+) -> NodeNetworkPolicyStatus {
+    let current_conditions = current.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let mut conditions: Vec<Condition> = current_conditions
+        .iter()
+        .filter(|c| !condition::OWNED.contains(&c.type_.as_str()))
+        .cloned()
+        .collect();
+    for planned in &plan.conditions {
+        let status = if planned.status { "True" } else { "False" };
+        let previous = current_conditions.iter().find(|c| c.type_ == planned.type_);
+        let last_transition_time = match previous {
+            Some(previous) if previous.status == status => previous.last_transition_time.clone(),
+            _ => now.clone(),
+        };
+        conditions.push(Condition {
+            type_: planned.type_.to_owned(),
+            status: status.to_owned(),
+            reason: planned.reason.to_owned(),
+            message: truncate(&planned.message, 32 * 1024),
+            observed_generation: plan.observed_generation,
+            last_transition_time,
+        });
+    }
+    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+    NodeNetworkPolicyStatus {
+        observed_generation: plan.observed_generation,
+        conditions,
+        matched_nodes: plan.matched_nodes,
+        excluded_nodes: plan.excluded_nodes.clone(),
+        cni_version: plan.cni_version.clone(),
+        prefix_delegation: plan.prefix_delegation,
+        cni_env: plan.cni_env.clone(),
+        max_pods: plan.max_pods,
+        instance_types: plan.instance_types.clone(),
+    }
+}
+
+/// Whether `desired` differs from `current` (condition order does not matter).
+pub fn status_changed(
+    desired: &NodeNetworkPolicyStatus,
+    current: Option<&NodeNetworkPolicyStatus>,
+) -> bool {
+    let Some(current) = current else {
+        return true;
+    };
+    let mut current = current.clone();
+    current.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+    &current != desired
+}
+
+/// The part of `status` this operator applies: its own conditions only, so server-side apply
+/// leaves other controllers' conditions alone.
+pub fn owned_part(status: &NodeNetworkPolicyStatus) -> NodeNetworkPolicyStatus {
+    NodeNetworkPolicyStatus {
+        conditions: status
+            .conditions
+            .iter()
+            .filter(|c| condition::OWNED.contains(&c.type_.as_str()))
+            .cloned()
+            .collect(),
+        ..status.clone()
+    }
+}
+
+fn truncate(message: &str, max: usize) -> String {
+    if message.len() <= max {
+        return message.to_owned();
+    }
+    let mut end = max;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &message[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::ConditionPlan;
+
+    fn time(s: &str) -> Time {
+        Time(s.parse().expect("timestamp"))
+    }
+
+    fn plan(ready: bool, message: &str) -> PolicyPlan {
+        PolicyPlan {
+            observed_generation: Some(2),
+            conditions: vec![ConditionPlan {
+                type_: condition::READY,
+                status: ready,
+                reason: "Reconciled",
+                message: message.to_owned(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn keeps_transition_time_unless_status_flips_and_keeps_foreign_conditions() {
+        let t1 = time("2026-01-01T00:00:00Z");
+        let t2 = time("2026-02-01T00:00:00Z");
+        let mut first = desired_status(&plan(true, "a"), None, t1.clone());
+        first.conditions.push(Condition {
+            type_: "example.com/Audited".into(),
+            status: "True".into(),
+            reason: "Manual".into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: t1.clone(),
+        });
+        let same = desired_status(&plan(true, "a"), Some(&first), t2.clone());
+        assert!(!status_changed(&same, Some(&first)));
+        let reworded = desired_status(&plan(true, "b"), Some(&first), t2.clone());
+        assert!(status_changed(&reworded, Some(&first)));
+        let ready = reworded
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .expect("ready");
+        assert_eq!(ready.last_transition_time, t1);
+        let flipped = desired_status(&plan(false, "b"), Some(&first), t2.clone());
+        let ready = flipped
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .expect("ready");
+        assert_eq!(ready.last_transition_time, t2);
+        assert!(
+            flipped
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "example.com/Audited")
+        );
+        assert!(
+            !owned_part(&flipped)
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "example.com/Audited")
+        );
+        assert_eq!(flipped.observed_generation, Some(2));
+    }
+}
