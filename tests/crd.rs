@@ -35,7 +35,13 @@ fn names_scope_and_printer_columns() {
     for want in ["Ready", "Nodes", "Prefix-Delegation", "Max-Pods"] {
         assert!(columns.contains(&want), "{columns:?}");
     }
-    assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+    assert!(
+        version
+            .subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some()
+    );
 }
 
 #[test]

@@ -1,0 +1,681 @@
+//! Reconcile scenarios against kube's `tower_test` mocked API server: every request the fleet
+//! reconcile makes is asserted (method, path, field manager, body), and a request nobody
+//! expected hangs the reconcile, which the scenario's timeout turns into a failure.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use http::{Request, Response};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use kube::client::Body;
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use vpc_cni_tuner::controller::facts::aws_node_facts;
+use vpc_cni_tuner::controller::{Context, ReconcileReport, reconcile_fleet};
+use vpc_cni_tuner::crd::{DaemonSetRef, NodeNetworkPolicy};
+use vpc_cni_tuner::plan::{NodeFacts, labels};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// One expected request and the answer to give.
+struct Expect {
+    method: &'static str,
+    path: &'static str,
+    check: Box<dyn Fn(&Value) + Send>,
+    respond: Value,
+}
+
+fn expect(
+    method: &'static str,
+    path: &'static str,
+    check: impl Fn(&Value) + Send + 'static,
+    respond: Value,
+) -> Expect {
+    Expect {
+        method,
+        path,
+        check: Box::new(check),
+        respond,
+    }
+}
+
+const DS_PATH: &str = "/apis/apps/v1/namespaces/kube-system/daemonsets/aws-node";
+const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+
+fn status_path(name: &str) -> &'static str {
+    Box::leak(
+        format!("/apis/tuner.vpccni.io/v1alpha1/nodenetworkpolicies/{name}/status")
+            .into_boxed_str(),
+    )
+}
+
+async fn verify(mut handle: Handle, expects: Vec<Expect>) {
+    for (i, e) in expects.into_iter().enumerate() {
+        let (request, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+            .await
+            .unwrap_or_else(|_| panic!("request #{i} ({} {}) never came", e.method, e.path))
+            .expect("service not called");
+        assert_eq!(
+            request.method().as_str(),
+            e.method,
+            "request #{i}: {}",
+            request.uri()
+        );
+        assert_eq!(request.uri().path(), e.path, "request #{i}");
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        if e.method == "PATCH" {
+            assert!(query.contains("fieldManager=vpc-cni-tuner"), "{query}");
+            assert!(query.contains("force=true"), "{query}");
+            assert_eq!(
+                request.headers()["content-type"],
+                "application/apply-patch+yaml",
+                "server-side apply"
+            );
+        }
+        let body = request.into_body().collect_bytes().await.expect("body");
+        let body: Value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).expect("json body")
+        };
+        (e.check)(&body);
+        send.send_response(
+            Response::builder()
+                .body(Body::from(serde_json::to_vec(&e.respond).expect("json")))
+                .expect("response"),
+        );
+    }
+}
+
+fn context(client: Client) -> Context {
+    Context::new(
+        client,
+        DaemonSetRef::default(),
+        Arc::new(AtomicBool::new(true)),
+    )
+}
+
+async fn scenario(
+    ctx: Context,
+    handle: Handle,
+    expects: Vec<Expect>,
+) -> (Context, ReconcileReport) {
+    let verifier = tokio::spawn(verify(handle, expects));
+    let report = tokio::time::timeout(Duration::from_secs(10), reconcile_fleet(&ctx))
+        .await
+        .expect("reconcile made a request nobody expected, or hung")
+        .expect("reconcile succeeds");
+    verifier.await.expect("verifier");
+    (ctx, report)
+}
+
+fn policy(name: &str, created: &str, spec: Value, status: Option<Value>) -> NodeNetworkPolicy {
+    let mut object = json!({
+        "apiVersion": "tuner.vpccni.io/v1alpha1",
+        "kind": "NodeNetworkPolicy",
+        "metadata": {"name": name, "uid": format!("uid-{name}"), "generation": 1, "creationTimestamp": created},
+        "spec": spec,
+    });
+    if let Some(status) = status {
+        object["status"] = status;
+    }
+    serde_json::from_value(object).expect("policy")
+}
+
+fn aws_node_ds(env: Value, owned: &[&str]) -> DaemonSet {
+    let owned_fields: serde_json::Map<String, Value> = owned
+        .iter()
+        .map(|name| {
+            (
+                format!("k:{{\"name\":\"{name}\"}}"),
+                json!({".": {}, "f:name": {}, "f:value": {}}),
+            )
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "aws-node", "namespace": "kube-system",
+            "labels": {"k8s-app": "aws-node"},
+            "managedFields": [{"manager": "vpc-cni-tuner", "operation": "Apply", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {
+                    "k:{\"name\":\"aws-node\"}": {"f:env": owned_fields}}}}}}}]},
+        "spec": {"selector": {"matchLabels": {"k8s-app": "aws-node"}}, "template": {
+            "metadata": {"labels": {"k8s-app": "aws-node"}},
+            "spec": {"containers": [{
+                "name": "aws-node",
+                "image": "602401143452.dkr.ecr.us-west-2.amazonaws.com/amazon-k8s-cni:v1.19.2-eksbuild.1",
+                "env": env
+            }]}}}
+    }))
+    .expect("daemonset")
+}
+
+const DEFAULT_ENV: &[(&str, &str)] = &[
+    ("AWS_VPC_K8S_CNI_LOGLEVEL", "DEBUG"),
+    ("ENABLE_PREFIX_DELEGATION", "false"),
+    ("WARM_ENI_TARGET", "1"),
+];
+
+fn env(entries: &[(&str, &str)]) -> Value {
+    Value::Array(
+        entries
+            .iter()
+            .map(|(n, v)| json!({"name": n, "value": v}))
+            .collect(),
+    )
+}
+
+fn node(instance_type: &str, extra: &[(&str, &str)]) -> NodeFacts {
+    let mut labels: std::collections::BTreeMap<String, String> =
+        [(labels::INSTANCE_TYPE.to_owned(), instance_type.to_owned())].into();
+    labels.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    NodeFacts {
+        labels,
+        capacity_pods: Some(17),
+    }
+}
+
+fn fill(
+    ctx: &Context,
+    policies: Vec<NodeNetworkPolicy>,
+    nodes: Vec<NodeFacts>,
+    ds: Option<&DaemonSet>,
+) {
+    ctx.policies
+        .replace_all(policies.into_iter().map(|p| (p.name_any(), p)));
+    ctx.nodes.replace_all(
+        nodes
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| (format!("node-{i}"), n)),
+    );
+    ctx.aws_node
+        .replace_all(ds.map(|ds| ("kube-system/aws-node".to_owned(), aws_node_facts(ds))));
+}
+
+fn env_of(body: &Value) -> Vec<(String, String)> {
+    body["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("env list")
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().expect("name").to_owned(),
+                e["value"].as_str().expect("value").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn condition<'a>(status_body: &'a Value, type_: &str) -> &'a Value {
+    status_body["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status_body}"))
+}
+
+fn echo_policy(name: &str) -> Value {
+    json!({"apiVersion": "tuner.vpccni.io/v1alpha1", "kind": "NodeNetworkPolicy",
+           "metadata": {"name": name, "generation": 1}, "spec": {}})
+}
+
+fn event_response() -> Value {
+    json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e", "namespace": "default"},
+           "eventTime": "2026-01-01T00:00:00.000000Z"})
+}
+
+fn ds_response(env_entries: &[(&str, &str)], owned: &[&str]) -> Value {
+    serde_json::to_value(aws_node_ds(env(env_entries), owned)).expect("json")
+}
+
+#[tokio::test]
+async fn first_apply_patches_only_owned_env_then_status() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"));
+    let ds = aws_node_ds(env(DEFAULT_ENV), &[]);
+    fill(
+        &ctx,
+        vec![policy("default", "2026-01-01T00:00:00Z", json!({}), None)],
+        vec![node("t3.medium", &[]), node("t3.medium", &[])],
+        Some(&ds),
+    );
+    let applied = [
+        ("AWS_VPC_K8S_CNI_LOGLEVEL", "DEBUG"),
+        ("ENABLE_PREFIX_DELEGATION", "true"),
+        ("WARM_ENI_TARGET", "1"),
+        ("WARM_PREFIX_TARGET", "1"),
+    ];
+    let (ctx, report) = scenario(
+        ctx,
+        handle,
+        vec![
+            expect(
+                "PATCH",
+                DS_PATH,
+                |body| {
+                    assert_eq!(body["apiVersion"], "apps/v1");
+                    assert_eq!(body["kind"], "DaemonSet");
+                    assert_eq!(
+                        env_of(body),
+                        [
+                            ("ENABLE_PREFIX_DELEGATION".to_owned(), "true".to_owned()),
+                            ("WARM_PREFIX_TARGET".to_owned(), "1".to_owned())
+                        ]
+                    );
+                    let containers = body["spec"]["template"]["spec"]["containers"]
+                        .as_array()
+                        .unwrap();
+                    assert_eq!(containers.len(), 1);
+                    assert_eq!(
+                        containers[0]
+                            .as_object()
+                            .unwrap()
+                            .keys()
+                            .collect::<Vec<_>>(),
+                        ["env", "name"],
+                        "only the env of the aws-node container is applied"
+                    );
+                    assert!(body["metadata"].get("labels").is_none());
+                    assert!(body["spec"].get("selector").is_none());
+                },
+                ds_response(
+                    &applied,
+                    &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"],
+                ),
+            ),
+            expect(
+                "POST",
+                EVENTS_PATH,
+                |body| {
+                    assert_eq!(body["reason"], "AwsNodeEnvUpdated");
+                    let note = body["note"].as_str().unwrap();
+                    assert!(
+                        note.contains("ENABLE_PREFIX_DELEGATION: false -> true"),
+                        "{note}"
+                    );
+                    assert_eq!(body["regarding"]["kind"], "NodeNetworkPolicy");
+                },
+                event_response(),
+            ),
+            expect(
+                "PATCH",
+                status_path("default"),
+                |body| {
+                    let status = &body["status"];
+                    assert_eq!(status["matchedNodes"], 2);
+                    assert_eq!(status["maxPods"], 110);
+                    assert_eq!(status["prefixDelegation"], true);
+                    assert_eq!(status["cniVersion"], "1.19.2");
+                    assert_eq!(status["observedGeneration"], 1);
+                    assert_eq!(status["cniEnv"]["WARM_PREFIX_TARGET"], "1");
+                    assert_eq!(status["instanceTypes"][0]["maxPodsIpLimit"], 242);
+                    assert_eq!(condition(body, "Ready")["status"], "True");
+                    assert_eq!(condition(body, "CNIConfigured")["status"], "True");
+                    assert_eq!(condition(body, "Conflict")["status"], "False");
+                },
+                echo_policy("default"),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(
+        report,
+        ReconcileReport {
+            daemonset_written: true,
+            statuses_written: 1
+        }
+    );
+    // The patch response updated the cache: the next pass needs no DaemonSet write.
+    let (_, plan) = vpc_cni_tuner::controller::plan_now(&ctx);
+    assert_eq!(plan.daemonset_write, None);
+}
+
+/// A policy whose status already says what the plan says, and a DaemonSet that already carries
+/// the env: a resync makes no request at all.
+#[tokio::test]
+async fn steady_state_resync_makes_no_request() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"));
+    let in_sync = [
+        ("ENABLE_PREFIX_DELEGATION", "true"),
+        ("WARM_ENI_TARGET", "1"),
+        ("WARM_PREFIX_TARGET", "1"),
+    ];
+    let ds = aws_node_ds(
+        env(&in_sync),
+        &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"],
+    );
+    fill(
+        &ctx,
+        vec![policy("default", "2026-01-01T00:00:00Z", json!({}), None)],
+        vec![node("t3.medium", &[])],
+        Some(&ds),
+    );
+    // Compute the status the operator would write, and store it as the current one.
+    let (policies, plan) = vpc_cni_tuner::controller::plan_now(&ctx);
+    let status = vpc_cni_tuner::controller::status::desired_status(
+        &plan.policies["default"],
+        None,
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-01-01T00:00:00Z".parse().unwrap(),
+        ),
+    );
+    let mut current = (*policies[0]).clone();
+    current.status = Some(status);
+    ctx.policies.replace_all([("default".to_owned(), current)]);
+    let (_, report) = scenario(ctx, handle, vec![]).await;
+    assert_eq!(report, ReconcileReport::default());
+}
+
+#[tokio::test]
+async fn drift_on_an_owned_var_is_put_back_with_an_event() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"));
+    let drifted = [
+        ("ENABLE_PREFIX_DELEGATION", "false"),
+        ("WARM_PREFIX_TARGET", "1"),
+    ];
+    let ds = aws_node_ds(
+        env(&drifted),
+        &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"],
+    );
+    fill(
+        &ctx,
+        vec![policy("default", "2026-01-01T00:00:00Z", json!({}), None)],
+        vec![node("t3.medium", &[])],
+        Some(&ds),
+    );
+    let (_, report) = scenario(
+        ctx,
+        handle,
+        vec![
+            expect(
+                "PATCH",
+                DS_PATH,
+                |body| {
+                    assert!(
+                        env_of(body).contains(&("ENABLE_PREFIX_DELEGATION".into(), "true".into()))
+                    );
+                },
+                ds_response(
+                    &[
+                        ("ENABLE_PREFIX_DELEGATION", "true"),
+                        ("WARM_PREFIX_TARGET", "1"),
+                    ],
+                    &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"],
+                ),
+            ),
+            expect(
+                "POST",
+                EVENTS_PATH,
+                |body| assert_eq!(body["reason"], "AwsNodeEnvRestored"),
+                event_response(),
+            ),
+            expect(
+                "PATCH",
+                status_path("default"),
+                |_| {},
+                echo_policy("default"),
+            ),
+        ],
+    )
+    .await;
+    assert!(report.daemonset_written);
+}
+
+#[tokio::test]
+async fn dry_run_writes_status_only() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"));
+    let ds = aws_node_ds(env(DEFAULT_ENV), &[]);
+    fill(
+        &ctx,
+        vec![policy(
+            "preview",
+            "2026-01-01T00:00:00Z",
+            json!({"enforcement": "DryRun"}),
+            None,
+        )],
+        vec![node("m5.large", &[])],
+        Some(&ds),
+    );
+    let (_, report) = scenario(
+        ctx,
+        handle,
+        vec![expect(
+            "PATCH",
+            status_path("preview"),
+            |body| {
+                assert_eq!(condition(body, "Ready")["reason"], "DryRun");
+                assert_eq!(condition(body, "CNIConfigured")["status"], "False");
+                assert_eq!(body["status"]["cniEnv"]["ENABLE_PREFIX_DELEGATION"], "true");
+            },
+            echo_policy("preview"),
+        )],
+    )
+    .await;
+    assert!(!report.daemonset_written);
+}
+
+#[tokio::test]
+async fn conflicting_policies_oldest_wins_loser_reports_conflict() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"));
+    let ds = aws_node_ds(env(DEFAULT_ENV), &[]);
+    fill(
+        &ctx,
+        vec![
+            policy(
+                "batch",
+                "2026-05-01T00:00:00Z",
+                json!({"nodeSelector": {"matchLabels": {"pool": "batch"}}, "prefixDelegation": "Disabled"}),
+                None,
+            ),
+            policy(
+                "web",
+                "2026-01-01T00:00:00Z",
+                json!({"nodeSelector": {"matchLabels": {"pool": "web"}}}),
+                None,
+            ),
+        ],
+        vec![
+            node("m5.large", &[("pool", "batch")]),
+            node("t3.medium", &[("pool", "web")]),
+        ],
+        Some(&ds),
+    );
+    let (_, report) = scenario(
+        ctx,
+        handle,
+        vec![
+            expect(
+                "PATCH",
+                DS_PATH,
+                |body| {
+                    assert!(
+                        env_of(body).contains(&("ENABLE_PREFIX_DELEGATION".into(), "true".into()))
+                    )
+                },
+                ds_response(
+                    &[
+                        ("ENABLE_PREFIX_DELEGATION", "true"),
+                        ("WARM_PREFIX_TARGET", "1"),
+                    ],
+                    &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"],
+                ),
+            ),
+            expect(
+                "POST",
+                EVENTS_PATH,
+                |body| assert_eq!(body["regarding"]["name"], "web"),
+                event_response(),
+            ),
+            expect(
+                "PATCH",
+                status_path("batch"),
+                |body| {
+                    let conflict = condition(body, "Conflict");
+                    assert_eq!(conflict["status"], "True");
+                    assert!(conflict["message"].as_str().unwrap().contains("policy web"));
+                    assert_eq!(
+                        body["status"]["maxPods"], 110,
+                        "m5.large runs with the winner's prefixes"
+                    );
+                },
+                echo_policy("batch"),
+            ),
+            expect(
+                "PATCH",
+                status_path("web"),
+                |body| assert_eq!(condition(body, "Conflict")["status"], "False"),
+                echo_policy("web"),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(report.statuses_written, 2);
+}
+
+#[tokio::test]
+async fn unknown_instance_type_sets_ready_false_and_leaves_aws_node_alone() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"));
+    let ds = aws_node_ds(env(DEFAULT_ENV), &[]);
+    fill(
+        &ctx,
+        vec![policy("default", "2026-01-01T00:00:00Z", json!({}), None)],
+        vec![node("m5.large", &[]), node("q9.enormous", &[])],
+        Some(&ds),
+    );
+    scenario(
+        ctx,
+        handle,
+        vec![
+            expect(
+                "PATCH",
+                status_path("default"),
+                |body| {
+                    let ready = condition(body, "Ready");
+                    assert_eq!(ready["status"], "False");
+                    assert_eq!(ready["reason"], "UnknownInstanceType");
+                    assert!(ready["message"].as_str().unwrap().contains("q9.enormous"));
+                },
+                echo_policy("default"),
+            ),
+            expect(
+                "POST",
+                EVENTS_PATH,
+                |body| {
+                    assert_eq!(body["type"], "Warning");
+                    assert_eq!(body["reason"], "UnknownInstanceType");
+                },
+                event_response(),
+            ),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn missing_daemonset_sets_ready_false() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"));
+    fill(
+        &ctx,
+        vec![policy("default", "2026-01-01T00:00:00Z", json!({}), None)],
+        vec![node("m5.large", &[])],
+        None,
+    );
+    scenario(
+        ctx,
+        handle,
+        vec![
+            expect(
+                "PATCH",
+                status_path("default"),
+                |body| assert_eq!(condition(body, "Ready")["reason"], "DaemonSetNotFound"),
+                echo_policy("default"),
+            ),
+            expect(
+                "POST",
+                EVENTS_PATH,
+                |body| assert_eq!(body["reason"], "DaemonSetNotFound"),
+                event_response(),
+            ),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn status_apply_sends_only_owned_conditions() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = context(Client::new(service, "default"));
+    let ds = aws_node_ds(
+        env(&[
+            ("ENABLE_PREFIX_DELEGATION", "true"),
+            ("WARM_PREFIX_TARGET", "1"),
+        ]),
+        &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"],
+    );
+    let foreign = json!({"conditions": [{"type": "example.com/Audited", "status": "True", "reason": "Manual",
+        "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
+    fill(
+        &ctx,
+        vec![policy(
+            "default",
+            "2026-01-01T00:00:00Z",
+            json!({}),
+            Some(foreign),
+        )],
+        vec![node("t3.medium", &[])],
+        Some(&ds),
+    );
+    scenario(
+        ctx,
+        handle,
+        vec![expect(
+            "PATCH",
+            status_path("default"),
+            |body| {
+                let types: Vec<_> = body["status"]["conditions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["type"].as_str().unwrap().to_owned())
+                    .collect();
+                assert_eq!(types, ["CNIConfigured", "Conflict", "Degraded", "Ready"]);
+            },
+            echo_policy("default"),
+        )],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_follower_plans_but_writes_nothing() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = Context::new(
+        Client::new(service, "default"),
+        DaemonSetRef::default(),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let ds = aws_node_ds(env(DEFAULT_ENV), &[]);
+    fill(
+        &ctx,
+        vec![policy("default", "2026-01-01T00:00:00Z", json!({}), None)],
+        vec![node("t3.medium", &[])],
+        Some(&ds),
+    );
+    let (_, report) = scenario(ctx, handle, vec![]).await;
+    assert_eq!(report, ReconcileReport::default());
+}
