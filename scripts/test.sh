@@ -24,3 +24,7 @@ echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "==> cargo test"
 cargo test --locked
+if [ -n "${VPC_CNI_TUNER_E2E_KUBECONFIG:-}" ]; then
+  echo "==> end-to-end against the cluster in $VPC_CNI_TUNER_E2E_KUBECONFIG"
+  cargo test --locked --test e2e -- --ignored
+fi
