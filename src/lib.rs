@@ -17,3 +17,4 @@ pub mod leader;
 pub mod metrics;
 pub mod operator;
 pub mod plan;
+pub mod userdata;
