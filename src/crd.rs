@@ -20,7 +20,14 @@ pub mod condition {
     pub const CNI_CONFIGURED: &str = "CNIConfigured";
     pub const CONFLICT: &str = "Conflict";
     pub const DEGRADED: &str = "Degraded";
-    pub const OWNED: [&str; 4] = [READY, CNI_CONFIGURED, CONFLICT, DEGRADED];
+    pub const LAUNCH_TEMPLATES_SYNCED: &str = "LaunchTemplatesSynced";
+    pub const OWNED: [&str; 5] = [
+        READY,
+        CNI_CONFIGURED,
+        CONFLICT,
+        DEGRADED,
+        LAUNCH_TEMPLATES_SYNCED,
+    ];
 }
 
 /// What the operator should manage for the nodes a selector picks.
@@ -67,9 +74,93 @@ pub struct NodeNetworkPolicySpec {
     /// How kubelet maxPods is chosen.
     #[serde(default)]
     pub max_pods: MaxPods,
+    /// EC2 launch templates whose user data gets this policy's kubelet maxPods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub launch_templates: Vec<LaunchTemplateSpec>,
     /// The aws-node DaemonSet whose env this policy manages.
     #[serde(default)]
     pub daemon_set: DaemonSetRef,
+}
+
+/// A launch template whose user data carries kubelet maxPods. Exactly one of `id` and `name`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.id) != has(self.name)")
+        .message("set exactly one of launchTemplates[].id and launchTemplates[].name")
+)]
+pub struct LaunchTemplateSpec {
+    /// `lt-...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^lt-[0-9a-f]+$"))]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 128))]
+    pub name: Option<String>,
+    /// The template's region; the operator's region by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The AMI family the user data is written for; `Auto` detects it.
+    #[serde(default)]
+    pub user_data_format: UserDataFormatSpec,
+    /// Make the new version the template's default.
+    #[serde(default = "default_true")]
+    pub set_default_version: bool,
+    /// The version to start from: `$Default`, `$Latest` or a number.
+    #[serde(default = "default_source_version")]
+    #[schemars(regex(pattern = r"^(\$Default|\$Latest|[0-9]+)$"))]
+    pub source_version: String,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_source_version() -> String {
+    "$Default".to_owned()
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum UserDataFormatSpec {
+    #[default]
+    Auto,
+    #[serde(rename = "AL2023")]
+    Al2023,
+    #[serde(rename = "AL2")]
+    Al2,
+    Bottlerocket,
+}
+
+impl UserDataFormatSpec {
+    pub fn forced(self) -> Option<crate::userdata::UserDataFormat> {
+        use crate::userdata::UserDataFormat;
+        match self {
+            Self::Auto => None,
+            Self::Al2023 => Some(UserDataFormat::Al2023),
+            Self::Al2 => Some(UserDataFormat::Al2),
+            Self::Bottlerocket => Some(UserDataFormat::Bottlerocket),
+        }
+    }
+}
+
+impl LaunchTemplateSpec {
+    pub fn template_ref(&self) -> crate::aws::launch_templates::TemplateRef {
+        use crate::aws::launch_templates::TemplateRef;
+        match (&self.id, &self.name) {
+            (Some(id), _) => TemplateRef::Id(id.clone()),
+            (None, Some(name)) => TemplateRef::Name(name.clone()),
+            (None, None) => TemplateRef::Name(String::new()),
+        }
+    }
+
+    /// A stable key for caches and status.
+    pub fn key(&self) -> String {
+        format!(
+            "{}/{}",
+            self.region.as_deref().unwrap_or("-"),
+            self.template_ref()
+        )
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
@@ -273,6 +364,44 @@ pub struct NodeNetworkPolicyStatus {
     pub max_pods: Option<u32>,
     #[serde(default)]
     pub instance_types: Vec<InstanceTypeStatus>,
+    /// Per launch template in `spec.launchTemplates`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub launch_templates: Vec<LaunchTemplateStatus>,
+}
+
+/// What the operator found in, and wrote to, one launch template.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LaunchTemplateStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The user-data format found (AL2023, AL2, Bottlerocket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// The version read (the source version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_read: Option<i64>,
+    /// The version the operator created, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_written: Option<i64>,
+    /// maxPods in the version read (none: the AMI computes its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pods_found: Option<u32>,
+    pub max_pods_wanted: u32,
+    pub in_sync: bool,
+    /// Running nodes launched from the template (by the `aws:ec2launchtemplate:id` tag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<u32>,
+    /// Of those, nodes whose capacity.pods is not maxPodsWanted: replace them (node-group
+    /// update, instance refresh) to roll the new maxPods out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes_behind: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Per instance type in the matched fleet.

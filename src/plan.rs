@@ -46,6 +46,8 @@ impl Exclusion {
 pub struct NodeFacts {
     pub labels: BTreeMap<String, String>,
     pub capacity_pods: Option<u32>,
+    /// The EC2 instance id from `spec.providerID` (`aws:///us-west-2a/i-0abc...`).
+    pub instance_id: Option<String>,
 }
 
 impl NodeFacts {

@@ -179,6 +179,7 @@ fn node(instance_type: &str, extra: &[(&str, &str)]) -> NodeFacts {
     NodeFacts {
         labels,
         capacity_pods: Some(17),
+        instance_id: None,
     }
 }
 
@@ -364,6 +365,7 @@ async fn steady_state_resync_makes_no_request() {
     let (policies, plan) = vpc_cni_tuner::controller::plan_now(&ctx);
     let status = vpc_cni_tuner::controller::status::desired_status(
         &plan.policies["default"],
+        None,
         None,
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
             "2026-01-01T00:00:00Z".parse().unwrap(),

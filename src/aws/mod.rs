@@ -2,6 +2,7 @@
 //! sees plain values ([`crate::instance::InstanceLimits`]), never SDK types.
 
 pub mod instance_types;
+pub mod launch_templates;
 
 use std::time::Duration;
 

@@ -23,6 +23,14 @@ pub fn node_facts(node: &Node) -> NodeFacts {
             .and_then(|s| s.capacity.as_ref())
             .and_then(|c| c.get("pods"))
             .and_then(|q| q.0.trim().parse().ok()),
+        instance_id: node
+            .spec
+            .as_ref()
+            .and_then(|s| s.provider_id.as_deref())
+            .and_then(|id| id.strip_prefix("aws://"))
+            .and_then(|rest| rest.rsplit('/').next())
+            .filter(|id| id.starts_with("i-"))
+            .map(str::to_owned),
     }
 }
 
@@ -144,12 +152,14 @@ mod tests {
     fn node_keeps_labels_and_pod_capacity_only() {
         let node: Node = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "n1", "labels": {"node.kubernetes.io/instance-type": "m5.large"}},
+            "spec": {"providerID": "aws:///us-west-2a/i-0123456789abcdef0"},
             "status": {"capacity": {"pods": "29", "cpu": "2"}, "images": [{"names": ["a"]}]}
         }))
         .expect("node");
         let facts = node_facts(&node);
         assert_eq!(facts.capacity_pods, Some(29));
         assert_eq!(facts.instance_type(), Ok("m5.large"));
+        assert_eq!(facts.instance_id.as_deref(), Some("i-0123456789abcdef0"));
         let bad: Node = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "n2"}, "status": {"capacity": {"pods": "lots"}}
         }))

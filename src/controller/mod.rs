@@ -8,6 +8,7 @@
 
 pub mod cache;
 pub mod facts;
+pub mod launch_templates;
 pub mod status;
 
 use std::collections::BTreeMap;
@@ -28,7 +29,9 @@ use serde_json::json;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
-use crate::crd::{DaemonSetRef, FIELD_MANAGER, NodeNetworkPolicy};
+use crate::crd::{
+    DaemonSetRef, Enforcement, FIELD_MANAGER, LaunchTemplateStatus, NodeNetworkPolicy, condition,
+};
 use crate::instance::{InstanceCatalog, InstanceLimits};
 use crate::metrics::{ErrorLabels, InstanceTypeLabels, Metrics, WriteLabels};
 use crate::plan::{
@@ -36,6 +39,10 @@ use crate::plan::{
 };
 use cache::ProjectedCache;
 use facts::{AWS_NODE_CONTAINER, aws_node_facts, node_facts};
+use launch_templates::{
+    Ec2Provider, SyncCache, nodes_by_instance, sync_template, synced_condition,
+};
+use status::LaunchTemplateReport;
 use status::{desired_status, owned_part, status_changed};
 
 /// Every API call the controller makes, as `(api group, resource, verb)`. The Helm chart's RBAC
@@ -55,6 +62,19 @@ pub const API_CALLS: &[(&str, &str, &str)] = &[
     ("coordination.k8s.io", "leases", "create"),
     ("coordination.k8s.io", "leases", "update"),
 ];
+
+/// Every EC2 action the operator calls (the IAM policy in the README grants exactly these).
+pub const EC2_ACTIONS: &[&str] = &[
+    "ec2:DescribeInstanceTypes",
+    "ec2:DescribeLaunchTemplateVersions",
+    "ec2:CreateLaunchTemplateVersion",
+    "ec2:ModifyLaunchTemplate",
+    "ec2:DescribeInstances",
+];
+
+/// How long live instance-type answers are kept: found types for a day, unknown ones briefly.
+const INSTANCE_TYPE_TTL: Duration = Duration::from_secs(24 * 3600);
+const UNKNOWN_INSTANCE_TYPE_TTL: Duration = Duration::from_secs(600);
 
 /// Errors of one fleet reconcile. Invalid input never gets here: it becomes a condition.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +115,13 @@ pub struct Context {
     pub metrics: Metrics,
     /// Writes happen only while this is true (always, without leader election).
     pub leader: Arc<AtomicBool>,
+    /// EC2 access for launch templates and live instance types; `None`: no AWS at all.
+    pub ec2: Option<Arc<dyn Ec2Provider>>,
+    pub template_cache: SyncCache,
+    /// How often an unchanged launch template is checked again.
+    pub template_ttl: Duration,
+    /// When each unknown instance type was last looked up live, and whether EC2 knew it.
+    type_lookups: std::sync::Mutex<std::collections::HashMap<String, (Instant, bool)>>,
 }
 
 impl Context {
@@ -114,7 +141,17 @@ impl Context {
             extra_facts: RwLock::new(BTreeMap::new()),
             metrics: Metrics::default(),
             leader,
+            ec2: None,
+            template_cache: SyncCache::default(),
+            template_ttl: Duration::from_secs(300),
+            type_lookups: Default::default(),
         }
+    }
+
+    /// Gives the controller EC2 access (launch templates, live instance types).
+    pub fn with_ec2(mut self, provider: Arc<dyn Ec2Provider>) -> Self {
+        self.ec2 = Some(provider);
+        self
     }
 
     /// All watch caches have their first full list.
@@ -192,6 +229,9 @@ pub fn plan_now(ctx: &Context) -> (Vec<Arc<NodeNetworkPolicy>>, FleetPlan) {
 }
 
 async fn reconcile_inner(ctx: &Context) -> Result<ReconcileReport, Error> {
+    if ctx.leader.load(Ordering::Acquire) {
+        refresh_unknown_instance_types(ctx).await;
+    }
     let (policies, plan) = plan_now(ctx);
     ctx.metrics.cached_nodes.set(ctx.nodes.len() as i64);
     update_gauges(&ctx.metrics, &plan);
@@ -222,13 +262,20 @@ async fn reconcile_inner(ctx: &Context) -> Result<ReconcileReport, Error> {
         }
     }
 
+    let templates = sync_launch_templates(ctx, &policies, &plan).await;
+
     let now = Time(jiff::Timestamp::now());
     for policy in &policies {
         let name = policy.name_any();
         let Some(policy_plan) = plan.policies.get(&name) else {
             continue;
         };
-        let desired = desired_status(policy_plan, policy.status.as_ref(), now.clone());
+        let desired = desired_status(
+            policy_plan,
+            templates.get(&name),
+            policy.status.as_ref(),
+            now.clone(),
+        );
         if !status_changed(&desired, policy.status.as_ref()) {
             continue;
         }
@@ -276,6 +323,179 @@ async fn reconcile_inner(ctx: &Context) -> Result<ReconcileReport, Error> {
         }
     }
     Ok(report)
+}
+
+/// Looks up, with EC2 `DescribeInstanceTypes`, node instance types the embedded table lacks, so
+/// brand-new types work without a release. Batched; answers are cached with a TTL.
+async fn refresh_unknown_instance_types(ctx: &Context) {
+    let Some(provider) = &ctx.ec2 else {
+        return;
+    };
+    let known = ctx
+        .extra_facts
+        .read()
+        .map(|e| e.clone())
+        .unwrap_or_default();
+    let due: Vec<String> = {
+        let lookups = ctx.type_lookups.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<String> = ctx
+            .nodes
+            .snapshot()
+            .iter()
+            .filter_map(|(_, n)| n.instance_type().ok().map(str::to_owned))
+            .filter(|t| ctx.catalog.lookup(t).is_err())
+            .filter(|t| match lookups.get(t) {
+                Some((at, true)) => at.elapsed() > INSTANCE_TYPE_TTL || !known.contains_key(t),
+                Some((at, false)) => at.elapsed() > UNKNOWN_INSTANCE_TYPE_TTL,
+                None => true,
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+    if due.is_empty() {
+        return;
+    }
+    let api = provider.api(None).await;
+    let mut found = Vec::new();
+    match api.instance_types(&due).await {
+        Ok(answer) => found = answer,
+        // One bad name fails the whole call: ask one by one.
+        Err(err) if err.code() == Some("InvalidInstanceType") => {
+            for name in &due {
+                if let Ok(answer) = api.instance_types(std::slice::from_ref(name)).await {
+                    found.extend(answer);
+                }
+            }
+        }
+        Err(err) => warn!(%err, types = ?due, "live instance-type lookup failed"),
+    }
+    let now = Instant::now();
+    let mut lookups = ctx.type_lookups.lock().unwrap_or_else(|p| p.into_inner());
+    if let Ok(mut extra) = ctx.extra_facts.write() {
+        for (name, limits) in &found {
+            extra.insert(name.clone(), *limits);
+        }
+    }
+    for name in due {
+        let known = found.iter().any(|(n, _)| *n == name);
+        lookups.insert(name, (now, known));
+    }
+}
+
+/// Syncs every policy's launch templates to its maxPods and returns the status parts.
+async fn sync_launch_templates(
+    ctx: &Context,
+    policies: &[Arc<NodeNetworkPolicy>],
+    plan: &FleetPlan,
+) -> BTreeMap<String, LaunchTemplateReport> {
+    let mut reports = BTreeMap::new();
+    let nodes = nodes_by_instance(&ctx.nodes.snapshot());
+    for policy in policies
+        .iter()
+        .filter(|p| !p.spec.launch_templates.is_empty())
+    {
+        let name = policy.name_any();
+        let Some(policy_plan) = plan.policies.get(&name) else {
+            continue;
+        };
+        let dry_run = policy.spec.enforcement == Enforcement::DryRun;
+        let ready = policy_plan
+            .conditions
+            .iter()
+            .any(|c| c.type_ == condition::READY && c.status);
+        let unsynced = |message: &str| -> Vec<LaunchTemplateStatus> {
+            policy
+                .spec
+                .launch_templates
+                .iter()
+                .map(|t| LaunchTemplateStatus {
+                    id: t.id.clone(),
+                    name: t.name.clone(),
+                    region: t.region.clone(),
+                    max_pods_wanted: policy_plan.max_pods.unwrap_or_default(),
+                    message: Some(message.to_owned()),
+                    ..Default::default()
+                })
+                .collect()
+        };
+        let report = match (&ctx.ec2, policy_plan.max_pods) {
+            (None, _) => {
+                let message =
+                    "the operator has no EC2 access configured; it cannot write launch templates";
+                LaunchTemplateReport {
+                    statuses: unsynced(message),
+                    condition: crate::plan::ConditionPlan {
+                        type_: condition::LAUNCH_TEMPLATES_SYNCED,
+                        status: false,
+                        reason: "NoAwsAccess",
+                        message: message.to_owned(),
+                    },
+                }
+            }
+            (Some(_), Some(wanted)) if ready => {
+                let mut results = Vec::new();
+                for spec in &policy.spec.launch_templates {
+                    let key = format!("{name}/{}", spec.key());
+                    let result =
+                        match ctx
+                            .template_cache
+                            .fresh(&key, wanted, dry_run, ctx.template_ttl)
+                        {
+                            Some(result) => result,
+                            None => {
+                                let api = match &ctx.ec2 {
+                                    Some(provider) => provider.api(spec.region.as_deref()).await,
+                                    None => continue,
+                                };
+                                let result =
+                                    sync_template(api.as_ref(), spec, wanted, dry_run, &nodes)
+                                        .await;
+                                ctx.template_cache.store(key, wanted, dry_run, &result);
+                                result
+                            }
+                        };
+                    if let Some(note) = &result.updated {
+                        ctx.metrics
+                            .writes
+                            .get_or_create(&WriteLabels {
+                                target: "launch_template",
+                            })
+                            .inc();
+                        info!(policy = %name, %note, "launch template updated");
+                        publish(
+                            ctx,
+                            policy,
+                            "LaunchTemplateUpdated",
+                            EventType::Normal,
+                            note.clone(),
+                        )
+                        .await;
+                    }
+                    results.push(result);
+                }
+                LaunchTemplateReport {
+                    condition: synced_condition(&results, dry_run),
+                    statuses: results.into_iter().map(|r| r.status).collect(),
+                }
+            }
+            _ => {
+                let message = "the policy has no maxPods to write yet; see the Ready condition";
+                LaunchTemplateReport {
+                    statuses: unsynced(message),
+                    condition: crate::plan::ConditionPlan {
+                        type_: condition::LAUNCH_TEMPLATES_SYNCED,
+                        status: false,
+                        reason: "PolicyNotReady",
+                        message: message.to_owned(),
+                    },
+                }
+            }
+        };
+        reports.insert(name, report);
+    }
+    reports
 }
 
 /// Server-side apply of the env entries the operator owns in the aws-node container, and

@@ -4,12 +4,20 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{NodeNetworkPolicyStatus, condition};
-use crate::plan::PolicyPlan;
+use crate::crd::{LaunchTemplateStatus, NodeNetworkPolicyStatus, condition};
+use crate::plan::{ConditionPlan, PolicyPlan};
+
+/// The launch-template part of a policy's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchTemplateReport {
+    pub statuses: Vec<LaunchTemplateStatus>,
+    pub condition: ConditionPlan,
+}
 
 /// The status `plan` asks for. `now` stamps conditions whose status flips (or are new).
 pub fn desired_status(
     plan: &PolicyPlan,
+    templates: Option<&LaunchTemplateReport>,
     current: Option<&NodeNetworkPolicyStatus>,
     now: Time,
 ) -> NodeNetworkPolicyStatus {
@@ -19,7 +27,11 @@ pub fn desired_status(
         .filter(|c| !condition::OWNED.contains(&c.type_.as_str()))
         .cloned()
         .collect();
-    for planned in &plan.conditions {
+    for planned in plan
+        .conditions
+        .iter()
+        .chain(templates.map(|t| &t.condition))
+    {
         let status = if planned.status { "True" } else { "False" };
         let previous = current_conditions.iter().find(|c| c.type_ == planned.type_);
         let last_transition_time = match previous {
@@ -46,6 +58,7 @@ pub fn desired_status(
         cni_env: plan.cni_env.clone(),
         max_pods: plan.max_pods,
         instance_types: plan.instance_types.clone(),
+        launch_templates: templates.map(|t| t.statuses.clone()).unwrap_or_default(),
     }
 }
 
@@ -113,7 +126,7 @@ mod tests {
     fn keeps_transition_time_unless_status_flips_and_keeps_foreign_conditions() {
         let t1 = time("2026-01-01T00:00:00Z");
         let t2 = time("2026-02-01T00:00:00Z");
-        let mut first = desired_status(&plan(true, "a"), None, t1.clone());
+        let mut first = desired_status(&plan(true, "a"), None, None, t1.clone());
         first.conditions.push(Condition {
             type_: "example.com/Audited".into(),
             status: "True".into(),
@@ -122,9 +135,9 @@ mod tests {
             observed_generation: None,
             last_transition_time: t1.clone(),
         });
-        let same = desired_status(&plan(true, "a"), Some(&first), t2.clone());
+        let same = desired_status(&plan(true, "a"), None, Some(&first), t2.clone());
         assert!(!status_changed(&same, Some(&first)));
-        let reworded = desired_status(&plan(true, "b"), Some(&first), t2.clone());
+        let reworded = desired_status(&plan(true, "b"), None, Some(&first), t2.clone());
         assert!(status_changed(&reworded, Some(&first)));
         let ready = reworded
             .conditions
@@ -132,7 +145,7 @@ mod tests {
             .find(|c| c.type_ == "Ready")
             .expect("ready");
         assert_eq!(ready.last_transition_time, t1);
-        let flipped = desired_status(&plan(false, "b"), Some(&first), t2.clone());
+        let flipped = desired_status(&plan(false, "b"), None, Some(&first), t2.clone());
         let ready = flipped
             .conditions
             .iter()

@@ -9,6 +9,7 @@ fn node(instance_type: &str, capacity: Option<u32>) -> NodeFacts {
             (labels::OS.to_owned(), "linux".to_owned()),
         ]),
         capacity_pods: capacity,
+        instance_id: None,
     }
 }
 

@@ -90,9 +90,17 @@ fn moto_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("MOTO_SERVER") {
         return PathBuf::from(path);
     }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
-    if venv.exists() {
-        return venv;
+    // scripts/test.sh's venv, then a project-local one.
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    for venv in [
+        home.join(".cache/vpc-cni-tuner/venv/bin/moto_server"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server"),
+    ] {
+        if venv.exists() {
+            return venv;
+        }
     }
     PathBuf::from("moto_server")
 }
