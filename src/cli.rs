@@ -97,7 +97,29 @@ fn parse_daemonset_ref(value: &str) -> Result<crate::crd::DaemonSetRef, String> 
 pub fn crd_yaml() -> Result<String, CliError> {
     use kube::CustomResourceExt;
     let crd = crate::crd::NodeNetworkPolicy::crd();
-    serde_yaml::to_string(&crd).map_err(|e| CliError::Render(e.to_string()))
+    let value = serde_json::to_value(&crd).map_err(|e| CliError::Render(e.to_string()))?;
+    serde_yaml::to_string(&sorted_keys(value)).map_err(|e| CliError::Render(e.to_string()))
+}
+
+/// The same value with every object's keys sorted, so the YAML is byte-stable whichever
+/// `serde_json` map features the build unifies.
+fn sorted_keys(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, sorted_keys(v)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted_keys).collect())
+        }
+        other => other,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

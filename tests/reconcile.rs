@@ -276,12 +276,10 @@ async fn first_apply_patches_only_owned_env_then_status() {
                         .as_array()
                         .unwrap();
                     assert_eq!(containers.len(), 1);
+                    let mut keys: Vec<_> = containers[0].as_object().unwrap().keys().collect();
+                    keys.sort();
                     assert_eq!(
-                        containers[0]
-                            .as_object()
-                            .unwrap()
-                            .keys()
-                            .collect::<Vec<_>>(),
+                        keys,
                         ["env", "name"],
                         "only the env of the aws-node container is applied"
                     );
@@ -680,4 +678,213 @@ async fn a_follower_plans_but_writes_nothing() {
     );
     let (_, report) = scenario(ctx, handle, vec![]).await;
     assert_eq!(report, ReconcileReport::default());
+}
+
+mod with_ec2 {
+    use super::*;
+    use std::sync::Mutex;
+
+    use aws_sdk_ec2::types::ResponseLaunchTemplateData;
+    use base64::Engine as _;
+    use vpc_cni_tuner::aws::Ec2Error;
+    use vpc_cni_tuner::aws::launch_templates::{LaunchTemplateApi, TemplateRef, TemplateVersion};
+    use vpc_cni_tuner::controller::launch_templates::Ec2Provider;
+    use vpc_cni_tuner::instance::{InstanceCatalog, InstanceLimits};
+
+    /// An in-memory EC2: one AL2 template, and live facts for `zz9.huge`.
+    #[derive(Default)]
+    struct FakeEc2 {
+        created: Mutex<Vec<String>>,
+        defaults: Mutex<Vec<i64>>,
+        type_lookups: Mutex<Vec<Vec<String>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl LaunchTemplateApi for FakeEc2 {
+        async fn read_version(
+            &self,
+            _: &TemplateRef,
+            _: &str,
+        ) -> Result<TemplateVersion, Ec2Error> {
+            Ok(TemplateVersion {
+                template_id: "lt-0abc".into(),
+                template_name: Some("web".into()),
+                version: 1,
+                default_version: true,
+                data: ResponseLaunchTemplateData::builder()
+                    .user_data(
+                        base64::engine::general_purpose::STANDARD
+                            .encode("#!/bin/bash\n/etc/eks/bootstrap.sh prod\n"),
+                    )
+                    .build(),
+            })
+        }
+        async fn create_version(
+            &self,
+            _: &TemplateVersion,
+            user_data: &str,
+            _: &str,
+        ) -> Result<i64, Ec2Error> {
+            self.created.lock().unwrap().push(user_data.to_owned());
+            Ok(2)
+        }
+        async fn set_default_version(&self, _: &str, version: i64) -> Result<(), Ec2Error> {
+            self.defaults.lock().unwrap().push(version);
+            Ok(())
+        }
+        async fn instances_of(&self, _: &str) -> Result<Vec<String>, Ec2Error> {
+            Ok(vec![])
+        }
+        async fn instance_types(
+            &self,
+            names: &[String],
+        ) -> Result<Vec<(String, InstanceLimits)>, Ec2Error> {
+            self.type_lookups.lock().unwrap().push(names.to_vec());
+            let m5 = InstanceCatalog::embedded().lookup("m5.large").unwrap();
+            Ok(names
+                .iter()
+                .filter(|n| *n == "zz9.huge")
+                .map(|n| (n.clone(), m5))
+                .collect())
+        }
+    }
+
+    struct Provider(Arc<FakeEc2>);
+
+    #[async_trait::async_trait]
+    impl Ec2Provider for Provider {
+        async fn api(&self, _: Option<&str>) -> Arc<dyn LaunchTemplateApi> {
+            self.0.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn launch_template_gets_max_pods_and_the_status_reports_it() {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let fake = Arc::new(FakeEc2::default());
+        let ctx =
+            context(Client::new(service, "default")).with_ec2(Arc::new(Provider(fake.clone())));
+        let ds = aws_node_ds(
+            env(&[
+                ("ENABLE_PREFIX_DELEGATION", "true"),
+                ("WARM_PREFIX_TARGET", "1"),
+            ]),
+            &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"],
+        );
+        fill(
+            &ctx,
+            vec![policy(
+                "default",
+                "2026-01-01T00:00:00Z",
+                json!({"launchTemplates": [{"id": "lt-0abc"}]}),
+                None,
+            )],
+            vec![node("t3.medium", &[])],
+            Some(&ds),
+        );
+        let (ctx, _) = scenario(
+            ctx,
+            handle,
+            vec![
+                expect(
+                    "POST",
+                    EVENTS_PATH,
+                    |body| {
+                        assert_eq!(body["reason"], "LaunchTemplateUpdated");
+                        let note = body["note"].as_str().unwrap();
+                        assert!(
+                            note.contains("version 1 -> 2 (now default), maxPods unset -> 110"),
+                            "{note}"
+                        );
+                    },
+                    event_response(),
+                ),
+                expect(
+                    "PATCH",
+                    status_path("default"),
+                    |body| {
+                        let lt = &body["status"]["launchTemplates"][0];
+                        assert_eq!(lt["id"], "lt-0abc");
+                        assert_eq!(lt["versionRead"], 1);
+                        assert_eq!(lt["versionWritten"], 2);
+                        assert_eq!(lt["maxPodsWanted"], 110);
+                        assert_eq!(lt["format"], "AL2");
+                        assert_eq!(lt["inSync"], true);
+                        assert_eq!(condition(body, "LaunchTemplatesSynced")["status"], "True");
+                    },
+                    echo_policy("default"),
+                ),
+            ],
+        )
+        .await;
+        let created = fake.created.lock().unwrap().clone();
+        assert_eq!(created.len(), 1);
+        let script = base64::engine::general_purpose::STANDARD
+            .decode(&created[0])
+            .unwrap();
+        assert!(
+            String::from_utf8(script)
+                .unwrap()
+                .contains("--max-pods=110")
+        );
+        assert_eq!(*fake.defaults.lock().unwrap(), vec![2]);
+        drop(ctx);
+    }
+
+    #[tokio::test]
+    async fn unknown_instance_types_are_looked_up_live() {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let fake = Arc::new(FakeEc2::default());
+        let ctx =
+            context(Client::new(service, "default")).with_ec2(Arc::new(Provider(fake.clone())));
+        let ds = aws_node_ds(env(DEFAULT_ENV), &[]);
+        fill(
+            &ctx,
+            vec![policy("default", "2026-01-01T00:00:00Z", json!({}), None)],
+            vec![node("zz9.huge", &[]), node("zz9.huge", &[])],
+            Some(&ds),
+        );
+        let (ctx, report) = scenario(
+            ctx,
+            handle,
+            vec![
+                expect(
+                    "PATCH",
+                    DS_PATH,
+                    |_| {},
+                    ds_response(
+                        &[
+                            ("ENABLE_PREFIX_DELEGATION", "true"),
+                            ("WARM_PREFIX_TARGET", "1"),
+                        ],
+                        &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"],
+                    ),
+                ),
+                expect("POST", EVENTS_PATH, |_| {}, event_response()),
+                expect(
+                    "PATCH",
+                    status_path("default"),
+                    |body| {
+                        assert_eq!(condition(body, "Ready")["status"], "True");
+                        assert_eq!(
+                            body["status"]["instanceTypes"][0]["instanceType"],
+                            "zz9.huge"
+                        );
+                        assert_eq!(body["status"]["maxPods"], 110);
+                    },
+                    echo_policy("default"),
+                ),
+            ],
+        )
+        .await;
+        assert!(report.daemonset_written);
+        assert_eq!(
+            *fake.type_lookups.lock().unwrap(),
+            vec![vec!["zz9.huge".to_owned()]],
+            "one batched call"
+        );
+        // Cached: planning again asks EC2 nothing.
+        let _ = vpc_cni_tuner::controller::plan_now(&ctx);
+        assert_eq!(fake.type_lookups.lock().unwrap().len(), 1);
+    }
 }

@@ -25,17 +25,26 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const OPERATION_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// The retry policy of every EC2 client: the SDK's standard mode, which backs off exponentially
+/// with jitter on throttling (`RequestLimitExceeded`) and 5xx, and does not retry client errors
+/// such as `UnauthorizedOperation`.
+pub fn retry_config() -> RetryConfig {
+    RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS)
+}
+
+pub fn timeout_config() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(OPERATION_ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build()
+}
+
 /// An EC2 client from aws-config's standard chain, with `endpoint`'s overrides.
 pub async fn ec2_client(endpoint: &Ec2Endpoint) -> aws_sdk_ec2::Client {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .operation_attempt_timeout(OPERATION_ATTEMPT_TIMEOUT)
-                .operation_timeout(OPERATION_TIMEOUT)
-                .build(),
-        );
+        .retry_config(retry_config())
+        .timeout_config(timeout_config());
     if let Some(region) = &endpoint.region {
         loader = loader.region(Region::new(region.clone()));
     }
