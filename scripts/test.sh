@@ -22,8 +22,32 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
+echo "==> the pure core builds without Kubernetes and AWS (--no-default-features)"
+cargo check --locked --no-default-features --lib
 echo "==> cargo test"
 cargo test --locked
+
+# A short fuzz run of the user-data and image-tag parsers (cargo-fuzz on the project's own
+# toolchain; RUSTC_BOOTSTRAP lets stable take libFuzzer's flags). Longer runs: README.
+fuzz_seconds="${VPC_CNI_TUNER_FUZZ_SECONDS:-15}"
+if [ "$fuzz_seconds" -gt 0 ]; then
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "==> installing cargo-fuzz"
+    cargo install --locked cargo-fuzz
+  fi
+  for target in user_data image_tag; do
+    echo "==> fuzz $target for ${fuzz_seconds}s"
+    log="$cache/fuzz-$target.log"
+    mkdir -p "$cache"
+    if ! (cd fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$cache/fuzz-target" \
+        cargo fuzz run "$target" -- -max_total_time="$fuzz_seconds" >"$log" 2>&1); then
+      tail -n 60 "$log"
+      echo "fuzz target $target failed: the input is in fuzz/artifacts/$target/"
+      exit 1
+    fi
+    grep -E '^Done' "$log" || true
+  done
+fi
 if [ -n "${VPC_CNI_TUNER_E2E_KUBECONFIG:-}" ]; then
   echo "==> end-to-end against the cluster in $VPC_CNI_TUNER_E2E_KUBECONFIG"
   cargo test --locked --test e2e -- --ignored

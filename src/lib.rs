@@ -1,20 +1,31 @@
 //! vpc-cni-tuner: keeps the Amazon VPC CNI (aws-node) env and kubelet maxPods right for the EKS
 //! fleet that is actually running.
 //!
-//! Layout: [`instance`] (embedded instance-type facts) and [`engine`] (formulas and
-//! recommendation) are the pure tuning core, with no kube, AWS SDK or tokio imports. [`aws`] is
-//! the EC2 adapter, [`codegen`] renders the instance table, [`cli`] is the command line.
+//! Layout: [`instance`] (embedded instance-type facts), [`engine`] (formulas and recommendation)
+//! and [`userdata`] (maxPods in node user data) are the pure core, with no kube, AWS SDK or tokio
+//! imports, built even without the `operator` feature. With it (the default): [`crd`] (the API),
+//! [`plan`] (the pure decide step), [`controller`] (watch, apply, status), [`aws`] (EC2),
+//! [`cli`], [`admin`], [`leader`], [`metrics`] and [`operator`] (wiring).
 
+#[cfg(feature = "operator")]
 pub mod admin;
+#[cfg(feature = "operator")]
 pub mod aws;
+#[cfg(feature = "operator")]
 pub mod cli;
 pub mod codegen;
+#[cfg(feature = "operator")]
 pub mod controller;
+#[cfg(feature = "operator")]
 pub mod crd;
 pub mod engine;
 pub mod instance;
+#[cfg(feature = "operator")]
 pub mod leader;
+#[cfg(feature = "operator")]
 pub mod metrics;
+#[cfg(feature = "operator")]
 pub mod operator;
+#[cfg(feature = "operator")]
 pub mod plan;
 pub mod userdata;
