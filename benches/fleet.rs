@@ -1,0 +1,416 @@
+//! Fleet-scale figures, printed (not asserted: machines here are shared and noisy).
+//!
+//!     cargo bench --bench fleet
+//!
+//! 1. plan: `plan_fleet` over 10,000 nodes of 200 instance types and 10 policies.
+//! 2. node cache: 10,000 kubelet-sized Node objects served by a mocked API server (paged LIST,
+//!    as the watcher asks for it) through the real watcher into the node cache; resident memory
+//!    and the cache's size.
+//! 3. reaction: a Node of a new instance type lands in the cache -> the DaemonSet patch request
+//!    leaves the client (fleet reconcile, debounce excluded); median and p99.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use http::{Request, Response};
+use k8s_openapi::api::core::v1::Node;
+use kube::client::Body;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use vpc_cni_tuner::controller::facts::{aws_node_facts, node_facts};
+use vpc_cni_tuner::controller::{Context, reconcile_fleet};
+use vpc_cni_tuner::crd::{DaemonSetRef, NodeNetworkPolicy};
+use vpc_cni_tuner::instance::InstanceCatalog;
+use vpc_cni_tuner::plan::{FleetInput, NodeFacts, PolicyInput, labels, plan_fleet};
+
+const NODES: usize = 10_000;
+const TYPES: usize = 200;
+const POLICIES: usize = 10;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+fn fleet_types() -> Vec<&'static str> {
+    // Nitro types only, spread over the table, so Auto has something to decide.
+    let catalog = InstanceCatalog::embedded();
+    let nitro: Vec<&'static str> = catalog
+        .iter()
+        .filter(|(_, l)| l.supports_prefix_delegation())
+        .map(|(n, _)| n)
+        .collect();
+    let step = nitro.len() / TYPES;
+    nitro.into_iter().step_by(step.max(1)).take(TYPES).collect()
+}
+
+fn node_facts_fleet(types: &[&str]) -> Vec<NodeFacts> {
+    (0..NODES)
+        .map(|i| NodeFacts {
+            labels: BTreeMap::from([
+                (
+                    labels::INSTANCE_TYPE.to_owned(),
+                    types[i % types.len()].to_owned(),
+                ),
+                ("pool".to_owned(), format!("pool-{}", i % POLICIES)),
+                (labels::OS.to_owned(), "linux".to_owned()),
+            ]),
+            capacity_pods: Some(110),
+            instance_id: Some(format!("i-{i:017x}")),
+        })
+        .collect()
+}
+
+fn policies() -> Vec<NodeNetworkPolicy> {
+    (0..POLICIES)
+        .map(|i| {
+            serde_json::from_value(json!({
+                "apiVersion": "tuner.vpccni.io/v1alpha1", "kind": "NodeNetworkPolicy",
+                "metadata": {"name": format!("pool-{i}"), "generation": 1,
+                             "creationTimestamp": format!("2026-01-{:02}T00:00:00Z", i + 1)},
+                "spec": {"nodeSelector": {"matchLabels": {"pool": format!("pool-{i}")}}}
+            }))
+            .expect("policy")
+        })
+        .collect()
+}
+
+fn bench_plan() {
+    let types = fleet_types();
+    let nodes = node_facts_fleet(&types);
+    let policies = policies();
+    let names: Vec<String> = policies
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap_or_default())
+        .collect();
+    let managed = DaemonSetRef::default();
+    let catalog = InstanceCatalog::embedded();
+    let extra = BTreeMap::new();
+    let ds = vpc_cni_tuner::plan::AwsNodeFacts {
+        reference: managed.clone(),
+        image: Some("x/amazon-k8s-cni:v1.19.2".into()),
+        container_found: true,
+        ..Default::default()
+    };
+    let mut samples = Vec::new();
+    for _ in 0..60 {
+        let started = Instant::now();
+        let input = FleetInput {
+            policies: policies
+                .iter()
+                .zip(&names)
+                .map(|(p, name)| PolicyInput {
+                    name,
+                    created: p
+                        .metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .map(|t| t.0.to_string()),
+                    generation: Some(1),
+                    spec: &p.spec,
+                })
+                .collect(),
+            nodes: nodes.iter().collect(),
+            aws_node: Some(&ds),
+            managed_daemonset: &managed,
+            catalog: &catalog,
+            extra_facts: &extra,
+        };
+        let plan = plan_fleet(&input);
+        samples.push(started.elapsed());
+        assert_eq!(plan.policies.len(), POLICIES);
+    }
+    samples.sort();
+    println!(
+        "plan: {NODES} nodes, {} instance types, {POLICIES} policies: median {:.2} ms, p99 {:.2} ms",
+        types.len(),
+        percentile(&samples, 0.5).as_secs_f64() * 1e3,
+        percentile(&samples, 0.99).as_secs_f64() * 1e3
+    );
+}
+
+/// A Node as kubelet writes it: labels, annotations, conditions, images, managedFields.
+fn realistic_node(i: usize, instance_type: &str) -> Value {
+    let images: Vec<Value> = (0..40)
+        .map(|j| {
+            json!({"names": [
+                format!("123456789012.dkr.ecr.us-west-2.amazonaws.com/team-{j}/service-{j}@sha256:{:064x}", i * 1000 + j),
+                format!("123456789012.dkr.ecr.us-west-2.amazonaws.com/team-{j}/service-{j}:v1.{j}.{i}")
+            ], "sizeBytes": 123_456_789 + j})
+        })
+        .collect();
+    let conditions: Vec<Value> = ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready"]
+        .iter()
+        .map(|t| json!({"type": t, "status": if *t == "Ready" {"True"} else {"False"},
+            "lastHeartbeatTime": "2026-11-22T00:00:00Z", "lastTransitionTime": "2026-11-01T00:00:00Z",
+            "reason": format!("Kubelet{t}"), "message": format!("kubelet reports {t} as expected on this node")}))
+        .collect();
+    json!({
+        "metadata": {
+            "name": format!("ip-10-0-{}-{}.us-west-2.compute.internal", i / 250, i % 250),
+            "uid": format!("{:08x}-0000-0000-0000-{:012x}", i, i),
+            "resourceVersion": format!("{}", 1000 + i),
+            "creationTimestamp": "2026-11-01T00:00:00Z",
+            "labels": {
+                "beta.kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64", "kubernetes.io/os": "linux",
+                "kubernetes.io/hostname": format!("ip-10-0-{}-{}", i / 250, i % 250),
+                "node.kubernetes.io/instance-type": instance_type,
+                "beta.kubernetes.io/instance-type": instance_type,
+                "topology.kubernetes.io/region": "us-west-2",
+                "topology.kubernetes.io/zone": format!("us-west-2{}", ["a", "b", "c"][i % 3]),
+                "eks.amazonaws.com/nodegroup": format!("pool-{}", i % POLICIES),
+                "eks.amazonaws.com/capacityType": "ON_DEMAND",
+                "pool": format!("pool-{}", i % POLICIES)
+            },
+            "annotations": {
+                "alpha.kubernetes.io/provided-node-ip": format!("10.0.{}.{}", i / 250, i % 250),
+                "node.alpha.kubernetes.io/ttl": "0",
+                "volumes.kubernetes.io/controller-managed-attach-detach": "true"
+            },
+            "managedFields": [
+                {"manager": "kubelet", "operation": "Update", "apiVersion": "v1", "time": "2026-11-22T00:00:00Z",
+                 "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {"f:conditions": {}, "f:images": {}, "f:nodeInfo": {}}}},
+                {"manager": "aws-cloud-controller-manager", "operation": "Update", "apiVersion": "v1",
+                 "time": "2026-11-01T00:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:providerID": {}}}}
+            ]
+        },
+        "spec": {"providerID": format!("aws:///us-west-2a/i-{i:017x}")},
+        "status": {
+            "capacity": {"cpu": "2", "memory": "3926888Ki", "pods": "110", "ephemeral-storage": "83873772Ki"},
+            "allocatable": {"cpu": "1930m", "memory": "3371880Ki", "pods": "110", "ephemeral-storage": "76224326324"},
+            "conditions": conditions,
+            "addresses": [{"type": "InternalIP", "address": format!("10.0.{}.{}", i / 250, i % 250)}],
+            "nodeInfo": {"machineID": format!("{i:032x}"), "systemUUID": format!("{i:032x}"), "bootID": format!("{i:032x}"),
+                "kernelVersion": "6.1.112-124.190.amzn2023.x86_64", "osImage": "Amazon Linux 2023.6.20241031",
+                "containerRuntimeVersion": "containerd://1.7.22", "kubeletVersion": "v1.31.2-eks-7f9249a",
+                "kubeProxyVersion": "v1.31.2-eks-7f9249a", "operatingSystem": "linux", "architecture": "amd64"},
+            "images": images
+        }
+    })
+}
+
+fn resident_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// A mocked API server that serves NodeList pages (honouring `limit` and `continue`) and ends
+/// every watch at once.
+fn node_api(pages_of: usize, types: Vec<&'static str>) -> Client {
+    let service = tower::service_fn(move |request: Request<Body>| {
+        let types = types.clone();
+        async move {
+            let query = request.uri().query().unwrap_or_default().to_owned();
+            let param = |key: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+                    .map(str::to_owned)
+            };
+            let body = if query.contains("watch=true") {
+                Vec::new()
+            } else {
+                let start: usize = param("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
+                let limit: usize = param("limit")
+                    .and_then(|l| l.parse().ok())
+                    .unwrap_or(pages_of);
+                let end = (start + limit).min(NODES);
+                let items: Vec<Value> = (start..end)
+                    .map(|i| realistic_node(i, types[i % types.len()]))
+                    .collect();
+                let mut metadata = json!({"resourceVersion": "20000"});
+                if end < NODES {
+                    metadata["continue"] = json!(end.to_string());
+                }
+                serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "NodeList", "metadata": metadata, "items": items}))
+                    .unwrap_or_default()
+            };
+            Ok::<_, std::convert::Infallible>(
+                Response::builder()
+                    .body(Body::from(body))
+                    .expect("response"),
+            )
+        }
+    });
+    Client::new(service, "default")
+}
+
+async fn bench_node_cache() {
+    let types = fleet_types();
+    let sample = serde_json::to_vec(&realistic_node(1, types[0]))
+        .unwrap_or_default()
+        .len();
+    let (before, _) = resident_kib();
+    let client = node_api(NODES, types.clone());
+    let ctx = Context::new(
+        client.clone(),
+        DaemonSetRef::default(),
+        Arc::new(AtomicBool::new(true)),
+    );
+    let nodes: Api<Node> = Api::all(client);
+    let started = Instant::now();
+    let mut events = watcher(nodes, watcher::Config::default()).boxed();
+    while let Some(event) = events.next().await {
+        let Ok(event) = event else { continue };
+        let done = matches!(event, watcher::Event::InitDone);
+        ctx.nodes.apply(event, node_facts);
+        if done {
+            break;
+        }
+    }
+    drop(events);
+    let elapsed = started.elapsed();
+    let (after, peak) = resident_kib();
+    let label_bytes: usize = ctx
+        .nodes
+        .snapshot()
+        .iter()
+        .map(|(k, n)| {
+            k.len()
+                + n.labels
+                    .iter()
+                    .map(|(a, b)| a.len() + b.len())
+                    .sum::<usize>()
+        })
+        .sum();
+    println!(
+        "node cache: {} nodes of ~{:.1} KiB JSON each listed in {:.2} s; resident {:.1} MiB after \
+         (was {:.1} MiB before; peak {:.1} MiB); cache holds {:.1} MiB of names and labels",
+        ctx.nodes.len(),
+        sample as f64 / 1024.0,
+        elapsed.as_secs_f64(),
+        after as f64 / 1024.0,
+        before as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        label_bytes as f64 / (1024.0 * 1024.0)
+    );
+}
+
+async fn bench_reaction() {
+    let types = fleet_types();
+    // Only large types: Auto keeps prefix delegation off until a small type joins.
+    let catalog = InstanceCatalog::embedded();
+    let big: Vec<&str> = types
+        .iter()
+        .copied()
+        .filter(|t| {
+            catalog
+                .lookup(t)
+                .is_ok_and(|l| l.max_enis * (l.ipv4_per_eni - 1) + 2 >= 250)
+        })
+        .collect();
+    let nodes = node_facts_fleet(&big);
+    let ds_json = json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "aws-node", "namespace": "kube-system"},
+        "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "aws-node",
+            "image": "x/amazon-k8s-cni:v1.19.2", "env": [{"name": "ENABLE_PREFIX_DELEGATION", "value": "false"}]}]}}}
+    });
+    let ds: k8s_openapi::api::apps::v1::DaemonSet =
+        serde_json::from_value(ds_json.clone()).expect("ds");
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let service = tower::service_fn(move |request: Request<Body>| {
+        let sent_tx = sent_tx.clone();
+        let ds_json = ds_json.clone();
+        async move {
+            let path = request.uri().path().to_owned();
+            if request.method() == http::Method::PATCH && path.contains("/daemonsets/") {
+                let _ = sent_tx.send(Instant::now());
+                return Ok::<_, std::convert::Infallible>(Response::new(Body::from(
+                    serde_json::to_vec(&ds_json).unwrap_or_default(),
+                )));
+            }
+            let body = if path.contains("/events") {
+                json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "eventTime": "2026-01-01T00:00:00.000000Z"})
+            } else {
+                json!({"apiVersion": "tuner.vpccni.io/v1alpha1", "kind": "NodeNetworkPolicy",
+                       "metadata": {"name": "pool-0", "generation": 1}, "spec": {}})
+            };
+            Ok(Response::new(Body::from(
+                serde_json::to_vec(&body).unwrap_or_default(),
+            )))
+        }
+    });
+    let ctx = Context::new(
+        Client::new(service, "default"),
+        DaemonSetRef::default(),
+        Arc::new(AtomicBool::new(true)),
+    );
+    ctx.policies.replace_all(
+        policies()
+            .into_iter()
+            .map(|p| (p.metadata.name.clone().unwrap_or_default(), p)),
+    );
+    ctx.nodes.replace_all(
+        nodes
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| (format!("node-{i}"), n)),
+    );
+    ctx.aws_node
+        .replace_all([("kube-system/aws-node".to_owned(), aws_node_facts(&ds))]);
+    let _ = reconcile_fleet(&ctx).await;
+    while sent_rx.try_recv().is_ok() {}
+
+    let mut samples = Vec::new();
+    for run in 0..100 {
+        // Reset: the DaemonSet without prefix delegation, no small node.
+        ctx.aws_node
+            .replace_all([("kube-system/aws-node".to_owned(), aws_node_facts(&ds))]);
+        let mut small = node_facts_fleet(&["t3.medium"]).remove(0);
+        small.labels.insert("pool".into(), "pool-0".into());
+        let mut all: Vec<(String, NodeFacts)> = ctx
+            .nodes
+            .snapshot()
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("new-"))
+            .map(|(k, n)| (k, (*n).clone()))
+            .collect();
+        let started = Instant::now();
+        all.push((format!("new-{run}"), small));
+        ctx.nodes.replace_all(all);
+        let _ = reconcile_fleet(&ctx).await;
+        if let Ok(sent) = sent_rx.try_recv() {
+            samples.push(sent - started);
+        }
+        while sent_rx.try_recv().is_ok() {}
+    }
+    samples.sort();
+    if samples.is_empty() {
+        println!("reaction: no DaemonSet patch observed");
+        return;
+    }
+    println!(
+        "reaction: new instance type in the node cache -> DaemonSet patch sent ({} runs, {NODES} nodes): \
+         median {:.2} ms, p99 {:.2} ms (plus the {} ms debounce in `run`)",
+        samples.len(),
+        percentile(&samples, 0.5).as_secs_f64() * 1e3,
+        percentile(&samples, 0.99).as_secs_f64() * 1e3,
+        500
+    );
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // Memory first, before anything else has grown the heap.
+    runtime.block_on(bench_node_cache());
+    bench_plan();
+    runtime.block_on(bench_reaction());
+}
