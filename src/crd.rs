@@ -51,6 +51,7 @@ pub mod condition {
 pub struct NodeNetworkPolicySpec {
     /// Nodes this policy covers; empty selects every node the VPC CNI serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "label_selector_schema")]
     pub node_selector: Option<LabelSelector>,
     /// `Enforce` writes the aws-node env; `DryRun` computes and reports, and writes nothing.
     #[serde(default)]
@@ -161,6 +162,44 @@ impl LaunchTemplateSpec {
             self.template_ref()
         )
     }
+}
+
+/// A LabelSelector schema the API server can check: operators are an enum, values go with `In`
+/// and `NotIn` only, and the lists are bounded (which keeps the CEL rule's cost small).
+fn label_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "nullable": true,
+        "description": "A label query over nodes (matchLabels and matchExpressions are ANDed).",
+        "properties": {
+            "matchLabels": {
+                "type": "object",
+                "maxProperties": 64,
+                "additionalProperties": {"type": "string", "maxLength": 63}
+            },
+            "matchExpressions": {
+                "type": "array",
+                "maxItems": 32,
+                "items": {
+                    "type": "object",
+                    "required": ["key", "operator"],
+                    "properties": {
+                        "key": {"type": "string", "minLength": 1, "maxLength": 317},
+                        "operator": {"type": "string", "enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+                        "values": {
+                            "type": "array",
+                            "maxItems": 64,
+                            "items": {"type": "string", "maxLength": 63}
+                        }
+                    },
+                    "x-kubernetes-validations": [{
+                        "rule": "(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)",
+                        "message": "nodeSelector.matchExpressions[].values must be non-empty for In and NotIn and absent for Exists and DoesNotExist"
+                    }]
+                }
+            }
+        }
+    })
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]

@@ -1,0 +1,168 @@
+//! Policies the API server must reject, checked against the committed CRD: its structural
+//! schema (types, enums, ranges, patterns; with the `jsonschema` crate) and its CEL rules
+//! (`x-kubernetes-validations`, evaluated by kube-cel). Valid policies must pass both.
+//! What the schema cannot express is caught by the controller (`Ready=False`, InvalidSpec).
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use serde_json::{Value, json};
+
+fn schema() -> Value {
+    let crd: Value = serde_yaml::from_str(include_str!(
+        "../crds/nodenetworkpolicies.tuner.vpccni.io.yaml"
+    ))
+    .unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+/// JSON Schema has no `nullable`: turn `nullable: true` into a `null` alternative.
+fn json_schema(mut value: Value) -> Value {
+    if let Value::Object(map) = &mut value {
+        if map.remove("nullable") == Some(Value::Bool(true))
+            && let Some(Value::String(t)) = map.get("type").cloned()
+        {
+            map.insert("type".into(), json!([t, "null"]));
+        }
+        for child in map.values_mut() {
+            *child = json_schema(child.take());
+        }
+    } else if let Value::Array(items) = &mut value {
+        for item in items {
+            *item = json_schema(item.take());
+        }
+    }
+    value
+}
+
+fn policy(spec: Value) -> Value {
+    json!({"apiVersion": "tuner.vpccni.io/v1alpha1", "kind": "NodeNetworkPolicy",
+           "metadata": {"name": "p"}, "spec": spec})
+}
+
+/// Why the API server would reject `object`, or `None`.
+fn rejection(object: &Value) -> Option<String> {
+    let schema = schema();
+    let structural =
+        jsonschema::draft7::new(&json_schema(schema.clone())).expect("schema compiles");
+    if let Some(error) = structural.iter_errors(object).next() {
+        return Some(format!("schema: {error} at {}", error.instance_path));
+    }
+    kube_cel::Validator::new()
+        .validate(&schema, object, None)
+        .err()
+        .map(|errors| format!("CEL: {errors:?}"))
+}
+
+#[test]
+fn the_schema_rejects_bad_policies() {
+    let bad = [
+        ("wrong enforcement enum", json!({"enforcement": "Audit"})),
+        (
+            "wrong prefixDelegation enum",
+            json!({"prefixDelegation": "Sometimes"}),
+        ),
+        (
+            "wrong warm-pool profile",
+            json!({"warmPool": {"profile": "Cheap"}}),
+        ),
+        (
+            "wrong maxPods policy",
+            json!({"maxPods": {"policy": "Max"}}),
+        ),
+        ("maxENI below 1", json!({"maxENI": 0})),
+        (
+            "negative warm IP target",
+            json!({"warmPool": {"warmIPTarget": -1}}),
+        ),
+        (
+            "negative minimum IP target",
+            json!({"warmPool": {"minimumIPTarget": -3}}),
+        ),
+        (
+            "negative maxPods value",
+            json!({"maxPods": {"policy": "Fixed", "value": -5}}),
+        ),
+        ("maxPods ceiling 0", json!({"maxPods": {"ceiling": 0}})),
+        (
+            "Fixed without a value",
+            json!({"maxPods": {"policy": "Fixed"}}),
+        ),
+        (
+            "a value without Fixed",
+            json!({"maxPods": {"policy": "Recommended", "value": 50}}),
+        ),
+        (
+            "a value with the default policy",
+            json!({"maxPods": {"value": 50}}),
+        ),
+        (
+            "invalid selector operator",
+            json!({"nodeSelector": {"matchExpressions": [{"key": "pool", "operator": "Near", "values": ["a"]}]}}),
+        ),
+        (
+            "In without values",
+            json!({"nodeSelector": {"matchExpressions": [{"key": "pool", "operator": "In"}]}}),
+        ),
+        (
+            "Exists with values",
+            json!({"nodeSelector": {"matchExpressions": [{"key": "pool", "operator": "Exists", "values": ["a"]}]}}),
+        ),
+        (
+            "selector expression without key",
+            json!({"nodeSelector": {"matchExpressions": [{"operator": "Exists"}]}}),
+        ),
+        (
+            "launch template with neither id nor name",
+            json!({"launchTemplates": [{}]}),
+        ),
+        (
+            "launch template with both id and name",
+            json!({"launchTemplates": [{"id": "lt-0abc", "name": "web"}]}),
+        ),
+        (
+            "launch template id that is not an id",
+            json!({"launchTemplates": [{"id": "web"}]}),
+        ),
+        (
+            "bad user-data format",
+            json!({"launchTemplates": [{"id": "lt-0abc", "userDataFormat": "Ubuntu"}]}),
+        ),
+        (
+            "bad source version",
+            json!({"launchTemplates": [{"id": "lt-0abc", "sourceVersion": "latest"}]}),
+        ),
+        (
+            "empty DaemonSet name",
+            json!({"daemonSet": {"namespace": "kube-system", "name": ""}}),
+        ),
+        ("string where a number goes", json!({"maxENI": "two"})),
+    ];
+    for (what, spec) in bad {
+        assert!(
+            rejection(&policy(spec.clone())).is_some(),
+            "{what}: {spec} was accepted"
+        );
+    }
+}
+
+#[test]
+fn the_schema_accepts_good_policies() {
+    let good = [
+        json!({}),
+        json!({"enforcement": "DryRun", "prefixDelegation": "Enabled", "customNetworking": true,
+               "securityGroupsForPods": true, "maxENI": 4,
+               "warmPool": {"profile": "ConserveIPs", "warmIPTarget": 5, "minimumIPTarget": 10},
+               "maxPods": {"policy": "Fixed", "value": 58, "ceiling": 100},
+               "nodeSelector": {"matchLabels": {"pool": "web"},
+                                "matchExpressions": [{"key": "arch", "operator": "In", "values": ["amd64"]},
+                                                     {"key": "spot", "operator": "DoesNotExist"}]},
+               "launchTemplates": [{"id": "lt-0123456789abcdef0", "userDataFormat": "AL2023"},
+                                   {"name": "web-nodes", "region": "eu-west-1", "setDefaultVersion": false,
+                                    "sourceVersion": "$Latest"}],
+               "daemonSet": {"namespace": "kube-system", "name": "aws-node"}}),
+        json!({"maxPods": {"policy": "IPLimit", "ceiling": 200}, "maxENI": null}),
+    ];
+    for spec in good {
+        assert_eq!(rejection(&policy(spec.clone())), None, "{spec}");
+    }
+}
