@@ -614,7 +614,7 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
                 .await
             }),
             tokio::spawn(async move {
-                feed(nodes, watcher::Config::default(), &t2, |e| {
+                feed(nodes, node_watch_config(), &t2, |e| {
                     c2.nodes.apply(e, node_facts)
                 })
                 .await
@@ -666,6 +666,12 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
         task.abort();
     }
     info!("controller stopped");
+}
+
+/// Nodes are listed 100 at a time: kubelet-written Nodes are 10-20 KiB each, and smaller pages
+/// keep the transient memory of a (re-)list low in large clusters.
+pub fn node_watch_config() -> watcher::Config {
+    watcher::Config::default().page_size(100)
 }
 
 fn retry_backoff() -> impl Iterator<Item = Duration> {
