@@ -137,3 +137,48 @@ async fn mocked_sdk_access_denied_is_a_clear_error_without_retries() {
     assert!(err.to_string().contains("DescribeInstanceTypes"), "{err}");
     assert_eq!(replay.actual_requests().count(), 1, "no retry storm");
 }
+
+/// An endpoint on 127.0.0.1 that accepts connections and never answers: the call fails with a
+/// timeout instead of hanging the reconcile.
+#[tokio::test]
+async fn silent_endpoint_times_out_instead_of_hanging() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    let config = aws_sdk_ec2::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .endpoint_url(format!("http://{address}"))
+        .retry_config(retry_config())
+        // The production timeouts, scaled down so the test is quick.
+        .timeout_config(
+            aws_sdk_ec2::config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(std::time::Duration::from_millis(200))
+                .operation_timeout(std::time::Duration::from_secs(1))
+                .build(),
+        )
+        .build();
+    let started = std::time::Instant::now();
+    let err = instance_types::describe(
+        &aws_sdk_ec2::Client::from_conf(config),
+        &["m5.large".into()],
+    )
+    .await
+    .expect_err("times out");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.to_string().to_lowercase().contains("timeout") || err.to_string().contains("timed out"),
+        "{err}"
+    );
+    holder.abort();
+}

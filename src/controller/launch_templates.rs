@@ -340,3 +340,82 @@ pub fn nodes_by_instance(nodes: &[(String, Arc<NodeFacts>)]) -> BTreeMap<String,
         .filter_map(|(_, n)| n.instance_id.clone().map(|id| (id, n.capacity_pods)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::launch_templates::{TemplateRef, TemplateVersion};
+    use crate::crd::UserDataFormatSpec;
+    use aws_sdk_ec2::types::ResponseLaunchTemplateData;
+
+    /// A template that is deleted between the read and the write.
+    struct DeletedMidUpdate;
+
+    #[async_trait::async_trait]
+    impl LaunchTemplateApi for DeletedMidUpdate {
+        async fn read_version(
+            &self,
+            _: &TemplateRef,
+            _: &str,
+        ) -> Result<TemplateVersion, Ec2Error> {
+            Ok(TemplateVersion {
+                template_id: "lt-0abc".into(),
+                template_name: None,
+                version: 1,
+                default_version: true,
+                data: ResponseLaunchTemplateData::builder()
+                    .user_data(BASE64.encode("#!/bin/bash\n/etc/eks/bootstrap.sh c\n"))
+                    .build(),
+            })
+        }
+        async fn create_version(
+            &self,
+            _: &TemplateVersion,
+            _: &str,
+            _: &str,
+        ) -> Result<i64, Ec2Error> {
+            Err(Ec2Error::Api {
+                operation: "CreateLaunchTemplateVersion",
+                code: "InvalidLaunchTemplateId.NotFound".into(),
+                message: "The specified launch template, with template ID lt-0abc, does not exist."
+                    .into(),
+            })
+        }
+        async fn set_default_version(&self, _: &str, _: i64) -> Result<(), Ec2Error> {
+            panic!("no default after a failed create")
+        }
+        async fn instances_of(&self, _: &str) -> Result<Vec<String>, Ec2Error> {
+            Ok(vec![])
+        }
+        async fn instance_types(
+            &self,
+            _: &[String],
+        ) -> Result<Vec<(String, crate::instance::InstanceLimits)>, Ec2Error> {
+            Ok(vec![])
+        }
+    }
+
+    #[tokio::test]
+    async fn template_deleted_while_being_updated_is_reported_not_retried_blindly() {
+        let spec = LaunchTemplateSpec {
+            id: Some("lt-0abc".into()),
+            name: None,
+            region: None,
+            user_data_format: UserDataFormatSpec::Auto,
+            set_default_version: true,
+            source_version: "$Default".into(),
+        };
+        let result = sync_template(&DeletedMidUpdate, &spec, 110, false, &BTreeMap::new()).await;
+        assert_eq!(result.updated, None);
+        assert!(!result.status.in_sync);
+        let (reason, message) = result.problem.clone().expect("problem");
+        assert_eq!(reason, "LaunchTemplateNotFound");
+        assert!(
+            message.contains("InvalidLaunchTemplateId.NotFound"),
+            "{message}"
+        );
+        let condition = synced_condition(&[result], false);
+        assert!(!condition.status);
+        assert_eq!(condition.reason, "LaunchTemplateNotFound");
+    }
+}
