@@ -210,3 +210,97 @@ async fn daemonset_deleted_and_recreated() {
     let (_, report) = scenario(ctx, handle, converge()).await;
     assert!(report.daemonset_written);
 }
+
+#[tokio::test]
+async fn throttling_429_with_retry_after_waits_at_least_that_long() {
+    let (ctx, handle) = setup();
+    let mut throttled = expect_error("PATCH", DS_PATH, 429, "TooManyRequests");
+    throttled.respond["details"] = json!({"retryAfterSeconds": 7});
+    let (_, result) = attempt(ctx, handle, vec![throttled]).await;
+    let err = result.expect_err("429");
+    assert_eq!(err.kind(), "throttled");
+    assert_eq!(err.retry_after(), Some(std::time::Duration::from_secs(7)));
+    let short = std::time::Duration::from_millis(500);
+    assert_eq!(
+        vpc_cni_tuner::controller::retry_delay(&err, short),
+        std::time::Duration::from_secs(7)
+    );
+    let long = std::time::Duration::from_secs(60);
+    assert_eq!(vpc_cni_tuner::controller::retry_delay(&err, long), long);
+}
+
+/// The real watcher against a mocked API server: the first watch ends with 410 Gone (resource
+/// version too old); the watcher re-lists, and the node cache drops the node deleted meanwhile.
+#[tokio::test]
+async fn watch_expired_with_410_relists_and_the_cache_follows() {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Node;
+    use kube::Api;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use vpc_cni_tuner::controller::facts::node_facts;
+
+    let lists = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = lists.clone();
+    let service = tower::service_fn(move |request: Request<Body>| {
+        let counter = counter.clone();
+        async move {
+            let node = |name: &str| json!({"metadata": {"name": name, "labels": {"node.kubernetes.io/instance-type": "m5.large"}}});
+            let watch = request
+                .uri()
+                .query()
+                .unwrap_or_default()
+                .contains("watch=true");
+            let body = if watch {
+                if counter.load(Ordering::SeqCst) == 1 {
+                    let gone = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
+                        "status": "Failure", "message": "too old resource version", "reason": "Expired", "code": 410}});
+                    format!("{gone}\n").into_bytes()
+                } else {
+                    Vec::new()
+                }
+            } else {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let (rv, items) = if n == 0 {
+                    ("10", vec![node("a"), node("b")])
+                } else {
+                    ("20", vec![node("b"), node("c")])
+                };
+                serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {"resourceVersion": rv}, "items": items})).unwrap()
+            };
+            Ok::<_, std::convert::Infallible>(Response::new(Body::from(body)))
+        }
+    });
+    let ctx = context(Client::new(service, "default"));
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let mut events =
+        watcher::watcher(nodes, vpc_cni_tuner::controller::node_watch_config()).boxed();
+    let mut lists_done = 0;
+    let mut errors = 0;
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) => {
+                    let done = matches!(event, watcher::Event::InitDone);
+                    ctx.nodes.apply(event, node_facts);
+                    if done {
+                        lists_done += 1;
+                        if lists_done == 2 {
+                            break;
+                        }
+                    }
+                }
+                Err(_) => errors += 1,
+            }
+        }
+    })
+    .await
+    .expect("the watcher re-lists after 410");
+    assert_eq!(errors, 1, "the 410 surfaces once");
+    let keys: Vec<String> = ctx.nodes.snapshot().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        keys,
+        ["b", "c"],
+        "a deleted while the watch was gone, c added"
+    );
+    assert_eq!(lists.load(Ordering::SeqCst), 2);
+}

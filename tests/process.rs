@@ -214,3 +214,82 @@ async fn shutdown_stops_the_operator_cleanly() {
         .expect("task");
     result.expect("clean exit");
 }
+
+/// SIGTERM while a reconcile is writing: the write in flight completes, the reconcile finishes
+/// (its status patch goes out), and then the operator exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_mid_reconcile_finishes_the_reconcile_then_exits() {
+    let (patch_started_tx, mut patch_started) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let status_patched = Arc::new(AtomicBool::new(false));
+    let status_flag = status_patched.clone();
+    let service = tower::service_fn(move |request: Request<Body>| {
+        let patch_started_tx = patch_started_tx.clone();
+        let status_flag = status_flag.clone();
+        async move {
+            let path = request.uri().path().to_owned();
+            let query = request.uri().query().unwrap_or_default().to_owned();
+            let method = request.method().clone();
+            let ds = json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+                "metadata": {"name": "aws-node", "namespace": "kube-system", "resourceVersion": "5"},
+                "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "aws-node",
+                    "image": "x/amazon-k8s-cni:v1.19.2", "env": [{"name": "ENABLE_PREFIX_DELEGATION", "value": "false"}]}]}}}});
+            let policy = json!({"apiVersion": "tuner.vpccni.io/v1alpha1", "kind": "NodeNetworkPolicy",
+                "metadata": {"name": "default", "generation": 1, "resourceVersion": "3",
+                             "creationTimestamp": "2026-01-01T00:00:00Z"}, "spec": {}});
+            let answer: Value = if query.contains("watch=true") {
+                return Ok::<_, Infallible>(Response::new(Body::from(Vec::new())));
+            } else if method == Method::PATCH && path.contains("/daemonsets/") {
+                let _ = patch_started_tx.send(());
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                ds
+            } else if method == Method::PATCH && path.ends_with("/status") {
+                status_flag.store(true, Ordering::Release);
+                policy
+            } else if method == Method::POST {
+                json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"},
+                       "eventTime": "2026-01-01T00:00:00.000000Z"})
+            } else if path.contains("nodenetworkpolicies") {
+                json!({"apiVersion": "tuner.vpccni.io/v1alpha1", "kind": "NodeNetworkPolicyList",
+                       "metadata": {"resourceVersion": "3"}, "items": [policy]})
+            } else if path.contains("daemonsets") {
+                json!({"apiVersion": "apps/v1", "kind": "DaemonSetList", "metadata": {"resourceVersion": "5"}, "items": [ds]})
+            } else {
+                json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {"resourceVersion": "7"}, "items": [
+                    {"metadata": {"name": "n1", "labels": {"node.kubernetes.io/instance-type": "t3.medium"}}}]})
+            };
+            Ok(Response::new(Body::from(
+                serde_json::to_vec(&answer).unwrap(),
+            )))
+        }
+    });
+    let args = vpc_cni_tuner::cli::RunArgs {
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        leader_elect: false,
+        lease_namespace: "default".into(),
+        lease_name: "vpc-cni-tuner".into(),
+        identity: None,
+        daemonset: Default::default(),
+        resync_seconds: 300,
+        debounce_millis: 10,
+        log_format: vpc_cni_tuner::cli::LogFormat::Text,
+    };
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let operator = tokio::spawn(vpc_cni_tuner::operator::run(
+        Client::new(service, "default"),
+        args,
+        shutdown,
+    ));
+    tokio::time::timeout(Duration::from_secs(10), patch_started.recv())
+        .await
+        .expect("the reconcile starts writing");
+    stop.send(true).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(5), operator)
+        .await
+        .expect("stops within 5 s of the signal")
+        .expect("task");
+    result.expect("clean exit");
+    assert!(
+        status_patched.load(Ordering::Acquire),
+        "the reconcile in flight finished before exit"
+    );
+}

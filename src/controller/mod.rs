@@ -98,6 +98,26 @@ impl Error {
             Self::Kube(_) => "transport",
         }
     }
+
+    /// The wait the API server asked for (`Retry-After`, carried in a 429 or 503 Status as
+    /// `details.retryAfterSeconds`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Kube(kube::Error::Api(status)) => status
+                .details
+                .as_ref()
+                .map(|d| d.retry_after_seconds)
+                .filter(|s| *s > 0)
+                .map(|s| Duration::from_secs(u64::from(s))),
+            Self::Kube(_) => None,
+        }
+    }
+}
+
+/// How long to wait before retrying after `err`: the exponential backoff, but never less than the
+/// API server's `Retry-After`.
+pub fn retry_delay(err: &Error, backoff: Duration) -> Duration {
+    backoff.max(err.retry_after().unwrap_or_default())
 }
 
 /// What the controller reads and writes through.
@@ -650,7 +670,7 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
                 }
             }
             Err(err) => {
-                let delay = backoff.next().unwrap_or(Duration::from_secs(300));
+                let delay = retry_delay(&err, backoff.next().unwrap_or(Duration::from_secs(300)));
                 warn!(%err, kind = err.kind(), ?delay, "reconcile failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => trigger.notify_one(),

@@ -26,7 +26,7 @@ pub struct Expect {
     method: &'static str,
     path: &'static str,
     check: Box<dyn Fn(&Value) + Send>,
-    respond: Value,
+    pub respond: Value,
 }
 
 pub fn expect(
