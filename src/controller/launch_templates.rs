@@ -395,6 +395,70 @@ mod tests {
         }
     }
 
+    /// No permission to read templates.
+    struct Denied;
+
+    #[async_trait::async_trait]
+    impl LaunchTemplateApi for Denied {
+        async fn read_version(
+            &self,
+            _: &TemplateRef,
+            _: &str,
+        ) -> Result<TemplateVersion, Ec2Error> {
+            Err(Ec2Error::Api {
+                operation: "DescribeLaunchTemplateVersions",
+                code: "UnauthorizedOperation".into(),
+                message: "You are not authorized to perform this operation.".into(),
+            })
+        }
+        async fn create_version(
+            &self,
+            _: &TemplateVersion,
+            _: &str,
+            _: &str,
+        ) -> Result<i64, Ec2Error> {
+            panic!("no write without a read")
+        }
+        async fn set_default_version(&self, _: &str, _: i64) -> Result<(), Ec2Error> {
+            panic!("no write without a read")
+        }
+        async fn instances_of(&self, _: &str) -> Result<Vec<String>, Ec2Error> {
+            Ok(vec![])
+        }
+        async fn instance_types(
+            &self,
+            _: &[String],
+        ) -> Result<Vec<(String, crate::instance::InstanceLimits)>, Ec2Error> {
+            Ok(vec![])
+        }
+    }
+
+    #[tokio::test]
+    async fn access_denied_is_a_clear_condition() {
+        let spec = LaunchTemplateSpec {
+            id: None,
+            name: Some("web".into()),
+            region: None,
+            user_data_format: UserDataFormatSpec::Auto,
+            set_default_version: true,
+            source_version: "$Default".into(),
+        };
+        let result = sync_template(&Denied, &spec, 110, false, &BTreeMap::new()).await;
+        let condition = synced_condition(&[result], false);
+        assert!(!condition.status);
+        assert_eq!(condition.reason, "AccessDenied");
+        assert!(
+            condition.message.contains("UnauthorizedOperation"),
+            "{}",
+            condition.message
+        );
+        assert!(
+            condition.message.contains("name=web"),
+            "{}",
+            condition.message
+        );
+    }
+
     #[tokio::test]
     async fn template_deleted_while_being_updated_is_reported_not_retried_blindly() {
         let spec = LaunchTemplateSpec {
