@@ -108,16 +108,7 @@ fn bench_plan() {
             policies: policies
                 .iter()
                 .zip(&names)
-                .map(|(p, name)| PolicyInput {
-                    name,
-                    created: p
-                        .metadata
-                        .creation_timestamp
-                        .as_ref()
-                        .map(|t| t.0.to_string()),
-                    generation: Some(1),
-                    spec: &p.spec,
-                })
+                .map(|(p, name)| PolicyInput::from_policy(p, name))
                 .collect(),
             nodes: nodes.iter().collect(),
             aws_node: Some(&ds),

@@ -98,15 +98,7 @@ mod tests {
     use super::*;
 
     fn limits(vcpus: u32) -> InstanceLimits {
-        InstanceLimits {
-            vcpus,
-            max_enis: 3,
-            ipv4_per_eni: 6,
-            ipv6_per_eni: 6,
-            network_cards: 1,
-            hypervisor: Hypervisor::Nitro,
-            bare_metal: false,
-        }
+        InstanceLimits::nitro(vcpus, 3, 6)
     }
 
     #[test]

@@ -117,6 +117,22 @@ impl AwsNodeFacts {
     }
 }
 
+impl<'a> PolicyInput<'a> {
+    /// The plan's view of a policy; `name` is the policy's name, borrowed from the caller.
+    pub fn from_policy(policy: &'a crate::crd::NodeNetworkPolicy, name: &'a str) -> Self {
+        Self {
+            name,
+            created: policy
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string()),
+            generation: policy.metadata.generation,
+            spec: &policy.spec,
+        }
+    }
+}
+
 /// Everything the plan reads.
 #[derive(Debug, Clone)]
 pub struct FleetInput<'a> {
@@ -367,10 +383,11 @@ fn evaluate<'a>(input: &'a FleetInput<'a>, policy: &'a PolicyInput<'a>) -> Evalu
     let mut unknown = Vec::new();
     let mut facts = Vec::new();
     for instance_type in nodes_by_type.keys() {
+        // lookup_with_source, not lookup: no "did you mean" suggestions are wanted here.
         match input
             .catalog
-            .lookup(instance_type)
-            .ok()
+            .lookup_with_source(instance_type)
+            .map(|(limits, _)| limits)
             .or_else(|| input.extra_facts.get(*instance_type).copied())
         {
             Some(limits) => facts.push(InstanceFacts {

@@ -16,16 +16,10 @@ use support::mock_api::*;
 use vpc_cni_tuner::controller::Context;
 use vpc_cni_tuner::controller::facts::aws_node_facts;
 
-const OWNED: &[&str] = &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"];
-const APPLIED: &[(&str, &str)] = &[
-    ("ENABLE_PREFIX_DELEGATION", "true"),
-    ("WARM_PREFIX_TARGET", "1"),
-];
-
 fn owned_env_only(body: &Value) {
     assert_eq!(
         env_of(body),
-        APPLIED
+        PREFIX_ENV
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect::<Vec<_>>()
@@ -76,7 +70,7 @@ fn converge() -> Vec<Expect> {
             "PATCH",
             DS_PATH,
             owned_env_only,
-            ds_response(APPLIED, OWNED),
+            ds_response(PREFIX_ENV, PREFIX_OWNED),
         ),
         expect("POST", EVENTS_PATH, |_| {}, event_response()),
         expect(
@@ -143,7 +137,7 @@ async fn status_patch_failure_after_a_good_write_converges_without_rewriting_aws
                 "PATCH",
                 DS_PATH,
                 owned_env_only,
-                ds_response(APPLIED, OWNED),
+                ds_response(PREFIX_ENV, PREFIX_OWNED),
             ),
             expect("POST", EVENTS_PATH, |_| {}, event_response()),
             expect_error("PATCH", status_path("default"), 503, "ServiceUnavailable"),
@@ -173,7 +167,7 @@ async fn daemonset_deleted_and_recreated() {
     let (ctx, _) = scenario(ctx, handle, converge()).await;
 
     // Deleted: Ready=False, nothing written to a DaemonSet that is not there.
-    let ds = aws_node_ds(env(APPLIED), OWNED);
+    let ds = aws_node_ds(env(PREFIX_ENV), PREFIX_OWNED);
     assert!(
         ctx.aws_node
             .apply(watcher::Event::Delete(ds), aws_node_facts)

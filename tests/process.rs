@@ -75,6 +75,22 @@ fn lease_server(store: Arc<Mutex<Option<Value>>>) -> Client {
     Client::new(service, "operators")
 }
 
+/// `run` flags for an in-process operator: admin server on a free loopback port, a short
+/// debounce.
+fn run_args() -> vpc_cni_tuner::cli::RunArgs {
+    vpc_cni_tuner::cli::RunArgs {
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        leader_elect: false,
+        lease_namespace: "default".into(),
+        lease_name: "vpc-cni-tuner".into(),
+        identity: None,
+        daemonset: Default::default(),
+        resync_seconds: 300,
+        debounce_millis: 10,
+        log_format: vpc_cni_tuner::cli::LogFormat::Text,
+    }
+}
+
 fn config(identity: &str) -> LeaseConfig {
     LeaseConfig {
         namespace: "operators".into(),
@@ -189,17 +205,7 @@ async fn shutdown_stops_the_operator_cleanly() {
         Ok::<_, Infallible>(Response::new(Body::from(body)))
     });
     let client = Client::new(service, "default");
-    let args = vpc_cni_tuner::cli::RunArgs {
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        leader_elect: false,
-        lease_namespace: "default".into(),
-        lease_name: "vpc-cni-tuner".into(),
-        identity: None,
-        daemonset: Default::default(),
-        resync_seconds: 300,
-        debounce_millis: 10,
-        log_format: vpc_cni_tuner::cli::LogFormat::Text,
-    };
+    let args = run_args();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let operator = tokio::spawn(vpc_cni_tuner::operator::run(client, args, shutdown));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -262,17 +268,7 @@ async fn shutdown_mid_reconcile_finishes_the_reconcile_then_exits() {
             )))
         }
     });
-    let args = vpc_cni_tuner::cli::RunArgs {
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        leader_elect: false,
-        lease_namespace: "default".into(),
-        lease_name: "vpc-cni-tuner".into(),
-        identity: None,
-        daemonset: Default::default(),
-        resync_seconds: 300,
-        debounce_millis: 10,
-        log_format: vpc_cni_tuner::cli::LogFormat::Text,
-    };
+    let args = run_args();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let operator = tokio::spawn(vpc_cni_tuner::operator::run(
         Client::new(service, "default"),

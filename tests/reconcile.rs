@@ -65,10 +65,7 @@ async fn first_apply_patches_only_owned_env_then_status() {
                     assert!(body["metadata"].get("labels").is_none());
                     assert!(body["spec"].get("selector").is_none());
                 },
-                ds_response(
-                    &applied,
-                    &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"],
-                ),
+                ds_response(&applied, PREFIX_OWNED),
             ),
             expect(
                 "POST",
@@ -128,10 +125,7 @@ async fn steady_state_resync_makes_no_request() {
         ("WARM_ENI_TARGET", "1"),
         ("WARM_PREFIX_TARGET", "1"),
     ];
-    let ds = aws_node_ds(
-        env(&in_sync),
-        &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"],
-    );
+    let ds = aws_node_ds(env(&in_sync), PREFIX_OWNED);
     fill(
         &ctx,
         vec![policy("default", "2026-01-01T00:00:00Z", json!({}), None)],
@@ -163,10 +157,7 @@ async fn drift_on_an_owned_var_is_put_back_with_an_event() {
         ("ENABLE_PREFIX_DELEGATION", "false"),
         ("WARM_PREFIX_TARGET", "1"),
     ];
-    let ds = aws_node_ds(
-        env(&drifted),
-        &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"],
-    );
+    let ds = aws_node_ds(env(&drifted), PREFIX_OWNED);
     fill(
         &ctx,
         vec![policy("default", "2026-01-01T00:00:00Z", json!({}), None)],
@@ -185,13 +176,7 @@ async fn drift_on_an_owned_var_is_put_back_with_an_event() {
                         env_of(body).contains(&("ENABLE_PREFIX_DELEGATION".into(), "true".into()))
                     );
                 },
-                ds_response(
-                    &[
-                        ("ENABLE_PREFIX_DELEGATION", "true"),
-                        ("WARM_PREFIX_TARGET", "1"),
-                    ],
-                    &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"],
-                ),
+                ds_response(PREFIX_ENV, PREFIX_OWNED),
             ),
             expect(
                 "POST",
@@ -284,13 +269,7 @@ async fn conflicting_policies_oldest_wins_loser_reports_conflict() {
                         env_of(body).contains(&("ENABLE_PREFIX_DELEGATION".into(), "true".into()))
                     )
                 },
-                ds_response(
-                    &[
-                        ("ENABLE_PREFIX_DELEGATION", "true"),
-                        ("WARM_PREFIX_TARGET", "1"),
-                    ],
-                    &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"],
-                ),
+                ds_response(PREFIX_ENV, PREFIX_OWNED),
             ),
             expect(
                 "POST",
@@ -399,13 +378,7 @@ async fn missing_daemonset_sets_ready_false() {
 async fn status_apply_sends_only_owned_conditions() {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let ctx = context(Client::new(service, "default"));
-    let ds = aws_node_ds(
-        env(&[
-            ("ENABLE_PREFIX_DELEGATION", "true"),
-            ("WARM_PREFIX_TARGET", "1"),
-        ]),
-        &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"],
-    );
+    let ds = aws_node_ds(env(PREFIX_ENV), PREFIX_OWNED);
     let foreign = json!({"conditions": [{"type": "example.com/Audited", "status": "True", "reason": "Manual",
         "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
     fill(
@@ -543,13 +516,7 @@ mod with_ec2 {
         let fake = Arc::new(FakeEc2::default());
         let ctx =
             context(Client::new(service, "default")).with_ec2(Arc::new(Provider(fake.clone())));
-        let ds = aws_node_ds(
-            env(&[
-                ("ENABLE_PREFIX_DELEGATION", "true"),
-                ("WARM_PREFIX_TARGET", "1"),
-            ]),
-            &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"],
-        );
+        let ds = aws_node_ds(env(PREFIX_ENV), PREFIX_OWNED);
         fill(
             &ctx,
             vec![policy(
@@ -631,13 +598,7 @@ mod with_ec2 {
                     "PATCH",
                     DS_PATH,
                     |_| {},
-                    ds_response(
-                        &[
-                            ("ENABLE_PREFIX_DELEGATION", "true"),
-                            ("WARM_PREFIX_TARGET", "1"),
-                        ],
-                        &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"],
-                    ),
+                    ds_response(PREFIX_ENV, PREFIX_OWNED),
                 ),
                 expect("POST", EVENTS_PATH, |_| {}, event_response()),
                 expect(

@@ -45,8 +45,8 @@ use launch_templates::{
 use status::LaunchTemplateReport;
 use status::{desired_status, owned_part, status_changed};
 
-/// Every API call the controller makes, as `(api group, resource, verb)`. The Helm chart's RBAC
-/// is checked against this list.
+/// Every Kubernetes API call the controller makes, as `(api group, resource, verb)`: the RBAC an
+/// install needs (the Helm chart of issue #5 is to be checked against it).
 pub const API_CALLS: &[(&str, &str, &str)] = &[
     ("", "nodes", "list"),
     ("", "nodes", "watch"),
@@ -63,7 +63,8 @@ pub const API_CALLS: &[(&str, &str, &str)] = &[
     ("coordination.k8s.io", "leases", "update"),
 ];
 
-/// Every EC2 action the operator calls (the IAM policy in the README grants exactly these).
+/// Every EC2 action the operator calls; `tests/docs.rs` checks that the README's IAM policy grants
+/// exactly these.
 pub const EC2_ACTIONS: &[&str] = &[
     "ec2:DescribeInstanceTypes",
     "ec2:DescribeLaunchTemplateVersions",
@@ -209,13 +210,20 @@ pub async fn reconcile_fleet(ctx: &Context) -> Result<ReconcileReport, Error> {
 
 /// Plans from the current caches without writing anything.
 pub fn plan_now(ctx: &Context) -> (Vec<Arc<NodeNetworkPolicy>>, FleetPlan) {
+    plan_with(ctx, &ctx.nodes.snapshot())
+}
+
+/// Plans from the policy and DaemonSet caches and a node snapshot.
+fn plan_with(
+    ctx: &Context,
+    nodes: &[(String, Arc<NodeFacts>)],
+) -> (Vec<Arc<NodeNetworkPolicy>>, FleetPlan) {
     let policies: Vec<Arc<NodeNetworkPolicy>> = ctx
         .policies
         .snapshot()
         .into_iter()
         .map(|(_, p)| p)
         .collect();
-    let nodes = ctx.nodes.snapshot();
     let aws_node = ctx.aws_node.get(&ctx.aws_node_key());
     let extra = ctx
         .extra_facts
@@ -227,16 +235,7 @@ pub fn plan_now(ctx: &Context) -> (Vec<Arc<NodeNetworkPolicy>>, FleetPlan) {
         policies: policies
             .iter()
             .zip(&names)
-            .map(|(p, name)| PolicyInput {
-                name,
-                created: p
-                    .meta()
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| t.0.to_string()),
-                generation: p.meta().generation,
-                spec: &p.spec,
-            })
+            .map(|(p, name)| PolicyInput::from_policy(p, name))
             .collect(),
         nodes: nodes.iter().map(|(_, n)| n.as_ref()).collect(),
         aws_node: aws_node.as_deref(),
@@ -249,11 +248,13 @@ pub fn plan_now(ctx: &Context) -> (Vec<Arc<NodeNetworkPolicy>>, FleetPlan) {
 }
 
 async fn reconcile_inner(ctx: &Context) -> Result<ReconcileReport, Error> {
+    // One node snapshot per reconcile, shared by every step.
+    let nodes = ctx.nodes.snapshot();
     if ctx.leader.load(Ordering::Acquire) {
-        refresh_unknown_instance_types(ctx).await;
+        refresh_unknown_instance_types(ctx, &nodes).await;
     }
-    let (policies, plan) = plan_now(ctx);
-    ctx.metrics.cached_nodes.set(ctx.nodes.len() as i64);
+    let (policies, plan) = plan_with(ctx, &nodes);
+    ctx.metrics.cached_nodes.set(nodes.len() as i64);
     update_gauges(&ctx.metrics, &plan);
     let mut report = ReconcileReport::default();
     if !ctx.leader.load(Ordering::Acquire) {
@@ -282,7 +283,7 @@ async fn reconcile_inner(ctx: &Context) -> Result<ReconcileReport, Error> {
         }
     }
 
-    let templates = sync_launch_templates(ctx, &policies, &plan).await;
+    let templates = sync_launch_templates(ctx, &policies, &plan, &nodes).await;
 
     let now = Time(jiff::Timestamp::now());
     for policy in &policies {
@@ -347,32 +348,28 @@ async fn reconcile_inner(ctx: &Context) -> Result<ReconcileReport, Error> {
 
 /// Looks up, with EC2 `DescribeInstanceTypes`, node instance types the embedded table lacks, so
 /// brand-new types work without a release. Batched; answers are cached with a TTL.
-async fn refresh_unknown_instance_types(ctx: &Context) {
+async fn refresh_unknown_instance_types(ctx: &Context, nodes: &[(String, Arc<NodeFacts>)]) {
     let Some(provider) = &ctx.ec2 else {
         return;
     };
-    let known = ctx
-        .extra_facts
-        .read()
-        .map(|e| e.clone())
-        .unwrap_or_default();
+    // Distinct types first: thousands of nodes share a handful of types.
+    let types: std::collections::BTreeSet<&str> = nodes
+        .iter()
+        .filter_map(|(_, n)| n.instance_type().ok())
+        .collect();
     let due: Vec<String> = {
+        let known = ctx.extra_facts.read().unwrap_or_else(|p| p.into_inner());
         let lookups = ctx.type_lookups.lock().unwrap_or_else(|p| p.into_inner());
-        let mut names: Vec<String> = ctx
-            .nodes
-            .snapshot()
-            .iter()
-            .filter_map(|(_, n)| n.instance_type().ok().map(str::to_owned))
-            .filter(|t| ctx.catalog.lookup(t).is_err())
-            .filter(|t| match lookups.get(t) {
-                Some((at, true)) => at.elapsed() > INSTANCE_TYPE_TTL || !known.contains_key(t),
+        types
+            .into_iter()
+            .filter(|t| ctx.catalog.lookup_with_source(t).is_none())
+            .filter(|t| match lookups.get(*t) {
+                Some((at, true)) => at.elapsed() > INSTANCE_TYPE_TTL || !known.contains_key(*t),
                 Some((at, false)) => at.elapsed() > UNKNOWN_INSTANCE_TYPE_TTL,
                 None => true,
             })
-            .collect();
-        names.sort();
-        names.dedup();
-        names
+            .map(str::to_owned)
+            .collect()
     };
     if due.is_empty() {
         return;
@@ -409,9 +406,13 @@ async fn sync_launch_templates(
     ctx: &Context,
     policies: &[Arc<NodeNetworkPolicy>],
     plan: &FleetPlan,
+    nodes: &[(String, Arc<NodeFacts>)],
 ) -> BTreeMap<String, LaunchTemplateReport> {
     let mut reports = BTreeMap::new();
-    let nodes = nodes_by_instance(&ctx.nodes.snapshot());
+    if policies.iter().all(|p| p.spec.launch_templates.is_empty()) {
+        return reports;
+    }
+    let nodes = nodes_by_instance(nodes);
     for policy in policies
         .iter()
         .filter(|p| !p.spec.launch_templates.is_empty())
@@ -562,25 +563,14 @@ async fn publish(
     let event = KubeEvent {
         type_,
         reason: reason.to_owned(),
-        note: Some(truncate_note(note)),
+        // Event notes are limited to 1 kB.
+        note: Some(status::truncate(&note, 1000)),
         action: "Reconcile".to_owned(),
         secondary: None,
     };
     if let Err(err) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
         warn!(%err, reason, "could not record event");
     }
-}
-
-fn truncate_note(mut note: String) -> String {
-    const MAX: usize = 1000;
-    if note.len() > MAX {
-        let mut end = MAX;
-        while !note.is_char_boundary(end) {
-            end -= 1;
-        }
-        note.truncate(end);
-    }
-    note
 }
 
 fn update_gauges(metrics: &Metrics, plan: &FleetPlan) {

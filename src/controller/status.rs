@@ -89,11 +89,13 @@ pub fn owned_part(status: &NodeNetworkPolicyStatus) -> NodeNetworkPolicyStatus {
     }
 }
 
-fn truncate(message: &str, max: usize) -> String {
+/// `message` cut to at most `max` bytes on a character boundary, with `...` when cut (condition
+/// messages and Event notes have size limits).
+pub fn truncate(message: &str, max: usize) -> String {
     if message.len() <= max {
         return message.to_owned();
     }
-    let mut end = max;
+    let mut end = max.saturating_sub(3);
     while !message.is_char_boundary(end) {
         end -= 1;
     }

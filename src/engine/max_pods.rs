@@ -79,19 +79,6 @@ pub fn kube_reserved_memory_mib(max_pods: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::instance::Hypervisor;
-
-    fn limits(vcpus: u32, max_enis: u32, ipv4_per_eni: u32) -> InstanceLimits {
-        InstanceLimits {
-            vcpus,
-            max_enis,
-            ipv4_per_eni,
-            ipv6_per_eni: ipv4_per_eni,
-            network_cards: 1,
-            hypervisor: Hypervisor::Nitro,
-            bare_metal: false,
-        }
-    }
 
     #[test]
     fn ip_limit_formula_table() {
@@ -120,7 +107,7 @@ mod tests {
 
     #[test]
     fn pod_enis_clamps_then_subtracts() {
-        let m5_large = limits(2, 3, 10);
+        let m5_large = InstanceLimits::nitro(2, 3, 10);
         let cases = [
             (EniOptions::default(), 3),
             (

@@ -5,15 +5,7 @@
 use super::*;
 
 const fn nitro(vcpus: u32, max_enis: u32, ipv4_per_eni: u32) -> InstanceLimits {
-    InstanceLimits {
-        vcpus,
-        max_enis,
-        ipv4_per_eni,
-        ipv6_per_eni: ipv4_per_eni,
-        network_cards: 1,
-        hypervisor: Hypervisor::Nitro,
-        bare_metal: false,
-    }
+    InstanceLimits::nitro(vcpus, max_enis, ipv4_per_eni)
 }
 
 const T3_MEDIUM: InstanceFacts<'static> = InstanceFacts {
@@ -37,11 +29,7 @@ const M4_LARGE: InstanceFacts<'static> = InstanceFacts {
 };
 const C5_METAL: InstanceFacts<'static> = InstanceFacts {
     instance_type: "c5.metal",
-    limits: InstanceLimits {
-        hypervisor: Hypervisor::None,
-        bare_metal: true,
-        ..nitro(96, 15, 50)
-    },
+    limits: InstanceLimits::metal(96, 15, 50),
 };
 
 fn request(prefix: PrefixDelegationMode) -> TuningRequest {

@@ -74,6 +74,28 @@ pub struct InstanceLimits {
 }
 
 impl InstanceLimits {
+    /// A single-card Nitro type with as many IPv6 as IPv4 addresses per ENI: the usual shape.
+    pub const fn nitro(vcpus: u32, max_enis: u32, ipv4_per_eni: u32) -> Self {
+        Self {
+            vcpus,
+            max_enis,
+            ipv4_per_eni,
+            ipv6_per_eni: ipv4_per_eni,
+            network_cards: 1,
+            hypervisor: Hypervisor::Nitro,
+            bare_metal: false,
+        }
+    }
+
+    /// The same shape on bare metal (no hypervisor).
+    pub const fn metal(vcpus: u32, max_enis: u32, ipv4_per_eni: u32) -> Self {
+        Self {
+            hypervisor: Hypervisor::None,
+            bare_metal: true,
+            ..Self::nitro(vcpus, max_enis, ipv4_per_eni)
+        }
+    }
+
     /// Prefix delegation needs a Nitro instance or bare metal (VPC CNI docs, "Prefix mode for
     /// Linux"); on Xen, ipamd falls back to secondary IPs.
     pub fn supports_prefix_delegation(&self) -> bool {

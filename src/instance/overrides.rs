@@ -18,27 +18,11 @@ const fn previous_generation_xen(vcpus: u32, max_enis: u32, ipv4_per_eni: u32) -
 }
 
 const fn metal(vcpus: u32, max_enis: u32, ipv4_per_eni: u32) -> InstanceLimits {
-    InstanceLimits {
-        vcpus,
-        max_enis,
-        ipv4_per_eni,
-        ipv6_per_eni: ipv4_per_eni,
-        network_cards: 1,
-        hypervisor: Hypervisor::None,
-        bare_metal: true,
-    }
+    InstanceLimits::metal(vcpus, max_enis, ipv4_per_eni)
 }
 
 const fn nitro(vcpus: u32, max_enis: u32, ipv4_per_eni: u32) -> InstanceLimits {
-    InstanceLimits {
-        vcpus,
-        max_enis,
-        ipv4_per_eni,
-        ipv6_per_eni: ipv4_per_eni,
-        network_cards: 1,
-        hypervisor: Hypervisor::Nitro,
-        bare_metal: false,
-    }
+    InstanceLimits::nitro(vcpus, max_enis, ipv4_per_eni)
 }
 
 /// Types listed in amazon-vpc-cni-k8s `misc/eni-max-pods.txt` that the generated table lacks:

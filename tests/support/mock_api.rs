@@ -180,6 +180,14 @@ pub fn aws_node_ds(env: Value, owned: &[&str]) -> DaemonSet {
     .expect("daemonset")
 }
 
+/// The env the operator applies for a prefix-delegation fleet with the balanced profile, and the
+/// names it then owns.
+pub const PREFIX_ENV: &[(&str, &str)] = &[
+    ("ENABLE_PREFIX_DELEGATION", "true"),
+    ("WARM_PREFIX_TARGET", "1"),
+];
+pub const PREFIX_OWNED: &[&str] = &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"];
+
 pub const DEFAULT_ENV: &[(&str, &str)] = &[
     ("AWS_VPC_K8S_CNI_LOGLEVEL", "DEBUG"),
     ("ENABLE_PREFIX_DELEGATION", "false"),

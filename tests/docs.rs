@@ -1,0 +1,33 @@
+//! The README's claims that code can check.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+
+const README: &str = include_str!("../README.md");
+
+#[test]
+fn readme_iam_policy_grants_exactly_the_ec2_actions_the_operator_calls() {
+    let section = README
+        .split("### IAM policy")
+        .nth(1)
+        .expect("IAM policy section");
+    let json = section
+        .split("```json")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a json block");
+    let policy: serde_json::Value = serde_json::from_str(json).expect("valid JSON");
+    let granted: BTreeSet<String> = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["Action"].as_array().unwrap().iter())
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let called: BTreeSet<String> = vpc_cni_tuner::controller::EC2_ACTIONS
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+    assert_eq!(granted, called);
+}
