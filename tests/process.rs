@@ -14,6 +14,15 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 use vpc_cni_tuner::leader::{self, LeaseConfig};
 
+mod support;
+use support::rbac::{DEFAULT_NAMES, Names, assert_permitted};
+
+/// The lease names of [`config`].
+const LEASE_NAMES: Names = Names {
+    daemonset: DEFAULT_NAMES.daemonset,
+    lease: ("operators", "vpc-cni-tuner"),
+};
+
 /// An in-process Lease store with the API server's optimistic concurrency: a PUT whose
 /// resourceVersion is stale fails with 409, a POST of an existing lease fails with 409.
 fn lease_server(store: Arc<Mutex<Option<Value>>>) -> Client {
@@ -21,6 +30,7 @@ fn lease_server(store: Arc<Mutex<Option<Value>>>) -> Client {
         let store = store.clone();
         async move {
             let method = request.method().clone();
+            assert_permitted(method.as_str(), request.uri(), &LEASE_NAMES);
             let body = request
                 .into_body()
                 .collect_bytes()
@@ -153,6 +163,7 @@ async fn two_replicas_never_lead_at_once_and_a_released_lease_is_taken_over() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    support::rbac::assert_none_denied();
 }
 
 #[tokio::test]
@@ -184,6 +195,7 @@ async fn lease_decision_respects_expiry() {
 async fn shutdown_stops_the_operator_cleanly() {
     // An API server with no objects; watches end at once (and are retried with backoff).
     let service = tower::service_fn(|request: Request<Body>| async move {
+        assert_permitted(request.method().as_str(), request.uri(), &DEFAULT_NAMES);
         let path = request.uri().path().to_owned();
         let kind = if path.contains("nodenetworkpolicies") {
             "NodeNetworkPolicyList"
@@ -219,6 +231,7 @@ async fn shutdown_stops_the_operator_cleanly() {
         .expect("stops within 5 s of the signal")
         .expect("task");
     result.expect("clean exit");
+    support::rbac::assert_none_denied();
 }
 
 /// SIGTERM while a reconcile is writing: the write in flight completes, the reconcile finishes
@@ -232,6 +245,7 @@ async fn shutdown_mid_reconcile_finishes_the_reconcile_then_exits() {
         let patch_started_tx = patch_started_tx.clone();
         let status_flag = status_flag.clone();
         async move {
+            assert_permitted(request.method().as_str(), request.uri(), &DEFAULT_NAMES);
             let path = request.uri().path().to_owned();
             let query = request.uri().query().unwrap_or_default().to_owned();
             let method = request.method().clone();
@@ -288,4 +302,5 @@ async fn shutdown_mid_reconcile_finishes_the_reconcile_then_exits() {
         status_patched.load(Ordering::Acquire),
         "the reconcile in flight finished before exit"
     );
+    support::rbac::assert_none_denied();
 }

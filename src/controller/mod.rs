@@ -45,22 +45,91 @@ use launch_templates::{
 use status::LaunchTemplateReport;
 use status::{desired_status, owned_part, status_changed};
 
-/// Every Kubernetes API call the controller makes, as `(api group, resource, verb)`: the RBAC an
-/// install needs (the Helm chart of issue #5 is to be checked against it).
-pub const API_CALLS: &[(&str, &str, &str)] = &[
-    ("", "nodes", "list"),
-    ("", "nodes", "watch"),
-    ("tuner.vpccni.io", "nodenetworkpolicies", "list"),
-    ("tuner.vpccni.io", "nodenetworkpolicies", "watch"),
-    ("tuner.vpccni.io", "nodenetworkpolicies/status", "patch"),
-    ("apps", "daemonsets", "list"),
-    ("apps", "daemonsets", "watch"),
-    ("apps", "daemonsets", "patch"),
-    ("events.k8s.io", "events", "create"),
-    ("events.k8s.io", "events", "patch"),
-    ("coordination.k8s.io", "leases", "get"),
-    ("coordination.k8s.io", "leases", "create"),
-    ("coordination.k8s.io", "leases", "update"),
+/// Where an API call lands, which is what an RBAC rule can be narrowed to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Cluster-wide (cluster-scoped resources, or every namespace).
+    Cluster,
+    /// The one DaemonSet of `--daemonset`: its namespace, `resourceNames: [its name]` (list and
+    /// watch too: the watch asks for `fieldSelector=metadata.name=NAME`, which RBAC authorizes
+    /// against `resourceNames`).
+    ManagedDaemonSet,
+    /// The leader Lease: `--lease-namespace`, `resourceNames: [--lease-name]`.
+    Lease,
+    /// `--lease-namespace`, any name: a create cannot be narrowed to a name.
+    LeaseNamespace,
+    /// The `default` namespace: Events about cluster-scoped objects (the policies) go there.
+    DefaultNamespace,
+}
+
+/// One Kubernetes API call the controller makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ApiCall {
+    pub group: &'static str,
+    pub resource: &'static str,
+    pub verb: &'static str,
+    pub scope: Scope,
+    /// Made only with `--leader-elect`.
+    pub leader_election_only: bool,
+}
+
+const fn call(
+    group: &'static str,
+    resource: &'static str,
+    verb: &'static str,
+    scope: Scope,
+) -> ApiCall {
+    ApiCall {
+        group,
+        resource,
+        verb,
+        scope,
+        leader_election_only: false,
+    }
+}
+
+const fn lease(verb: &'static str, scope: Scope) -> ApiCall {
+    ApiCall {
+        group: "coordination.k8s.io",
+        resource: "leases",
+        verb,
+        scope,
+        leader_election_only: true,
+    }
+}
+
+/// Every Kubernetes API call the controller makes: the whole RBAC an install needs. The mocked-API
+/// tests check that every request the controller sends is on this list, and `tests/chart.rs`
+/// that the Helm chart's RBAC grants exactly this list, no more.
+pub const API_CALLS: &[ApiCall] = &[
+    call("", "nodes", "list", Scope::Cluster),
+    call("", "nodes", "watch", Scope::Cluster),
+    call(
+        "tuner.vpccni.io",
+        "nodenetworkpolicies",
+        "list",
+        Scope::Cluster,
+    ),
+    call(
+        "tuner.vpccni.io",
+        "nodenetworkpolicies",
+        "watch",
+        Scope::Cluster,
+    ),
+    call(
+        "tuner.vpccni.io",
+        "nodenetworkpolicies/status",
+        "patch",
+        Scope::Cluster,
+    ),
+    call("apps", "daemonsets", "list", Scope::ManagedDaemonSet),
+    call("apps", "daemonsets", "watch", Scope::ManagedDaemonSet),
+    call("apps", "daemonsets", "patch", Scope::ManagedDaemonSet),
+    call("events.k8s.io", "events", "create", Scope::DefaultNamespace),
+    call("events.k8s.io", "events", "patch", Scope::DefaultNamespace),
+    lease("get", Scope::Lease),
+    lease("update", Scope::Lease),
+    lease("create", Scope::LeaseNamespace),
 ];
 
 /// Every EC2 action the operator calls; `tests/docs.rs` checks that the README's IAM policy grants

@@ -79,6 +79,11 @@ pub async fn verify(mut handle: Handle, expects: Vec<Expect>) {
             request.uri()
         );
         assert_eq!(request.uri().path(), e.path, "request #{i}");
+        super::rbac::assert_permitted(
+            request.method().as_str(),
+            request.uri(),
+            &super::rbac::DEFAULT_NAMES,
+        );
         let query = request.uri().query().unwrap_or_default().to_owned();
         if e.method == "PATCH" {
             assert!(query.contains("fieldManager=vpc-cni-tuner"), "{query}");

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod mock_api;
+pub mod rbac;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
