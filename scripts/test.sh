@@ -17,6 +17,7 @@ fi
 echo "==> installing test tools (tests/requirements.txt)"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 export MOTO_SERVER="$venv/bin/moto_server"
+export VPC_CNI_TUNER_PYTHON="$venv/bin/python"
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -90,22 +90,35 @@ impl Drop for MotoServer {
 }
 
 fn moto_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("MOTO_SERVER") {
+    venv_tool("moto_server", "MOTO_SERVER")
+}
+
+/// The Python of the test venv (helm-python-sdk, kubernetes-validate): `$VPC_CNI_TUNER_PYTHON`,
+/// scripts/test.sh's venv, a project-local `.venv`, or `python3` on `PATH`.
+pub fn python() -> PathBuf {
+    venv_tool("python", "VPC_CNI_TUNER_PYTHON")
+}
+
+/// A program of the test venv: from `env_var`, scripts/test.sh's venv, a project-local `.venv`,
+/// or `fallback` on `PATH`.
+fn venv_tool(program: &str, env_var: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_var) {
         return PathBuf::from(path);
     }
-    // scripts/test.sh's venv, then a project-local one.
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
         .unwrap_or_default();
     for venv in [
-        home.join(".cache/vpc-cni-tuner/venv/bin/moto_server"),
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server"),
+        home.join(".cache/vpc-cni-tuner/venv/bin").join(program),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(".venv/bin")
+            .join(program),
     ] {
         if venv.exists() {
             return venv;
         }
     }
-    PathBuf::from("moto_server")
+    PathBuf::from(if program == "python" { "python3" } else { program })
 }
 
 fn free_port() -> u16 {
