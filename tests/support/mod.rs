@@ -118,7 +118,11 @@ fn venv_tool(program: &str, env_var: &str) -> PathBuf {
             return venv;
         }
     }
-    PathBuf::from(if program == "python" { "python3" } else { program })
+    PathBuf::from(if program == "python" {
+        "python3"
+    } else {
+        program
+    })
 }
 
 fn free_port() -> u16 {

@@ -1,0 +1,667 @@
+//! The Helm chart, rendered, linted and validated by the real Helm 4 library (helm-python-sdk)
+//! and Kubernetes' OpenAPI schemas in strict mode (kubernetes-validate), through
+//! `scripts/chart.py`; its RBAC compared with the controller's declared `API_CALLS`; its
+//! Deployment's arguments parsed by the operator's own command line.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+use clap::Parser;
+use serde_json::{Value, json};
+use vpc_cni_tuner::cli::{Cli, Command as CliCommand};
+use vpc_cni_tuner::controller::{API_CALLS, Scope};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `scripts/chart.py ARGS`; returns (exit code, stdout, stderr).
+fn chart_py(args: &[&str]) -> (i32, String, String) {
+    let python = support::python();
+    let output = Command::new(&python)
+        .arg(root().join("scripts/chart.py"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e}; run scripts/test.sh, which installs helm-python-sdk and \
+                 kubernetes-validate in a venv",
+                python.display()
+            )
+        });
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn run_json(command: &str, values: &Value, extra: &[&str]) -> Value {
+    let values = values.to_string();
+    let mut args = vec![command, "--values", &values];
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = chart_py(&args);
+    assert_eq!(code, 0, "chart.py {command} failed: {stderr}");
+    serde_json::from_str(&stdout).expect("chart.py prints JSON")
+}
+
+/// The rendered objects (as an install, release vpc-cni-tuner in namespace vpc-cni-tuner).
+fn render(values: &Value) -> Vec<Value> {
+    render_with(values, &[])
+}
+
+fn render_with(values: &Value, extra: &[&str]) -> Vec<Value> {
+    run_json("render", values, extra)
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|entry| entry["object"].clone())
+        .collect()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn one<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    let found = find(objects, kind);
+    assert_eq!(found.len(), 1, "exactly one {kind}");
+    found[0]
+}
+
+fn assert_valid(values: &Value) -> Value {
+    let report = run_json("validate", values, &[]);
+    assert_eq!(report["errors"], json!([]), "strict validation: {report:#}");
+    assert!(
+        !report["validated"].as_array().unwrap().is_empty(),
+        "nothing validated"
+    );
+    report
+}
+
+/// Values that turn on everything the defaults leave off.
+fn everything_on() -> Value {
+    json!({
+        "replicaCount": 3,
+        "image": {"repository": "registry.example/ops/vpc-cni-tuner",
+                  "digest": format!("sha256:{}", "a".repeat(64))},
+        "imagePullSecrets": [{"name": "registry"}],
+        "awsNode": {"namespace": "cni", "name": "aws-node-canary"},
+        "leaderElection": {"leaseName": "tuner-leader"},
+        "controller": {"logFormat": "text", "logLevel": "debug", "adminPort": 9090,
+                       "resyncSeconds": 60, "debounceMillis": 200},
+        "aws": {"region": "eu-west-1"},
+        "serviceAccount": {"name": "tuner",
+                           "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/vpc-cni-tuner"}},
+        "crds": {"install": true, "keep": false},
+        "podAnnotations": {"example.com/team": "platform"},
+        "priorityClassName": "system-cluster-critical",
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"}],
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "vpc-cni-tuner"}}}],
+        "serviceMonitor": {"enabled": true, "labels": {"release": "prometheus"}},
+        "podDisruptionBudget": {"enabled": true, "maxUnavailable": "50%"},
+        "networkPolicy": {"enabled": true, "metricsFrom": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]},
+        "defaultPolicy": {"enabled": true, "name": "fleet",
+            "spec": {"prefixDelegation": "Auto", "warmPool": {"profile": "ConserveIPs"},
+                     "maxPods": {"policy": "Recommended"}, "enforcement": "DryRun"}}
+    })
+}
+
+#[test]
+fn default_values_lint_strictly_and_validate_strictly() {
+    let lint = run_json("lint", &json!({}), &[]);
+    assert_eq!(lint["errors"], json!([]), "{lint:#}");
+    let warnings: Vec<&Value> = lint["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["severity"].as_u64() >= Some(2))
+        .collect();
+    assert!(warnings.is_empty(), "lint warnings: {warnings:#?}");
+    let report = assert_valid(&json!({}));
+    assert_eq!(
+        report["skipped"],
+        json!([]),
+        "every default object has a schema"
+    );
+
+    let objects = render(&json!({}));
+    let kinds: BTreeSet<&str> = objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
+    for kind in [
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "Deployment",
+        "PodDisruptionBudget",
+    ] {
+        assert!(kinds.contains(kind), "{kind} missing from {kinds:?}");
+    }
+    for kind in ["ServiceMonitor", "NetworkPolicy", "NodeNetworkPolicy"] {
+        assert!(!kinds.contains(kind), "{kind} is off by default");
+    }
+    let deployment = one(&objects, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(
+        deployment["spec"]["strategy"]["type"], "Recreate",
+        "one replica without leader election never overlaps with its successor"
+    );
+}
+
+#[test]
+fn non_default_values_lint_and_validate() {
+    let values = everything_on();
+    let lint = run_json("lint", &values, &[]);
+    assert_eq!(lint["errors"], json!([]), "{lint:#}");
+    let report = assert_valid(&values);
+    let skipped: Vec<&str> = report["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(skipped[0].starts_with("ServiceMonitor/"), "{skipped:?}");
+    assert!(
+        report["validated"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v.as_str().unwrap().starts_with("NodeNetworkPolicy/fleet")),
+        "the default policy is validated against crds/: {report:#}"
+    );
+
+    let objects = render(&values);
+    let deployment = one(&objects, "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    assert!(deployment["spec"]["strategy"].is_null(), "rolling update");
+    assert_eq!(
+        pod["containers"][0]["image"],
+        format!(
+            "registry.example/ops/vpc-cni-tuner@sha256:{}",
+            "a".repeat(64)
+        )
+    );
+    assert_eq!(pod["serviceAccountName"], "tuner");
+    assert_eq!(pod["imagePullSecrets"], json!([{"name": "registry"}]));
+    assert_eq!(pod["priorityClassName"], "system-cluster-critical");
+    assert_eq!(pod["tolerations"][0]["key"], "CriticalAddonsOnly");
+    assert!(
+        pod["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "AWS_REGION", "value": "eu-west-1"}))
+    );
+    let account = one(&objects, "ServiceAccount");
+    assert_eq!(account["metadata"]["name"], "tuner");
+    assert_eq!(
+        account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        "arn:aws:iam::111122223333:role/vpc-cni-tuner"
+    );
+    let monitor = one(&objects, "ServiceMonitor");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "admin");
+    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    let service = one(&objects, "Service");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "admin");
+    let netpol = one(&objects, "NetworkPolicy");
+    assert_eq!(netpol["spec"]["ingress"][0]["ports"][0]["port"], "admin");
+    assert_eq!(
+        netpol["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    assert_eq!(
+        one(&objects, "PodDisruptionBudget")["spec"]["maxUnavailable"],
+        "50%"
+    );
+    let crd = one(&objects, "CustomResourceDefinition");
+    assert!(
+        crd["metadata"]["annotations"]["helm.sh/resource-policy"].is_null(),
+        "crds.keep=false"
+    );
+}
+
+/// The arguments the chart gives the container are flags the binary accepts, and they say
+/// what the values say; the probes and Service reach the admin server's port.
+#[test]
+fn deployment_arguments_parse_with_the_operators_command_line() {
+    for (values, leader, admin_port, daemonset, lease) in [
+        (
+            json!({}),
+            false,
+            8080,
+            ("kube-system", "aws-node"),
+            "vpc-cni-tuner",
+        ),
+        (
+            json!({"leaderElection": {"enabled": true}}),
+            true,
+            8080,
+            ("kube-system", "aws-node"),
+            "vpc-cni-tuner",
+        ),
+        (
+            everything_on(),
+            true,
+            9090,
+            ("cni", "aws-node-canary"),
+            "tuner-leader",
+        ),
+    ] {
+        let objects = render(&values);
+        let container = &one(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+        let mut argv = vec!["vpc-cni-tuner".to_owned()];
+        argv.extend(
+            container["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned()),
+        );
+        let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        let CliCommand::Run(args) = cli.command else {
+            panic!("the container runs the operator: {argv:?}");
+        };
+        assert_eq!(args.leader_elect, leader, "{argv:?}");
+        assert_eq!(args.admin_addr.port(), admin_port);
+        assert_eq!(
+            (
+                args.daemonset.namespace.as_str(),
+                args.daemonset.name.as_str()
+            ),
+            daemonset
+        );
+        assert_eq!(args.lease_name, lease);
+        assert_eq!(container["ports"][0]["containerPort"], admin_port);
+        assert_eq!(container["ports"][0]["name"], "admin");
+        assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/livez");
+        assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+        assert_eq!(container["livenessProbe"]["httpGet"]["port"], "admin");
+        assert_eq!(container["readinessProbe"]["httpGet"]["port"], "admin");
+        // The lease namespace and identity come from the downward API.
+        let env = container["env"].as_array().unwrap();
+        for (name, path) in [
+            ("POD_NAMESPACE", "metadata.namespace"),
+            ("POD_NAME", "metadata.name"),
+        ] {
+            assert!(
+                env.iter()
+                    .any(|e| e["name"] == name && e["valueFrom"]["fieldRef"]["fieldPath"] == path),
+                "{name} from {path}"
+            );
+        }
+    }
+}
+
+#[test]
+fn pod_security_is_restricted() {
+    let objects = render(&json!({}));
+    let pod = &one(&objects, "Deployment")["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let security = &container["securityContext"];
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["runAsNonRoot"], true);
+    assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
+    assert!(security["capabilities"]["add"].is_null());
+    assert!(security["privileged"].is_null() || security["privileged"] == false);
+    assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
+    for kind in ["requests", "limits"] {
+        for resource in ["cpu", "memory"] {
+            assert!(
+                container["resources"][kind][resource].is_string(),
+                "resources.{kind}.{resource}"
+            );
+        }
+    }
+    // The image's user (Dockerfile) is the one the chart runs as.
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
+    let user = dockerfile
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("a USER line");
+    let uid = pod["securityContext"]["runAsUser"].as_u64().unwrap();
+    assert_eq!(user.split(':').next().unwrap(), uid.to_string());
+    assert_ne!(uid, 0);
+}
+
+/// One RBAC grant: (api group, resource, verb, where). Where is "cluster", "ns NAMESPACE" or
+/// "ns NAMESPACE name NAME".
+type Grant = (String, String, String, String);
+
+/// The grants of the rendered RBAC, following each binding to its role and checking that it
+/// binds the Deployment's ServiceAccount.
+fn grants(objects: &[Value]) -> BTreeSet<Grant> {
+    let deployment = one(objects, "Deployment");
+    let account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap();
+    let namespace = deployment["metadata"]["namespace"].as_str().unwrap();
+    let mut out = BTreeSet::new();
+    for binding in find(objects, "ClusterRoleBinding")
+        .into_iter()
+        .chain(find(objects, "RoleBinding"))
+    {
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": account, "namespace": namespace}]),
+            "{} binds only the operator's ServiceAccount",
+            binding["metadata"]["name"]
+        );
+        let role_kind = binding["roleRef"]["kind"].as_str().unwrap();
+        let role_name = &binding["roleRef"]["name"];
+        let binding_ns = binding["metadata"]["namespace"].as_str();
+        assert!(
+            binding["kind"] == "RoleBinding" || role_kind == "ClusterRole",
+            "a ClusterRoleBinding refers to a ClusterRole"
+        );
+        let role = objects
+            .iter()
+            .find(|o| {
+                o["kind"] == role_kind
+                    && &o["metadata"]["name"] == role_name
+                    && o["metadata"]["namespace"].as_str() == binding_ns
+            })
+            .unwrap_or_else(|| panic!("{role_kind} {role_name} of the binding is rendered"));
+        for rule in role["rules"].as_array().unwrap() {
+            assert!(rule["nonResourceURLs"].is_null());
+            let names: Vec<&str> = rule["resourceNames"]
+                .as_array()
+                .map(|n| n.iter().map(|v| v.as_str().unwrap()).collect())
+                .unwrap_or_default();
+            for group in rule["apiGroups"].as_array().unwrap() {
+                for resource in rule["resources"].as_array().unwrap() {
+                    for verb in rule["verbs"].as_array().unwrap() {
+                        for text in [group, resource, verb] {
+                            assert_ne!(text, "*", "no wildcards: {rule}");
+                        }
+                        let wheres: Vec<String> = match (binding_ns, names.is_empty()) {
+                            (None, true) => vec!["cluster".into()],
+                            (None, false) => panic!("a ClusterRole limited to names: {rule}"),
+                            (Some(ns), true) => vec![format!("ns {ns}")],
+                            (Some(ns), false) => {
+                                names.iter().map(|n| format!("ns {ns} name {n}")).collect()
+                            }
+                        };
+                        for place in wheres {
+                            out.insert((
+                                group.as_str().unwrap().to_owned(),
+                                resource.as_str().unwrap().to_owned(),
+                                verb.as_str().unwrap().to_owned(),
+                                place,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The grants `API_CALLS` needs for these names.
+fn needed(leader: bool, daemonset: (&str, &str), lease: (&str, &str)) -> BTreeSet<Grant> {
+    API_CALLS
+        .iter()
+        .filter(|call| leader || !call.leader_election_only)
+        .map(|call| {
+            let place = match call.scope {
+                Scope::Cluster => "cluster".to_owned(),
+                Scope::ManagedDaemonSet => format!("ns {} name {}", daemonset.0, daemonset.1),
+                Scope::Lease => format!("ns {} name {}", lease.0, lease.1),
+                Scope::LeaseNamespace => format!("ns {}", lease.0),
+                Scope::DefaultNamespace => "ns default".to_owned(),
+            };
+            (
+                call.group.to_owned(),
+                call.resource.to_owned(),
+                call.verb.to_owned(),
+                place,
+            )
+        })
+        .collect()
+}
+
+/// The chart grants exactly what the controller declares it calls (`API_CALLS`, which every
+/// mocked-API test checks the controller's requests against): not less, not more.
+#[test]
+fn rbac_grants_exactly_the_declared_api_calls() {
+    let cases = [
+        (
+            json!({}),
+            false,
+            ("kube-system", "aws-node"),
+            ("vpc-cni-tuner", "vpc-cni-tuner"),
+        ),
+        (
+            json!({"replicaCount": 2}),
+            true,
+            ("kube-system", "aws-node"),
+            ("vpc-cni-tuner", "vpc-cni-tuner"),
+        ),
+        (
+            everything_on(),
+            true,
+            ("cni", "aws-node-canary"),
+            ("vpc-cni-tuner", "tuner-leader"),
+        ),
+    ];
+    for (values, leader, daemonset, lease) in cases {
+        let objects = render(&values);
+        let granted = grants(&objects);
+        let wanted = needed(leader, daemonset, lease);
+        let missing: Vec<_> = wanted.difference(&granted).collect();
+        let extra: Vec<_> = granted.difference(&wanted).collect();
+        assert!(missing.is_empty(), "{values}: RBAC lacks {missing:?}");
+        assert!(
+            extra.is_empty(),
+            "{values}: RBAC grants more than used: {extra:?}"
+        );
+    }
+    // rbac.create=false renders no RBAC at all.
+    let objects = render(&json!({"rbac": {"create": false}}));
+    for kind in ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] {
+        assert!(
+            find(&objects, kind).is_empty(),
+            "{kind} with rbac.create=false"
+        );
+    }
+}
+
+/// The CRD in the chart is the one in crds/ (the generated single source), with only the
+/// keep and sync-wave annotations and labels added; crds.install=false leaves it out.
+#[test]
+fn crd_comes_from_the_crds_folder() {
+    let source: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root().join("crds/nodenetworkpolicies.tuner.vpccni.io.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let objects = render(&json!({}));
+    let mut rendered = one(&objects, "CustomResourceDefinition").clone();
+    let annotations = rendered["metadata"]["annotations"].clone();
+    assert_eq!(annotations["helm.sh/resource-policy"], "keep");
+    assert_eq!(annotations["argocd.argoproj.io/sync-wave"], "-1");
+    let metadata = rendered["metadata"].as_object_mut().unwrap();
+    metadata.remove("annotations");
+    metadata.remove("labels");
+    // Helm's YAML round trip writes `minimum: 1.0` as `1`: compare numbers as numbers.
+    assert!(
+        numbers_as_f64(rendered) == numbers_as_f64(source),
+        "the chart's CRD differs from crds/"
+    );
+
+    let without = render(&json!({"crds": {"install": false}}));
+    assert!(find(&without, "CustomResourceDefinition").is_empty());
+}
+
+fn numbers_as_f64(value: Value) -> Value {
+    match value {
+        Value::Number(n) => json!(n.as_f64().unwrap()),
+        Value::Array(items) => Value::Array(items.into_iter().map(numbers_as_f64).collect()),
+        Value::Object(map) => map
+            .into_iter()
+            .map(|(k, v)| (k, numbers_as_f64(v)))
+            .collect(),
+        other => other,
+    }
+}
+
+/// Bad values fail at install with the value's path and what it expects.
+#[test]
+fn bad_values_fail_naming_the_value() {
+    for (values, expect) in [
+        (json!({"replicas": 2}), "replicas"),
+        (json!({"replicaCount": "two"}), "replicaCount"),
+        (json!({"replicaCount": 0}), "replicaCount"),
+        (
+            json!({"awsNode": {"namespace": "Kube System"}}),
+            "awsNode/namespace",
+        ),
+        (json!({"controller": {"logFormat": "xml"}}), "logFormat"),
+        (json!({"controller": {"adminPort": 80}}), "adminPort"),
+        (json!({"image": {"digest": "latest"}}), "digest"),
+        (json!({"crds": {"instal": false}}), "instal"),
+        (
+            json!({"resources": {"limits": {"memory": "lots"}}}),
+            "memory",
+        ),
+        (
+            json!({"serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": 5}}}),
+            "role-arn",
+        ),
+    ] {
+        let (code, _, stderr) = chart_py(&["render", "--values", &values.to_string()]);
+        assert_eq!(code, 3, "{values} is accepted");
+        assert!(stderr.contains("HelmValuesError"), "{values}: {stderr}");
+        assert!(
+            stderr.contains(expect),
+            "{values}: the error names {expect}: {stderr}"
+        );
+    }
+    // A template-level check: a ServiceMonitor needs the Service.
+    let values = json!({"serviceMonitor": {"enabled": true}, "service": {"enabled": false}});
+    let (code, _, stderr) = chart_py(&["render", "--values", &values.to_string()]);
+    assert_eq!(code, 3);
+    assert!(
+        stderr.contains("serviceMonitor.enabled needs service.enabled"),
+        "{stderr}"
+    );
+}
+
+/// Strict validation is real: an unknown field in a free-form value is caught.
+#[test]
+fn strict_validation_rejects_an_unknown_field() {
+    let values = json!({"podSecurityContext": {"runAsNonRoot": true, "runAsUsr": 1000}});
+    let report = run_json("validate", &values, &[]);
+    let errors = report["errors"].as_array().unwrap();
+    assert!(!errors.is_empty(), "runAsUsr passed strict validation");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("runAsUsr")),
+        "{errors:?}"
+    );
+    // And the default policy is checked against the CRD.
+    let values =
+        json!({"defaultPolicy": {"enabled": true, "spec": {"prefixDelegation": "Sometimes"}}});
+    let report = run_json("validate", &values, &["--upgrade"]);
+    assert!(
+        report["errors"].to_string().contains("prefixDelegation"),
+        "{report:#}"
+    );
+}
+
+/// A policy cannot be created in the step that creates its CRD: on a first install with the CRD
+/// it is a post-install hook carrying the release's ownership metadata; on upgrade it is an
+/// ordinary release resource, which adopts the hook-made object.
+#[test]
+fn default_policy_is_a_hook_on_first_install_and_a_release_resource_after() {
+    let values = json!({"defaultPolicy": {"enabled": true, "spec": {"enforcement": "DryRun"}}});
+    let install = render(&values);
+    let policy = one(&install, "NodeNetworkPolicy");
+    let annotations = &policy["metadata"]["annotations"];
+    assert_eq!(annotations["helm.sh/hook"], "post-install");
+    assert_eq!(annotations["meta.helm.sh/release-name"], "vpc-cni-tuner");
+    assert_eq!(
+        annotations["meta.helm.sh/release-namespace"],
+        "vpc-cni-tuner"
+    );
+    assert_eq!(
+        policy["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "Helm"
+    );
+    assert_eq!(policy["spec"], json!({"enforcement": "DryRun"}));
+    assert_eq!(annotations["argocd.argoproj.io/sync-wave"], "1");
+    assert_eq!(
+        annotations["argocd.argoproj.io/sync-options"],
+        "SkipDryRunOnMissingResource=true"
+    );
+
+    let upgrade = render_with(&values, &["--upgrade"]);
+    let policy = one(&upgrade, "NodeNetworkPolicy");
+    assert!(policy["metadata"]["annotations"]["helm.sh/hook"].is_null());
+
+    // CRDs managed elsewhere: always an ordinary resource.
+    let values = json!({"crds": {"install": false}, "defaultPolicy": {"enabled": true}});
+    let policy = render(&values);
+    assert!(one(&policy, "NodeNetworkPolicy")["metadata"]["annotations"]["helm.sh/hook"].is_null());
+}
+
+/// deploy/vpc-cni-tuner.yaml is the chart with default values (checked in sync), applies in a
+/// working order, and validates strictly.
+#[test]
+fn plain_manifests_are_generated_from_the_chart() {
+    let (code, _, stderr) = chart_py(&["manifests", "--check"]);
+    assert_eq!(code, 0, "{stderr}");
+    let text = std::fs::read_to_string(root().join("deploy/vpc-cni-tuner.yaml")).unwrap();
+    let documents: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|d: &Value| !d.is_null())
+        .collect();
+    let kinds: Vec<&str> = documents
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    let position = |kind: &str| kinds.iter().position(|k| *k == kind).unwrap();
+    assert_eq!(kinds[0], "Namespace");
+    assert!(position("CustomResourceDefinition") < position("Deployment"));
+    assert!(position("ServiceAccount") < position("Deployment"));
+    assert!(position("ClusterRoleBinding") < position("Deployment"));
+    assert!(!text.contains("managed-by: Helm"), "no Helm bookkeeping");
+    // The same objects as the chart renders (less Helm's labels), so the chart's tests cover it.
+    let rendered = render(&json!({}));
+    assert_eq!(documents.len(), rendered.len() + 1);
+}
+
+#[test]
+fn chart_version_follows_the_crate() {
+    let chart: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root().join("charts/vpc-cni-tuner/Chart.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(chart["name"], "vpc-cni-tuner");
+}
