@@ -1,0 +1,84 @@
+-- Argo CD health check for tuner.vpccni.io/NodeNetworkPolicy (Lua 5.1, as Argo CD runs it).
+-- Install: resource.customizations.health.tuner.vpccni.io_NodeNetworkPolicy in argocd-cm
+-- (deploy/argocd/argocd-cm.yaml carries this file). Tested by tests/argocd.rs.
+--
+--   no status yet, or status older than the spec   -> Progressing
+--   Conflict=True                                  -> Degraded (another policy decides the env)
+--   Ready=False                                    -> Degraded (blocked: reason and what to do)
+--   LaunchTemplatesSynced=False (not DryRun)       -> Degraded (e.g. AccessDenied)
+--   Degraded=True                                  -> Degraded (warnings)
+--   Ready=True                                     -> Healthy
+local hs = {}
+
+local function condition(conditions, kind)
+  for _, c in ipairs(conditions) do
+    if c.type == kind then
+      return c
+    end
+  end
+  return nil
+end
+
+local function describe(c)
+  local text = c.reason or ""
+  if c.message ~= nil and c.message ~= "" then
+    if text ~= "" then
+      text = text .. ": "
+    end
+    text = text .. c.message
+  end
+  return text
+end
+
+if obj.status == nil or obj.status.conditions == nil or #obj.status.conditions == 0 then
+  hs.status = "Progressing"
+  hs.message = "Waiting for vpc-cni-tuner to reconcile the policy"
+  return hs
+end
+
+local generation = obj.metadata and obj.metadata.generation
+local observed = obj.status.observedGeneration
+if generation ~= nil and (observed == nil or observed < generation) then
+  hs.status = "Progressing"
+  hs.message = "Waiting for vpc-cni-tuner to observe generation " .. tostring(generation)
+  return hs
+end
+
+local conditions = obj.status.conditions
+local ready = condition(conditions, "Ready")
+local conflict = condition(conditions, "Conflict")
+local degraded = condition(conditions, "Degraded")
+local templates = condition(conditions, "LaunchTemplatesSynced")
+
+if conflict ~= nil and conflict.status == "True" then
+  hs.status = "Degraded"
+  hs.message = "Conflict: " .. describe(conflict)
+  return hs
+end
+if ready == nil or ready.status == "Unknown" then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the Ready condition"
+  return hs
+end
+if ready.status == "False" then
+  hs.status = "Degraded"
+  hs.message = describe(ready)
+  return hs
+end
+if templates ~= nil and templates.status == "False" and templates.reason ~= "DryRun" then
+  hs.status = "Degraded"
+  hs.message = "Launch templates: " .. describe(templates)
+  return hs
+end
+if degraded ~= nil and degraded.status == "True" then
+  hs.status = "Degraded"
+  hs.message = describe(degraded)
+  return hs
+end
+
+hs.status = "Healthy"
+hs.message = describe(ready)
+if templates ~= nil and templates.message ~= nil and templates.message ~= "" then
+  hs.message = hs.message .. "; " .. templates.message
+end
+return hs
