@@ -1,6 +1,6 @@
 //! The admin server: `/livez` (the process runs), `/readyz` (watch caches synced), `/metrics`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
@@ -8,7 +8,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tracing::warn;
 
 use crate::controller::Context;
 
@@ -38,13 +40,27 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
     )
 }
 
+/// Binds `addr`. `[::]` is dual-stack (IPv4 and IPv6 clients, so the probes work in IPv4 and
+/// IPv6 clusters alike); where the pod has no IPv6 it falls back to `0.0.0.0`, as Go's `:8080`
+/// does.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    match TcpListener::bind(addr).await {
+        Err(err) if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) => {
+            let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port());
+            warn!(%err, %v4, "no IPv6: the admin server listens on IPv4 only");
+            TcpListener::bind(v4).await
+        }
+        other => other,
+    }
+}
+
 /// Serves until `shutdown` flips.
 pub async fn serve(
     addr: SocketAddr,
     ctx: Arc<Context>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = bind(addr).await?;
     axum::serve(listener, router(ctx))
         .with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;

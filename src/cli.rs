@@ -40,8 +40,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Address of the admin server (/livez, /readyz, /metrics).
-    #[arg(long, default_value = "0.0.0.0:8080")]
+    /// Address of the admin server (/livez, /readyz, /metrics); `[::]` serves IPv4 and IPv6.
+    #[arg(long, default_value = "[::]:8080")]
     pub admin_addr: std::net::SocketAddr,
 
     /// Elect a leader through a coordination.k8s.io Lease; only the leader writes.

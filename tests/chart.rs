@@ -665,3 +665,51 @@ fn chart_version_follows_the_crate() {
     assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
     assert_eq!(chart["name"], "vpc-cni-tuner");
 }
+
+/// Every option the schema allows has a default in values.yaml (where it is documented), and
+/// every default is allowed by the schema (`additionalProperties: false`, checked on render).
+#[test]
+fn every_schema_option_is_in_values_yaml() {
+    let chart = root().join("charts/vpc-cni-tuner");
+    let values: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart.join("values.yaml")).unwrap()).unwrap();
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(chart.join("values.schema.json")).unwrap())
+            .unwrap();
+    fn walk(schema: &Value, values: &Value, path: &str, missing: &mut Vec<String>) {
+        let Some(properties) = schema["properties"].as_object() else {
+            return;
+        };
+        for (key, sub) in properties {
+            if key == "global" {
+                continue;
+            }
+            let here = format!("{path}{key}");
+            match values.get(key) {
+                None => missing.push(here),
+                Some(value) => walk(sub, value, &format!("{here}."), missing),
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    walk(&schema, &values, "", &mut missing);
+    assert!(
+        missing.is_empty(),
+        "in the schema, not in values.yaml: {missing:?}"
+    );
+    let text = std::fs::read_to_string(chart.join("values.yaml")).unwrap();
+    // Each top-level value is introduced by a comment.
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let top_level = line.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+        if top_level {
+            let before = lines[..i].iter().rev().find(|l| !l.trim().is_empty());
+            let documented = before.is_some_and(|l| l.trim_start().starts_with('#'))
+                || lines[i + 1..]
+                    .iter()
+                    .take_while(|l| l.starts_with(' '))
+                    .any(|l| l.trim_start().starts_with('#'));
+            assert!(documented, "values.yaml: {line} has no comment");
+        }
+    }
+}

@@ -279,7 +279,8 @@ fn the_operator_runs_as_non_root_on_a_read_only_filesystem() {
     .unwrap();
     std::fs::set_permissions(&kubeconfig, std::fs::Permissions::from_mode(0o644)).unwrap();
     let admin_port = free_port();
-    let admin = format!("--admin-addr=127.0.0.1:{admin_port}");
+    // As the chart runs it: `[::]`, reached here over IPv4.
+    let admin = format!("--admin-addr=[::]:{admin_port}");
     let binary = dir.path().join("vpc-cni-tuner");
     let Some(mut child) = sandboxed(
         dir.path(),

@@ -1,8 +1,10 @@
 //! End-to-end against a real cluster, opt-in: runs only when `VPC_CNI_TUNER_E2E_KUBECONFIG`
 //! names a kubeconfig (never the default context). It applies `crds/`, creates a throw-away
 //! namespace with an aws-node DaemonSet (which schedules on no node), fake Nodes and a policy
-//! selecting them, runs the operator in-process, checks the env, the status and that foreign env
-//! vars survive, and deletes what it created.
+//! selecting them, applies the Helm chart's RBAC rendered for that namespace, runs the operator
+//! in-process as the chart's ServiceAccount (impersonated, with leader election), checks the env,
+//! the status, the Event and that foreign env vars survive, and deletes what it created. Any
+//! call the chart's RBAC does not allow keeps it from converging.
 //!
 //!     VPC_CNI_TUNER_E2E_KUBECONFIG=~/.kube/kind.yaml cargo test --test e2e -- --ignored
 
@@ -10,30 +12,97 @@
 
 use std::time::{Duration, Instant};
 
+mod support;
+
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::json;
 use vpc_cni_tuner::crd::NodeNetworkPolicy;
 
-async fn client() -> Option<Client> {
+async fn config() -> Option<Config> {
     let path = std::env::var_os("VPC_CNI_TUNER_E2E_KUBECONFIG")?;
     let kubeconfig = Kubeconfig::read_from(path).expect("kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("config");
-    Some(Client::try_from(config).expect("client"))
+    Some(
+        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("config"),
+    )
+}
+
+/// The chart's ServiceAccount and RBAC, rendered (release `release`, namespace `namespace`) to
+/// manage the DaemonSet `namespace/aws-node` with leader election.
+fn chart_rbac(release: &str, namespace: &str) -> Vec<serde_json::Value> {
+    let values = json!({"awsNode": {"namespace": namespace, "name": "aws-node"},
+                        "leaderElection": {"enabled": true}, "crds": {"install": false}});
+    let output = std::process::Command::new(support::python())
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/chart.py"))
+        .args(["render", "--name", release, "--namespace", namespace])
+        .args(["--values", &values.to_string()])
+        .output()
+        .expect("scripts/chart.py (run scripts/test.sh, which installs its venv)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rendered: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    rendered
+        .into_iter()
+        .map(|entry| entry["object"].clone())
+        .filter(|o| {
+            [
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
+            ]
+            .contains(&o["kind"].as_str().unwrap())
+        })
+        .collect()
+}
+
+/// Applies (or, with `delete`, deletes) one rendered RBAC object.
+async fn rbac_object(client: &Client, object: &serde_json::Value, delete: bool) {
+    let pp = PatchParams::apply("vpc-cni-tuner-e2e").force();
+    let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+    let namespace = object["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default");
+    macro_rules! go {
+        ($api:expr, $ty:ty) => {{
+            let api: Api<$ty> = $api;
+            if delete {
+                let _ = api.delete(&name, &DeleteParams::default()).await;
+            } else {
+                let typed: $ty = serde_json::from_value(object.clone()).unwrap();
+                api.patch(&name, &pp, &Patch::Apply(&typed)).await.unwrap();
+            }
+        }};
+    }
+    match object["kind"].as_str().unwrap() {
+        "ServiceAccount" => go!(Api::namespaced(client.clone(), namespace), ServiceAccount),
+        "ClusterRole" => go!(Api::all(client.clone()), ClusterRole),
+        "ClusterRoleBinding" => go!(Api::all(client.clone()), ClusterRoleBinding),
+        "Role" => go!(Api::namespaced(client.clone(), namespace), Role),
+        "RoleBinding" => go!(Api::namespaced(client.clone(), namespace), RoleBinding),
+        other => panic!("not RBAC: {other}"),
+    }
 }
 
 #[tokio::test]
 #[ignore = "needs a cluster: set VPC_CNI_TUNER_E2E_KUBECONFIG and run with --ignored"]
 async fn operator_converges_aws_node_and_reports_ready() {
-    let Some(client) = client().await else {
+    let Some(admin_config) = config().await else {
         panic!("VPC_CNI_TUNER_E2E_KUBECONFIG is not set");
     };
+    let client = Client::try_from(admin_config.clone()).expect("client");
     let run = format!("e2e{}", std::process::id());
     let namespace = format!("vpc-cni-tuner-{run}");
     let pp = PatchParams::apply("vpc-cni-tuner-e2e").force();
@@ -107,12 +176,28 @@ async fn operator_converges_aws_node_and_reports_ready() {
         .await
         .unwrap();
 
+    // The chart's RBAC for this namespace; the operator runs as its ServiceAccount.
+    let release = format!("{run}-tuner");
+    let rbac = chart_rbac(&release, &namespace);
+    for object in &rbac {
+        rbac_object(&client, object, false).await;
+    }
+    let account = rbac
+        .iter()
+        .find(|o| o["kind"] == "ServiceAccount")
+        .map(|o| o["metadata"]["name"].as_str().unwrap().to_owned())
+        .unwrap();
+    let mut operator_config = admin_config.clone();
+    operator_config.auth_info.impersonate =
+        Some(format!("system:serviceaccount:{namespace}:{account}"));
+    let operator_client = Client::try_from(operator_config).expect("impersonating client");
+
     let args = vpc_cni_tuner::cli::RunArgs {
         admin_addr: "127.0.0.1:0".parse().unwrap(),
-        leader_elect: false,
+        leader_elect: true,
         lease_namespace: namespace.clone(),
         lease_name: "vpc-cni-tuner".into(),
-        identity: None,
+        identity: Some(format!("{run}-operator")),
         daemonset: vpc_cni_tuner::crd::DaemonSetRef {
             namespace: namespace.clone(),
             name: "aws-node".into(),
@@ -122,7 +207,11 @@ async fn operator_converges_aws_node_and_reports_ready() {
         log_format: vpc_cni_tuner::cli::LogFormat::Text,
     };
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let operator = tokio::spawn(vpc_cni_tuner::operator::run(client.clone(), args, shutdown));
+    let operator = tokio::spawn(vpc_cni_tuner::operator::run(
+        operator_client,
+        args,
+        shutdown,
+    ));
 
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut converged = false;
@@ -159,6 +248,16 @@ async fn operator_converges_aws_node_and_reports_ready() {
             let status = policy.status.unwrap();
             assert_eq!(status.matched_nodes, 2);
             assert_eq!(status.max_pods, Some(110));
+            // The Event about the policy, in the default namespace the chart's Role allows.
+            let events: Api<Event> = Api::namespaced(client.clone(), "default");
+            let listed = events.list(&ListParams::default()).await.unwrap();
+            assert!(
+                listed.items.iter().any(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(run.as_str())
+                        && e.reason.as_deref() == Some("AwsNodeEnvUpdated")
+                }),
+                "an AwsNodeEnvUpdated Event about the policy"
+            );
             converged = true;
             break;
         }
@@ -171,6 +270,9 @@ async fn operator_converges_aws_node_and_reports_ready() {
         let _ = nodes
             .delete(&format!("{run}-node-{i}"), &DeleteParams::default())
             .await;
+    }
+    for object in &rbac {
+        rbac_object(&client, object, true).await;
     }
     let _ = namespaces
         .delete(&namespace, &DeleteParams::default())
