@@ -121,7 +121,9 @@ def manifest_text() -> str:
     vpc-cni-tuner, plus the namespace itself."""
     namespace = "vpc-cni-tuner"
     objects = render({}, name=namespace, namespace=namespace)
-    documents = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}]
+    # The pod meets the restricted Pod Security Standard; the namespace enforces it.
+    documents = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": namespace, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}]
     for entry in objects:
         # Helm's bookkeeping means nothing to kubectl: no managed-by Helm label, no Helm
         # annotations.

@@ -101,6 +101,7 @@ fn everything_on() -> Value {
         "crds": {"install": true, "keep": false},
         "podAnnotations": {"example.com/team": "platform"},
         "priorityClassName": "system-cluster-critical",
+        "hostNetwork": true,
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"}],
         "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
@@ -202,6 +203,8 @@ fn non_default_values_lint_and_validate() {
     assert_eq!(pod["imagePullSecrets"], json!([{"name": "registry"}]));
     assert_eq!(pod["priorityClassName"], "system-cluster-critical");
     assert_eq!(pod["tolerations"][0]["key"], "CriticalAddonsOnly");
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
     assert!(
         pod["containers"][0]["env"]
             .as_array()
@@ -327,6 +330,11 @@ fn pod_security_is_restricted() {
     assert!(security["capabilities"]["add"].is_null());
     assert!(security["privileged"].is_null() || security["privileged"] == false);
     assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
+    // The restricted Pod Security Standard: no host namespaces, no host paths.
+    for field in ["hostNetwork", "hostPID", "hostIPC"] {
+        assert!(pod[field].is_null() || pod[field] == false, "{field}");
+    }
+    assert!(pod["volumes"].is_null(), "the operator needs no volume");
     for kind in ["requests", "limits"] {
         for resource in ["cpu", "memory"] {
             assert!(
