@@ -63,6 +63,18 @@ fn dockerfile_is_multi_stage_minimal_and_non_root() {
         "builder {} is not Rust {channel}",
         froms[0]
     );
+    // The binary links glibc dynamically: build on the runtime's Debian release.
+    let debian = [("bookworm", "debian12"), ("trixie", "debian13")];
+    let builder_release = debian
+        .iter()
+        .find(|(codename, _)| froms[0].contains(codename))
+        .expect("builder on a named Debian release");
+    assert!(
+        froms.last().unwrap().contains(builder_release.1),
+        "built on {} but run on {}",
+        builder_release.0,
+        froms.last().unwrap()
+    );
     assert!(
         steps
             .iter()
