@@ -394,20 +394,18 @@ fn example_applications_do_not_fight_the_operator() {
         options.contains(&"RespectIgnoreDifferences=true"),
         "{options:?}"
     );
-    // The operator's values in the example pass the chart's schema and render.
-    let values = operator["spec"]["source"]["helm"]["valuesObject"].to_string();
-    let output = std::process::Command::new(support::python())
-        .arg(root().join("scripts/chart.py"))
-        .args(["validate", "--values", &values, "--upgrade"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    // The operator's values in the example pass the chart's schema, validate strictly, and
+    // its default policy passes the CRD's schema and CEL rules.
+    let values = &operator["spec"]["source"]["helm"]["valuesObject"];
+    let report = support::chart::run_json("validate", values, &["--upgrade"]);
     assert_eq!(report["errors"], json!([]), "{report:#}");
+    let rendered = support::chart::render_with(values, &["--upgrade"]);
+    let policies: Vec<&Value> = rendered
+        .iter()
+        .filter(|o| o["kind"] == "NodeNetworkPolicy")
+        .collect();
+    assert_eq!(policies.len(), 1);
+    assert_eq!(support::crd_schema::rejection(policies[0]), None);
 }
 
 /// The argocd-cm entry carries health.lua verbatim (the file is generated; `chart.py manifests

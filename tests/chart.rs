@@ -7,9 +7,11 @@
 
 mod support;
 
+use support::chart::{chart_py, render, render_with, run_json};
+use support::crd_schema::rejection;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::Command;
 
 use clap::Parser;
 use serde_json::{Value, json};
@@ -18,50 +20,6 @@ use vpc_cni_tuner::controller::{API_CALLS, Scope};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs `scripts/chart.py ARGS`; returns (exit code, stdout, stderr).
-fn chart_py(args: &[&str]) -> (i32, String, String) {
-    let python = support::python();
-    let output = Command::new(&python)
-        .arg(root().join("scripts/chart.py"))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {}: {e}; run scripts/test.sh, which installs helm-python-sdk and \
-                 kubernetes-validate in a venv",
-                python.display()
-            )
-        });
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-fn run_json(command: &str, values: &Value, extra: &[&str]) -> Value {
-    let values = values.to_string();
-    let mut args = vec![command, "--values", &values];
-    args.extend_from_slice(extra);
-    let (code, stdout, stderr) = chart_py(&args);
-    assert_eq!(code, 0, "chart.py {command} failed: {stderr}");
-    serde_json::from_str(&stdout).expect("chart.py prints JSON")
-}
-
-/// The rendered objects (as an install, release vpc-cni-tuner in namespace vpc-cni-tuner).
-fn render(values: &Value) -> Vec<Value> {
-    render_with(values, &[])
-}
-
-fn render_with(values: &Value, extra: &[&str]) -> Vec<Value> {
-    run_json("render", values, extra)
-        .as_array()
-        .expect("a list")
-        .iter()
-        .map(|entry| entry["object"].clone())
-        .collect()
 }
 
 fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -176,18 +134,26 @@ fn non_default_values_lint_and_validate() {
         .iter()
         .map(|s| s.as_str().unwrap())
         .collect();
-    assert_eq!(skipped.len(), 1, "{skipped:?}");
-    assert!(skipped[0].starts_with("ServiceMonitor/"), "{skipped:?}");
+    // ServiceMonitor has no schema here; the policy is checked against crds/ just below.
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
     assert!(
-        report["validated"]
-            .as_array()
-            .unwrap()
+        skipped.iter().any(|s| s.starts_with("ServiceMonitor/")),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped
             .iter()
-            .any(|v| v.as_str().unwrap().starts_with("NodeNetworkPolicy/fleet")),
-        "the default policy is validated against crds/: {report:#}"
+            .any(|s| s.starts_with("NodeNetworkPolicy/fleet")),
+        "{skipped:?}"
     );
 
     let objects = render(&values);
+    let policy = one(&objects, "NodeNetworkPolicy");
+    assert_eq!(
+        rejection(policy),
+        None,
+        "the default policy passes the CRD's schema and CEL"
+    );
     let deployment = one(&objects, "Deployment");
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(deployment["spec"]["replicas"], 3);
@@ -592,14 +558,16 @@ fn strict_validation_rejects_an_unknown_field() {
             .any(|e| e.as_str().unwrap().contains("runAsUsr")),
         "{errors:?}"
     );
-    // And the default policy is checked against the CRD.
-    let values =
-        json!({"defaultPolicy": {"enabled": true, "spec": {"prefixDelegation": "Sometimes"}}});
-    let report = run_json("validate", &values, &["--upgrade"]);
-    assert!(
-        report["errors"].to_string().contains("prefixDelegation"),
-        "{report:#}"
-    );
+    // A default policy the API server would reject: the CRD's schema, then its CEL rules.
+    for (spec, expect) in [
+        (json!({"prefixDelegation": "Sometimes"}), "prefixDelegation"),
+        (json!({"maxPods": {"policy": "Fixed"}}), "CEL"),
+    ] {
+        let values = json!({"defaultPolicy": {"enabled": true, "spec": spec}});
+        let objects = render_with(&values, &["--upgrade"]);
+        let why = rejection(one(&objects, "NodeNetworkPolicy")).expect("rejected");
+        assert!(why.contains(expect), "{spec}: {why}");
+    }
 }
 
 /// A policy cannot be created in the step that creates its CRD: on a first install with the CRD

@@ -40,21 +40,10 @@ async fn config() -> Option<Config> {
 fn chart_rbac(release: &str, namespace: &str) -> Vec<serde_json::Value> {
     let values = json!({"awsNode": {"namespace": namespace, "name": "aws-node"},
                         "leaderElection": {"enabled": true}, "crds": {"install": false}});
-    let output = std::process::Command::new(support::python())
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/chart.py"))
-        .args(["render", "--name", release, "--namespace", namespace])
-        .args(["--values", &values.to_string()])
-        .output()
-        .expect("scripts/chart.py (run scripts/test.sh, which installs its venv)");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let rendered: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let rendered =
+        support::chart::render_with(&values, &["--name", release, "--namespace", namespace]);
     rendered
         .into_iter()
-        .map(|entry| entry["object"].clone())
         .filter(|o| {
             [
                 "ServiceAccount",

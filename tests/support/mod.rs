@@ -2,6 +2,8 @@
 
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod chart;
+pub mod crd_schema;
 pub mod mock_api;
 pub mod rbac;
 
