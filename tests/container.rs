@@ -163,7 +163,7 @@ fn have(program: &str) -> bool {
 /// mount is read-only, with an empty environment but for `env`. `None` when this machine cannot
 /// (not root, or util-linux's unshare/setpriv missing).
 fn sandboxed(dir: &Path, argv: &[&str], env: &[(&str, &str)]) -> Option<std::process::Child> {
-    // SAFETY-free check of the effective uid: /proc/self/status.
+    // The effective uid, from /proc/self/status.
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let euid = status
         .lines()
@@ -173,6 +173,16 @@ fn sandboxed(dir: &Path, argv: &[&str], env: &[(&str, &str)]) -> Option<std::pro
         .to_owned();
     if euid != "0" || !have("unshare") || !have("setpriv") {
         eprintln!("skipped: needs root and util-linux (unshare, setpriv) to drop to uid 65532");
+        return None;
+    }
+    // A container runtime may forbid new mount namespaces even to root.
+    let can_unshare = Command::new("unshare")
+        .args(["--mount", "--", "true"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !can_unshare {
+        eprintln!("skipped: this machine does not allow a private mount namespace");
         return None;
     }
     let envs: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
