@@ -1,5 +1,5 @@
 //! Every request a test's mocked API server receives is checked against the controller's declared
-//! `API_CALLS`: the list the Helm chart's RBAC is generated against (`tests/chart.rs`). A request
+//! `API_CALLS`, the list the Helm chart's RBAC is checked against (`tests/chart.rs`). A request
 //! the list does not permit fails the test, so the chart's RBAC is proven sufficient by every
 //! reconcile, watch and lease test.
 
