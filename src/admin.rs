@@ -43,7 +43,7 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
 /// Binds `addr`. `[::]` is dual-stack (IPv4 and IPv6 clients, so the probes work in IPv4 and
 /// IPv6 clusters alike); where the pod has no IPv6 it falls back to `0.0.0.0`, as Go's `:8080`
 /// does.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     match TcpListener::bind(addr).await {
         Err(err) if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) => {
             let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port());

@@ -31,6 +31,11 @@ fn recording_api(state: Arc<Mutex<Recorder>>) -> Client {
     let service = tower::service_fn(move |request: Request<Body>| {
         let state = state.clone();
         async move {
+            support::rbac::assert_permitted(
+                request.method().as_str(),
+                request.uri(),
+                &support::rbac::DEFAULT_NAMES,
+            );
             let method = request.method().clone();
             let path = request.uri().path().to_owned();
             let body: Value =

@@ -4,8 +4,10 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod support;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -126,13 +128,6 @@ fn dockerfile_is_multi_stage_minimal_and_non_root() {
         ignore.lines().any(|l| l.trim() == "target/"),
         "the build context leaves out target/"
     );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
 }
 
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -291,7 +286,7 @@ fn the_operator_runs_as_non_root_on_a_read_only_filesystem() {
     let dir = staging();
     let kubeconfig = dir.path().join("kubeconfig");
     // A closed loopback port: the watches fail and retry; nothing else is contacted.
-    let api_port = free_port();
+    let api_port = support::free_port();
     std::fs::write(
         &kubeconfig,
         format!(
@@ -300,7 +295,7 @@ fn the_operator_runs_as_non_root_on_a_read_only_filesystem() {
     )
     .unwrap();
     std::fs::set_permissions(&kubeconfig, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let admin_port = free_port();
+    let admin_port = support::free_port();
     // As the chart runs it: `[::]`, reached here over IPv4.
     let admin = format!("--admin-addr=[::]:{admin_port}");
     let binary = dir.path().join("vpc-cni-tuner");

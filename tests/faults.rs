@@ -238,6 +238,11 @@ async fn watch_expired_with_410_relists_and_the_cache_follows() {
     let service = tower::service_fn(move |request: Request<Body>| {
         let counter = counter.clone();
         async move {
+            support::rbac::assert_permitted(
+                request.method().as_str(),
+                request.uri(),
+                &support::rbac::DEFAULT_NAMES,
+            );
             let node = |name: &str| json!({"metadata": {"name": name, "labels": {"node.kubernetes.io/instance-type": "m5.large"}}});
             let watch = request
                 .uri()

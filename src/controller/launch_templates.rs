@@ -348,16 +348,47 @@ mod tests {
     use crate::crd::UserDataFormatSpec;
     use aws_sdk_ec2::types::ResponseLaunchTemplateData;
 
-    /// A template that is deleted between the read and the write.
-    struct DeletedMidUpdate;
+    /// A launch-template API whose read and create answer as given; the default-version call
+    /// must not happen (both scenarios fail before it).
+    struct Fake {
+        read: fn() -> Result<TemplateVersion, Ec2Error>,
+        create: fn() -> Result<i64, Ec2Error>,
+    }
 
     #[async_trait::async_trait]
-    impl LaunchTemplateApi for DeletedMidUpdate {
+    impl LaunchTemplateApi for Fake {
         async fn read_version(
             &self,
             _: &TemplateRef,
             _: &str,
         ) -> Result<TemplateVersion, Ec2Error> {
+            (self.read)()
+        }
+        async fn create_version(
+            &self,
+            _: &TemplateVersion,
+            _: &str,
+            _: &str,
+        ) -> Result<i64, Ec2Error> {
+            (self.create)()
+        }
+        async fn set_default_version(&self, _: &str, _: i64) -> Result<(), Ec2Error> {
+            panic!("no default version without a created one")
+        }
+        async fn instances_of(&self, _: &str) -> Result<Vec<String>, Ec2Error> {
+            Ok(vec![])
+        }
+        async fn instance_types(
+            &self,
+            _: &[String],
+        ) -> Result<Vec<(String, crate::instance::InstanceLimits)>, Ec2Error> {
+            Ok(vec![])
+        }
+    }
+
+    /// A template that is deleted between the read and the write.
+    const DELETED_MID_UPDATE: Fake = Fake {
+        read: || {
             Ok(TemplateVersion {
                 template_id: "lt-0abc".into(),
                 template_name: None,
@@ -367,71 +398,28 @@ mod tests {
                     .user_data(BASE64.encode("#!/bin/bash\n/etc/eks/bootstrap.sh c\n"))
                     .build(),
             })
-        }
-        async fn create_version(
-            &self,
-            _: &TemplateVersion,
-            _: &str,
-            _: &str,
-        ) -> Result<i64, Ec2Error> {
+        },
+        create: || {
             Err(Ec2Error::Api {
                 operation: "CreateLaunchTemplateVersion",
                 code: "InvalidLaunchTemplateId.NotFound".into(),
                 message: "The specified launch template, with template ID lt-0abc, does not exist."
                     .into(),
             })
-        }
-        async fn set_default_version(&self, _: &str, _: i64) -> Result<(), Ec2Error> {
-            panic!("no default after a failed create")
-        }
-        async fn instances_of(&self, _: &str) -> Result<Vec<String>, Ec2Error> {
-            Ok(vec![])
-        }
-        async fn instance_types(
-            &self,
-            _: &[String],
-        ) -> Result<Vec<(String, crate::instance::InstanceLimits)>, Ec2Error> {
-            Ok(vec![])
-        }
-    }
+        },
+    };
 
     /// No permission to read templates.
-    struct Denied;
-
-    #[async_trait::async_trait]
-    impl LaunchTemplateApi for Denied {
-        async fn read_version(
-            &self,
-            _: &TemplateRef,
-            _: &str,
-        ) -> Result<TemplateVersion, Ec2Error> {
+    const DENIED: Fake = Fake {
+        read: || {
             Err(Ec2Error::Api {
                 operation: "DescribeLaunchTemplateVersions",
                 code: "UnauthorizedOperation".into(),
                 message: "You are not authorized to perform this operation.".into(),
             })
-        }
-        async fn create_version(
-            &self,
-            _: &TemplateVersion,
-            _: &str,
-            _: &str,
-        ) -> Result<i64, Ec2Error> {
-            panic!("no write without a read")
-        }
-        async fn set_default_version(&self, _: &str, _: i64) -> Result<(), Ec2Error> {
-            panic!("no write without a read")
-        }
-        async fn instances_of(&self, _: &str) -> Result<Vec<String>, Ec2Error> {
-            Ok(vec![])
-        }
-        async fn instance_types(
-            &self,
-            _: &[String],
-        ) -> Result<Vec<(String, crate::instance::InstanceLimits)>, Ec2Error> {
-            Ok(vec![])
-        }
-    }
+        },
+        create: || panic!("no write without a read"),
+    };
 
     #[tokio::test]
     async fn access_denied_is_a_clear_condition() {
@@ -443,7 +431,7 @@ mod tests {
             set_default_version: true,
             source_version: "$Default".into(),
         };
-        let result = sync_template(&Denied, &spec, 110, false, &BTreeMap::new()).await;
+        let result = sync_template(&DENIED, &spec, 110, false, &BTreeMap::new()).await;
         let condition = synced_condition(&[result], false);
         assert!(!condition.status);
         assert_eq!(condition.reason, "AccessDenied");
@@ -469,7 +457,7 @@ mod tests {
             set_default_version: true,
             source_version: "$Default".into(),
         };
-        let result = sync_template(&DeletedMidUpdate, &spec, 110, false, &BTreeMap::new()).await;
+        let result = sync_template(&DELETED_MID_UPDATE, &spec, 110, false, &BTreeMap::new()).await;
         assert_eq!(result.updated, None);
         assert!(!result.status.in_sync);
         let (reason, message) = result.problem.clone().expect("problem");

@@ -92,18 +92,18 @@ impl Drop for MotoServer {
 }
 
 fn moto_binary() -> PathBuf {
-    venv_tool("moto_server", "MOTO_SERVER")
+    venv_tool("moto_server", "MOTO_SERVER", "moto_server")
 }
 
 /// The Python of the test venv (helm-python-sdk, kubernetes-validate): `$VPC_CNI_TUNER_PYTHON`,
 /// scripts/test.sh's venv, a project-local `.venv`, or `python3` on `PATH`.
 pub fn python() -> PathBuf {
-    venv_tool("python", "VPC_CNI_TUNER_PYTHON")
+    venv_tool("python", "VPC_CNI_TUNER_PYTHON", "python3")
 }
 
 /// A program of the test venv: from `env_var`, scripts/test.sh's venv, a project-local `.venv`,
 /// or `fallback` on `PATH`.
-fn venv_tool(program: &str, env_var: &str) -> PathBuf {
+fn venv_tool(program: &str, env_var: &str, fallback: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(env_var) {
         return PathBuf::from(path);
     }
@@ -120,14 +120,11 @@ fn venv_tool(program: &str, env_var: &str) -> PathBuf {
             return venv;
         }
     }
-    PathBuf::from(if program == "python" {
-        "python3"
-    } else {
-        program
-    })
+    PathBuf::from(fallback)
 }
 
-fn free_port() -> u16 {
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
     TcpListener::bind(("127.0.0.1", 0))
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
