@@ -10,6 +10,10 @@ it; maintainers run `scripts/chart.py manifests` after changing the chart or the
   chart.py validate [--values JSON] [--kube-version V ...]                    -> JSON report
   chart.py manifests [--check]   writes (or checks) deploy/vpc-cni-tuner.yaml and
                                  deploy/argocd/argocd-cm.yaml
+  chart.py install|upgrade --kubeconfig F [--chart DIR] [--values JSON] [--name N] [--namespace NS]
+  chart.py uninstall       --kubeconfig F [--name N] [--namespace NS]
+                                 a release against the cluster in F (never the default
+                                 kubeconfig): the end-to-end tests' Helm path -> JSON summary
 """
 
 from __future__ import annotations
@@ -159,6 +163,30 @@ def argocd_cm_text() -> str:
     return header + yaml.safe_dump(patch, sort_keys=True, width=100)
 
 
+def release(args: argparse.Namespace) -> int:
+    """Installs, upgrades or uninstalls a release with the Helm library, as `helm` would."""
+    values = json.loads(getattr(args, "values", "{}") or "{}")
+    try:
+        with helm.Config(kubeconfig_path=args.kubeconfig, namespace=args.namespace) as config:
+            if args.command == "install":
+                result = config.install(args.chart, args.name, values, namespace=args.namespace,
+                                        create_namespace=True, timeout=120)
+            elif args.command == "upgrade":
+                result = config.upgrade(args.chart, args.name, values, namespace=args.namespace,
+                                        timeout=120)
+            else:
+                result = config.uninstall(args.name, timeout=120)
+    except helm.HelmError as error:
+        print(f"{type(error).__name__}: {error}", file=sys.stderr)
+        return 3
+    result = result if isinstance(result, dict) else {}
+    summary = {key: result.get(key) for key in
+               ("name", "namespace", "revision", "status", "chart_version")}
+    json.dump(summary, sys.stdout, indent=1, sort_keys=True, default=str)
+    print()
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -172,7 +200,17 @@ def main() -> int:
         p.add_argument("--kube-version", action="append", dest="versions")
     p = sub.add_parser("manifests")
     p.add_argument("--check", action="store_true", help="fail when the file is stale")
+    for command in ("install", "upgrade", "uninstall"):
+        p = sub.add_parser(command)
+        p.add_argument("--kubeconfig", required=True)
+        p.add_argument("--chart", default=str(CHART))
+        p.add_argument("--values", default="{}", help="values as a JSON object")
+        p.add_argument("--name", default="vpc-cni-tuner")
+        p.add_argument("--namespace", default="vpc-cni-tuner")
     args = parser.parse_args()
+
+    if args.command in ("install", "upgrade", "uninstall"):
+        return release(args)
 
     if args.command == "manifests":
         stale = 0

@@ -75,6 +75,17 @@ pub struct RunArgs {
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// AWS region of EC2 calls (launch templates without their own `region`, live instance-type
+    /// lookups). Unset: aws-config's chain (`AWS_REGION`, `AWS_DEFAULT_REGION`, the profile,
+    /// then the instance metadata service).
+    #[arg(long)]
+    pub aws_region: Option<String>,
+
+    /// EC2 endpoint URL (a VPC interface endpoint, a FIPS or test endpoint). Unset: aws-config's
+    /// chain (`AWS_ENDPOINT_URL_EC2`, `AWS_ENDPOINT_URL`), else the region's public endpoint.
+    #[arg(long)]
+    pub ec2_endpoint_url: Option<String>,
 }
 
 fn parse_daemonset_ref(value: &str) -> Result<crate::crd::DaemonSetRef, String> {
@@ -98,7 +109,37 @@ pub fn crd_yaml() -> Result<String, CliError> {
     use kube::CustomResourceExt;
     let crd = crate::crd::NodeNetworkPolicy::crd();
     let value = serde_json::to_value(&crd).map_err(|e| CliError::Render(e.to_string()))?;
-    serde_yaml::to_string(&sorted_keys(value)).map_err(|e| CliError::Render(e.to_string()))
+    serde_yaml::to_string(&sorted_keys(kubernetes_formats(value)))
+        .map_err(|e| CliError::Render(e.to_string()))
+}
+
+/// The same schema with schemars' unsigned integer formats (`uint32`, ...) replaced by ones the
+/// API server knows: it warns `unrecognized format "uint32"` on every apply otherwise. The range
+/// stays in the schema (`minimum: 0` comes from schemars; the `uint32` maximum is added here).
+fn kubernetes_formats(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(mut map) => {
+            let replacement = match map.get("format").and_then(|f| f.as_str()) {
+                Some("uint32") => Some(("int64", Some(u64::from(u32::MAX)))),
+                Some("uint8" | "uint16" | "int8" | "int16") => Some(("int32", None)),
+                Some("uint" | "uint64" | "uint128" | "int128") => Some(("int64", None)),
+                _ => None,
+            };
+            if let Some((format, maximum)) = replacement {
+                map.insert("format".into(), format.into());
+                if let Some(maximum) = maximum {
+                    map.entry("maximum").or_insert(maximum.into());
+                }
+            }
+            map.into_iter()
+                .map(|(k, v)| (k, kubernetes_formats(v)))
+                .collect()
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(kubernetes_formats).collect())
+        }
+        other => other,
+    }
 }
 
 /// The same value with every object's keys sorted, so the YAML is byte-stable whichever

@@ -9,23 +9,40 @@ use kube::Client;
 use tokio::sync::watch;
 use tracing::info;
 
+use crate::aws::Ec2Endpoint;
 use crate::cli::RunArgs;
+use crate::controller::launch_templates::{Ec2Provider, SdkProvider};
 use crate::controller::{self, Context, LoopConfig};
 use crate::leader::{self, LeaseConfig};
 
 /// Runs until `shutdown` flips, then lets the current reconcile finish, releases the lease and
-/// stops the admin server.
+/// stops the admin server. EC2 is reached through aws-config's standard chain with the
+/// `--aws-region` / `--ec2-endpoint-url` overrides.
 pub async fn run(
     client: Client,
     args: RunArgs,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    // EC2 clients are built on first use: a cluster without launch templates or unknown
+    // instance types never loads AWS configuration and makes no AWS call.
+    let ec2 = SdkProvider::new(Ec2Endpoint {
+        region: args.aws_region.clone(),
+        endpoint_url: args.ec2_endpoint_url.clone(),
+    });
+    run_with_ec2(client, args, Some(Arc::new(ec2)), shutdown).await
+}
+
+/// [`run`] with the given EC2 access (`None`: none at all).
+pub async fn run_with_ec2(
+    client: Client,
+    args: RunArgs,
+    ec2: Option<Arc<dyn Ec2Provider>>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let leader_flag = Arc::new(AtomicBool::new(!args.leader_elect));
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        args.daemonset.clone(),
-        leader_flag.clone(),
-    ));
+    let mut ctx = Context::new(client.clone(), args.daemonset.clone(), leader_flag.clone());
+    ctx.ec2 = ec2;
+    let ctx = Arc::new(ctx);
     info!(daemonset = %args.daemonset, leader_elect = args.leader_elect, "starting vpc-cni-tuner");
 
     let admin = tokio::spawn(crate::admin::serve(

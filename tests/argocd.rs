@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use http::{Request, Response};
 use kube::Client;
 use kube::client::Body;
-use mlua::{Lua, LuaSerdeExt, SerializeOptions};
 use serde_json::{Value, json};
+use support::argocd::{health, health_script};
 use support::mock_api::*;
 use vpc_cni_tuner::controller::plan_now;
 use vpc_cni_tuner::controller::status::desired_status;
@@ -21,41 +21,6 @@ use vpc_cni_tuner::crd::{FIELD_MANAGER, NodeNetworkPolicy, condition as cond};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn health_script() -> String {
-    std::fs::read_to_string(root().join("deploy/argocd/health.lua")).expect("health.lua")
-}
-
-/// Runs the health check on `object` as Argo CD does: the object is the global `obj` (JSON null
-/// is nil), the chunk returns {status, message}.
-fn health(object: &Value) -> (String, String) {
-    let lua = Lua::new();
-    let options = SerializeOptions::new()
-        .serialize_none_to_null(false)
-        .serialize_unit_to_null(false);
-    let obj = lua.to_value_with(object, options).expect("to Lua");
-    lua.globals().set("obj", obj).unwrap();
-    let result: mlua::Table = lua
-        .load(health_script())
-        .set_name("health.lua")
-        .eval()
-        .unwrap_or_else(|e| panic!("health.lua failed on {object}: {e}"));
-    let status: String = result.get("status").unwrap();
-    let message: String = result.get("message").unwrap_or_default();
-    assert!(
-        [
-            "Healthy",
-            "Progressing",
-            "Degraded",
-            "Suspended",
-            "Missing",
-            "Unknown"
-        ]
-        .contains(&status.as_str()),
-        "{status} is not an Argo CD health status"
-    );
-    (status, message)
 }
 
 /// The policy `name` with the status the operator would write for this fleet.

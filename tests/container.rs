@@ -6,8 +6,8 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use support::http_get;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -128,21 +128,6 @@ fn dockerfile_is_multi_stage_minimal_and_non_root() {
         ignore.lines().any(|l| l.trim() == "target/"),
         "the build context leaves out target/"
     );
-}
-
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    Some((code, body))
 }
 
 fn have(program: &str) -> bool {

@@ -48,11 +48,15 @@ async fn describe_all_pages_through_every_type() {
         .expect("describe");
     let catalog = InstanceCatalog::embedded();
     assert_eq!(all.len(), catalog.generated_entries().len());
+    // Against the generated table: the reviewed overrides differ from the API on purpose.
     for (name, limits) in &all {
-        let (known, _) = catalog
-            .lookup_with_source(name)
+        let known = catalog
+            .generated_entries()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, l)| l)
             .unwrap_or_else(|| panic!("{name} missing from the table"));
-        assert_eq!(&known, limits, "{name}");
+        assert_eq!(known, limits, "{name}");
     }
 }
 

@@ -258,3 +258,51 @@ fn whole_table_answers_within_bounds() {
     }
     assert_eq!(answered, catalog.len());
 }
+
+/// Where ipamd's built-in limits (amazon-vpc-cni-k8s `pkg/vpc/vpc_ip_resource_limit.go`, August
+/// 2026) disagree with `DescribeInstanceTypes` or list types the table lacks, the catalog follows
+/// ipamd: the secondary-IP max pods below are that file's `ENILimit * (IPv4Limit - 1) + 2`.
+#[test]
+fn vpc_cni_builtin_limits_win() {
+    let catalog = InstanceCatalog::embedded();
+    // (type, vCPUs, ENIs, IPv4 per ENI, network cards, secondary-IP max pods)
+    let cases = [
+        ("i7ie.48xlarge", 192, 15, 50, 1, 737),
+        ("i7ie.metal-48xl", 192, 15, 50, 1, 737),
+        ("i8ge.48xlarge", 192, 24, 50, 1, 1178),
+        ("i8ge.metal-48xl", 192, 24, 50, 1, 1178),
+        ("g4ad.xlarge", 4, 2, 4, 1, 8),
+        ("g4ad.2xlarge", 8, 2, 4, 1, 8),
+        ("g4ad.4xlarge", 16, 3, 10, 1, 29),
+        ("g4ad.8xlarge", 32, 4, 15, 1, 58),
+        ("g4ad.16xlarge", 64, 8, 30, 1, 234),
+        ("c7i.32xlarge", 128, 15, 50, 1, 737),
+        ("dl1.24xlarge", 96, 15, 50, 4, 737),
+    ];
+    for (name, vcpus, enis, ipv4, cards, max_pods) in cases {
+        let (limits, source) = catalog
+            .lookup_with_source(name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(source, FactSource::Override, "{name}");
+        assert_eq!(
+            (
+                limits.vcpus,
+                limits.max_enis,
+                limits.ipv4_per_eni,
+                limits.network_cards
+            ),
+            (vcpus, enis, ipv4, cards),
+            "{name}"
+        );
+        assert!(
+            limits.supports_prefix_delegation(),
+            "{name} is Nitro or metal"
+        );
+        let pods = vpc_cni_tuner::engine::max_pods::max_pods_ip_limit(
+            limits.max_enis,
+            limits.ipv4_per_eni,
+            false,
+        );
+        assert_eq!(pods, max_pods, "{name}");
+    }
+}

@@ -98,6 +98,8 @@ fn run_args() -> vpc_cni_tuner::cli::RunArgs {
         resync_seconds: 300,
         debounce_millis: 10,
         log_format: vpc_cni_tuner::cli::LogFormat::Text,
+        aws_region: None,
+        ec2_endpoint_url: None,
     }
 }
 
@@ -219,7 +221,9 @@ async fn shutdown_stops_the_operator_cleanly() {
     let client = Client::new(service, "default");
     let args = run_args();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let operator = tokio::spawn(vpc_cni_tuner::operator::run(client, args, shutdown));
+    let operator = tokio::spawn(vpc_cni_tuner::operator::run_with_ec2(
+        client, args, None, shutdown,
+    ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !operator.is_finished(),
@@ -284,9 +288,10 @@ async fn shutdown_mid_reconcile_finishes_the_reconcile_then_exits() {
     });
     let args = run_args();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let operator = tokio::spawn(vpc_cni_tuner::operator::run(
+    let operator = tokio::spawn(vpc_cni_tuner::operator::run_with_ec2(
         Client::new(service, "default"),
         args,
+        None,
         shutdown,
     ));
     tokio::time::timeout(Duration::from_secs(10), patch_started.recv())

@@ -505,8 +505,11 @@ mod with_ec2 {
 
     #[async_trait::async_trait]
     impl Ec2Provider for Provider {
-        async fn api(&self, _: Option<&str>) -> Arc<dyn LaunchTemplateApi> {
-            self.0.clone()
+        async fn api(
+            &self,
+            _: Option<&str>,
+        ) -> Result<Arc<dyn LaunchTemplateApi>, vpc_cni_tuner::aws::Ec2Error> {
+            Ok(self.0.clone())
         }
     }
 

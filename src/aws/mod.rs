@@ -42,6 +42,20 @@ pub fn timeout_config() -> TimeoutConfig {
 
 /// An EC2 client from aws-config's standard chain, with `endpoint`'s overrides.
 pub async fn ec2_client(endpoint: &Ec2Endpoint) -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::new(&sdk_config(endpoint).await)
+}
+
+/// An EC2 client as [`ec2_client`], or [`Ec2Error::NoRegion`] when neither `endpoint` nor the
+/// chain (environment, profile, instance metadata) names a region.
+pub async fn ec2_client_in_region(endpoint: &Ec2Endpoint) -> Result<aws_sdk_ec2::Client, Ec2Error> {
+    let config = sdk_config(endpoint).await;
+    if config.region().is_none() {
+        return Err(Ec2Error::NoRegion);
+    }
+    Ok(aws_sdk_ec2::Client::new(&config))
+}
+
+async fn sdk_config(endpoint: &Ec2Endpoint) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(retry_config())
         .timeout_config(timeout_config());
@@ -51,7 +65,7 @@ pub async fn ec2_client(endpoint: &Ec2Endpoint) -> aws_sdk_ec2::Client {
     if let Some(url) = &endpoint.endpoint_url {
         loader = loader.endpoint_url(url.clone());
     }
-    aws_sdk_ec2::Client::new(&loader.load().await)
+    loader.load().await
 }
 
 /// An EC2 call that failed, with the AWS error code when there is one.
@@ -68,6 +82,12 @@ pub enum Ec2Error {
         operation: &'static str,
         reason: String,
     },
+    #[error(
+        "no AWS region is configured for EC2: set AWS_REGION (Helm value aws.region, flag \
+         --aws-region) or the launch template's region, or run where the EC2 instance metadata \
+         service answers"
+    )]
+    NoRegion,
 }
 
 impl Ec2Error {
@@ -75,7 +95,7 @@ impl Ec2Error {
     pub fn code(&self) -> Option<&str> {
         match self {
             Self::Api { code, .. } => Some(code),
-            Self::BadResponse { .. } => None,
+            Self::BadResponse { .. } | Self::NoRegion => None,
         }
     }
 

@@ -16,36 +16,50 @@ use crate::crd::{LaunchTemplateSpec, LaunchTemplateStatus, condition};
 use crate::plan::{ConditionPlan, NodeFacts};
 use crate::userdata::{self, UserDataError};
 
-/// Hands out an EC2 API per region (`None`: the default region of aws-config's chain).
+/// Hands out an EC2 API per region (`None`: the operator's default region).
 #[async_trait::async_trait]
 pub trait Ec2Provider: Send + Sync {
-    async fn api(&self, region: Option<&str>) -> Arc<dyn LaunchTemplateApi>;
+    /// Fails with [`Ec2Error::NoRegion`] when `region` is `None` and no default region is known.
+    async fn api(&self, region: Option<&str>) -> Result<Arc<dyn LaunchTemplateApi>, Ec2Error>;
 }
 
-/// Clients from aws-config's standard chain (IRSA / Pod Identity, `AWS_REGION`,
-/// `AWS_ENDPOINT_URL`), created on first use, so a cluster that needs no AWS never loads
-/// credentials.
+/// Clients from aws-config's standard chain (IRSA / Pod Identity, `AWS_REGION`, the instance
+/// metadata service, `AWS_ENDPOINT_URL`), created on first use, so a cluster that needs no AWS
+/// never loads configuration or credentials and makes no AWS call.
 #[derive(Default)]
 pub struct SdkProvider {
+    /// `--aws-region` / `--ec2-endpoint-url`; unset parts come from the chain.
+    defaults: crate::aws::Ec2Endpoint,
     clients: tokio::sync::Mutex<HashMap<Option<String>, Arc<SdkLaunchTemplates>>>,
+}
+
+impl SdkProvider {
+    pub fn new(defaults: crate::aws::Ec2Endpoint) -> Self {
+        Self {
+            defaults,
+            clients: Default::default(),
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl Ec2Provider for SdkProvider {
-    async fn api(&self, region: Option<&str>) -> Arc<dyn LaunchTemplateApi> {
+    async fn api(&self, region: Option<&str>) -> Result<Arc<dyn LaunchTemplateApi>, Ec2Error> {
         let mut clients = self.clients.lock().await;
         let key = region.map(str::to_owned);
         if let Some(api) = clients.get(&key) {
-            return api.clone();
+            return Ok(api.clone());
         }
-        let client = crate::aws::ec2_client(&crate::aws::Ec2Endpoint {
-            region: key.clone(),
-            endpoint_url: None,
+        // Only a client that found its region is kept: a region the metadata service could not
+        // give now is asked for again on the next pass.
+        let client = crate::aws::ec2_client_in_region(&crate::aws::Ec2Endpoint {
+            region: key.clone().or_else(|| self.defaults.region.clone()),
+            endpoint_url: self.defaults.endpoint_url.clone(),
         })
-        .await;
+        .await?;
         let api = Arc::new(SdkLaunchTemplates { client });
         clients.insert(key, api.clone());
-        api
+        Ok(api)
     }
 }
 
@@ -88,16 +102,11 @@ pub async fn sync_template(
         }
     };
     let aws_failure = |status: LaunchTemplateStatus, err: Ec2Error| {
-        let reason = match err.code() {
-            Some(code) if code.contains("NotFound") || code.contains("Malformed") => {
-                "LaunchTemplateNotFound"
-            }
-            Some("UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException") => {
-                "AccessDenied"
-            }
-            _ => "AwsError",
-        };
-        fail(status, reason, format!("launch template {template}: {err}"))
+        fail(
+            status,
+            failure_reason(&err),
+            format!("launch template {template}: {err}"),
+        )
     };
 
     let source = match api.read_version(&template, &spec.source_version).await {
@@ -230,6 +239,37 @@ pub async fn sync_template(
         )),
         status,
         problem: None,
+    }
+}
+
+/// The condition reason of an EC2 failure.
+fn failure_reason(err: &Ec2Error) -> &'static str {
+    match (err, err.code()) {
+        (Ec2Error::NoRegion, _) => "NoAwsRegion",
+        (_, Some(code)) if code.contains("NotFound") || code.contains("Malformed") => {
+            "LaunchTemplateNotFound"
+        }
+        (_, Some("UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException")) => {
+            "AccessDenied"
+        }
+        _ => "AwsError",
+    }
+}
+
+/// The outcome for a template whose EC2 API could not be had at all (no region).
+pub fn unreachable_template(spec: &LaunchTemplateSpec, wanted: u32, err: &Ec2Error) -> SyncResult {
+    let message = format!("launch template {}: {err}", spec.template_ref());
+    SyncResult {
+        status: LaunchTemplateStatus {
+            id: spec.id.clone(),
+            name: spec.name.clone(),
+            region: spec.region.clone(),
+            max_pods_wanted: wanted,
+            message: Some(message.clone()),
+            ..Default::default()
+        },
+        updated: None,
+        problem: Some((failure_reason(err), message)),
     }
 }
 

@@ -41,6 +41,7 @@ use cache::ProjectedCache;
 use facts::{AWS_NODE_CONTAINER, aws_node_facts, node_facts};
 use launch_templates::{
     Ec2Provider, SyncCache, nodes_by_instance, sync_template, synced_condition,
+    unreachable_template,
 };
 use status::LaunchTemplateReport;
 use status::{desired_status, owned_part, status_changed};
@@ -126,7 +127,6 @@ pub const API_CALLS: &[ApiCall] = &[
     call("apps", "daemonsets", "watch", Scope::ManagedDaemonSet),
     call("apps", "daemonsets", "patch", Scope::ManagedDaemonSet),
     call("events.k8s.io", "events", "create", Scope::DefaultNamespace),
-    call("events.k8s.io", "events", "patch", Scope::DefaultNamespace),
     lease("get", Scope::Lease),
     lease("update", Scope::Lease),
     lease("create", Scope::LeaseNamespace),
@@ -201,7 +201,8 @@ pub struct Context {
     pub catalog: InstanceCatalog,
     /// Facts looked up live for types the embedded table lacks.
     pub extra_facts: RwLock<BTreeMap<String, InstanceLimits>>,
-    pub recorder: Recorder,
+    /// Who reports Events (this controller, this pod).
+    pub reporter: Reporter,
     pub metrics: Metrics,
     /// Writes happen only while this is true (always, without leader election).
     pub leader: Arc<AtomicBool>,
@@ -221,7 +222,7 @@ impl Context {
             instance: std::env::var("POD_NAME").ok(),
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter,
             client,
             policies: ProjectedCache::default(),
             nodes: ProjectedCache::default(),
@@ -443,19 +444,21 @@ async fn refresh_unknown_instance_types(ctx: &Context, nodes: &[(String, Arc<Nod
     if due.is_empty() {
         return;
     }
-    let api = provider.api(None).await;
     let mut found = Vec::new();
-    match api.instance_types(&due).await {
-        Ok(answer) => found = answer,
-        // One bad name fails the whole call: ask one by one.
-        Err(err) if err.code() == Some("InvalidInstanceType") => {
-            for name in &due {
-                if let Ok(answer) = api.instance_types(std::slice::from_ref(name)).await {
-                    found.extend(answer);
+    match provider.api(None).await {
+        Err(err) => warn!(%err, types = ?due, "live instance-type lookup impossible"),
+        Ok(api) => match api.instance_types(&due).await {
+            Ok(answer) => found = answer,
+            // One bad name fails the whole call: ask one by one.
+            Err(err) if err.code() == Some("InvalidInstanceType") => {
+                for name in &due {
+                    if let Ok(answer) = api.instance_types(std::slice::from_ref(name)).await {
+                        found.extend(answer);
+                    }
                 }
             }
-        }
-        Err(err) => warn!(%err, types = ?due, "live instance-type lookup failed"),
+            Err(err) => warn!(%err, types = ?due, "live instance-type lookup failed"),
+        },
     }
     let now = Instant::now();
     let mut lookups = ctx.type_lookups.lock().unwrap_or_else(|p| p.into_inner());
@@ -528,24 +531,30 @@ async fn sync_launch_templates(
                 let mut results = Vec::new();
                 for spec in &policy.spec.launch_templates {
                     let key = format!("{name}/{}", spec.key());
-                    let result =
-                        match ctx
-                            .template_cache
-                            .fresh(&key, wanted, dry_run, ctx.template_ttl)
-                        {
-                            Some(result) => result,
-                            None => {
-                                let api = match &ctx.ec2 {
-                                    Some(provider) => provider.api(spec.region.as_deref()).await,
-                                    None => continue,
-                                };
-                                let result =
-                                    sync_template(api.as_ref(), spec, wanted, dry_run, &nodes)
-                                        .await;
-                                ctx.template_cache.store(key, wanted, dry_run, &result);
-                                result
-                            }
-                        };
+                    let result = match ctx.template_cache.fresh(
+                        &key,
+                        wanted,
+                        dry_run,
+                        ctx.template_ttl,
+                    ) {
+                        Some(result) => result,
+                        None => {
+                            let Some(provider) = &ctx.ec2 else {
+                                continue;
+                            };
+                            let result = match provider.api(spec.region.as_deref()).await {
+                                Ok(api) => {
+                                    sync_template(api.as_ref(), spec, wanted, dry_run, &nodes).await
+                                }
+                                Err(err) => {
+                                    warn!(policy = %name, %err, "no EC2 API for a launch template");
+                                    unreachable_template(spec, wanted, &err)
+                                }
+                            };
+                            ctx.template_cache.store(key, wanted, dry_run, &result);
+                            result
+                        }
+                    };
                     if let Some(note) = &result.updated {
                         ctx.metrics
                             .writes
@@ -637,7 +646,12 @@ async fn publish(
         action: "Reconcile".to_owned(),
         secondary: None,
     };
-    if let Err(err) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
+    // A Recorder per Event: kube's Recorder folds every later Event with the same reason about
+    // the same object into the first one's series, keeping the first note, so the second of
+    // three launch-template updates (or a later env change) would never be seen. The operator
+    // publishes only on changes, so there is nothing to fold.
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    if let Err(err) = recorder.publish(&event, &policy.object_ref(&())).await {
         warn!(%err, reason, "could not record event");
     }
 }
@@ -709,9 +723,13 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
 
     let mut backoff = retry_backoff();
     loop {
+        let was_leader = ctx.leader.load(Ordering::Acquire);
         tokio::select! {
             _ = trigger.notified() => {}
             _ = tokio::time::sleep(config.resync) => debug!("periodic resync"),
+            // What a follower saw (drift, new nodes) is acted on as soon as it leads, not at the
+            // next resync.
+            _ = became_leader(&ctx.leader, was_leader) => info!("became the leader; reconciling"),
             _ = shutdown.changed() => break,
         }
         tokio::select! {
@@ -745,6 +763,17 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
         task.abort();
     }
     info!("controller stopped");
+}
+
+/// Resolves when `leader` turns true, if it was not (the lease task flips it; polling a flag
+/// four times a second costs nothing and keeps the lease task unaware of the controller).
+async fn became_leader(leader: &AtomicBool, was_leader: bool) {
+    if was_leader {
+        return std::future::pending().await;
+    }
+    while !leader.load(Ordering::Acquire) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Nodes are listed 100 at a time: kubelet-written Nodes are 10-20 KiB each, and smaller pages

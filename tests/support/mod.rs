@@ -2,11 +2,16 @@
 
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod argocd;
 pub mod chart;
 pub mod crd_schema;
+pub mod envtest;
+pub mod launch_templates;
 pub mod mock_api;
+pub mod operator;
 pub mod rbac;
 
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -22,9 +27,29 @@ impl MotoServer {
     /// Starts `moto_server` from `$MOTO_SERVER`, the project's venv, or `PATH`. Fails the test
     /// with the fix when it is missing: these tests never pass without the real server.
     pub fn start() -> Self {
-        let binary = moto_binary();
+        Self::spawn(Command::new(moto_binary()))
+    }
+
+    /// `moto_server` taught the instance types in `types` (DescribeInstanceTypes records keyed
+    /// by name), which its static catalog lacks: see `moto_with_instance_types.py`.
+    pub fn start_with_instance_types(types: &serde_json::Value, dir: &std::path::Path) -> Self {
+        let file = dir.join("instance-types.json");
+        std::fs::write(&file, types.to_string()).expect("write instance types");
+        let mut command = Command::new(python());
+        command
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/support/moto_with_instance_types.py"
+            ))
+            .arg(file);
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Self {
+        let binary = command.get_program().to_owned();
+        let binary = std::path::Path::new(&binary);
         let port = free_port();
-        let child = Command::new(&binary)
+        let child = command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -129,4 +154,20 @@ pub fn free_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .expect("a free loopback port")
+}
+
+/// A plain HTTP/1.0 GET on 127.0.0.1 (the admin server): (status code, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    Some((code, body))
 }
