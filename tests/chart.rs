@@ -53,7 +53,8 @@ fn everything_on() -> Value {
         "leaderElection": {"leaseName": "tuner-leader"},
         "controller": {"logFormat": "text", "logLevel": "debug", "adminPort": 9090,
                        "resyncSeconds": 60, "debounceMillis": 200},
-        "aws": {"region": "eu-west-1"},
+        "aws": {"region": "eu-west-1", "ec2EndpointUrl": "https://ec2.eu-west-1.amazonaws.com"},
+        "admissionPolicies": {"enabled": true},
         "serviceAccount": {"name": "tuner",
                            "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/vpc-cni-tuner"}},
         "crds": {"install": true, "keep": false},
@@ -688,4 +689,74 @@ fn every_schema_option_is_in_values_yaml() {
             assert!(documented, "values.yaml: {line} has no comment");
         }
     }
+}
+
+/// The admission policies name the operator's ServiceAccount and DaemonSet, and list exactly
+/// the env names the engine writes; off, none is rendered.
+#[test]
+fn admission_policies_follow_the_engines_env_names_and_the_release() {
+    let objects = render_with(
+        &json!({"awsNode": {"namespace": "cni", "name": "aws-node-custom"},
+                "serviceAccount": {"name": "tuner-sa"}}),
+        &["--name", "tuner", "--namespace", "ops"],
+    );
+    let policies = find(&objects, "ValidatingAdmissionPolicy");
+    assert_eq!(policies.len(), 2);
+    let bindings = find(&objects, "ValidatingAdmissionPolicyBinding");
+    let bound: BTreeSet<&str> = bindings
+        .iter()
+        .map(|b| {
+            assert_eq!(b["spec"]["validationActions"], json!(["Deny"]));
+            b["spec"]["policyName"].as_str().unwrap()
+        })
+        .collect();
+    let names: BTreeSet<&str> = policies
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(bound, names, "every policy is bound");
+    for policy in &policies {
+        let user = &policy["spec"]["matchConditions"][0]["expression"];
+        assert_eq!(
+            user,
+            "request.userInfo.username == 'system:serviceaccount:ops:tuner-sa'"
+        );
+        assert_eq!(policy["spec"]["failurePolicy"], "Fail");
+    }
+    let daemonset = policies
+        .iter()
+        .find(|p| {
+            p["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == json!(["daemonsets"])
+        })
+        .expect("the aws-node policy");
+    assert_eq!(
+        daemonset["spec"]["matchConstraints"]["resourceRules"][0]["resourceNames"],
+        json!(["aws-node-custom"])
+    );
+    assert_eq!(
+        daemonset["spec"]["matchConditions"][1]["expression"],
+        "request.namespace == 'cni'"
+    );
+    let owned = daemonset["spec"]["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "owned")
+        .unwrap()["expression"]
+        .as_str()
+        .unwrap();
+    let listed: Vec<&str> = owned
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(", ")
+        .map(|n| n.trim_matches('\''))
+        .collect();
+    assert_eq!(
+        listed,
+        vpc_cni_tuner::engine::warm_pool::MANAGED_ENV_VARS.to_vec(),
+        "the chart's admission policy and the engine must agree on the env names"
+    );
+
+    let off = render(&json!({"admissionPolicies": {"enabled": false}}));
+    assert!(find(&off, "ValidatingAdmissionPolicy").is_empty());
+    assert!(find(&off, "ValidatingAdmissionPolicyBinding").is_empty());
 }

