@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kube::Client;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{error, info};
 
 use crate::aws::Ec2Endpoint;
 use crate::cli::RunArgs;
@@ -45,12 +45,22 @@ pub async fn run_with_ec2(
     let ctx = Arc::new(ctx);
     info!(daemonset = %args.daemonset, leader_elect = args.leader_elect, "starting vpc-cni-tuner");
 
-    let admin = tokio::spawn(crate::admin::serve(
+    // One stop signal for every task: the caller's shutdown, or a task that ended unexpectedly.
+    let (stop, stopped) = watch::channel(false);
+    let mut caller_shutdown = shutdown.clone();
+    let forward_stop = stop.clone();
+    tokio::spawn(async move {
+        if caller_shutdown.changed().await.is_ok() && *caller_shutdown.borrow() {
+            let _ = forward_stop.send(true);
+        }
+    });
+
+    let mut admin = tokio::spawn(crate::admin::serve(
         args.admin_addr,
         ctx.clone(),
-        shutdown.clone(),
+        stopped.clone(),
     ));
-    let lease = args.leader_elect.then(|| {
+    let mut lease = args.leader_elect.then(|| {
         let identity = args
             .identity
             .clone()
@@ -67,21 +77,60 @@ pub async fn run_with_ec2(
             api,
             config,
             leader_flag.clone(),
-            shutdown.clone(),
+            stopped.clone(),
         ))
     });
-    controller::run(
+    let mut controller = tokio::spawn(controller::run(
         ctx,
         LoopConfig {
             resync: Duration::from_secs(args.resync_seconds),
             debounce: Duration::from_millis(args.debounce_millis),
         },
-        shutdown,
-    )
-    .await;
-    if let Some(lease) = lease {
-        lease.await?;
+        stopped,
+    ));
+
+    // Supervise: every task runs until the stop signal; one that ends before it is a failure
+    // (a busy admin port, a panic), which stops the others and makes the process exit non-zero
+    // so that Kubernetes restarts it.
+    let lease_ended = async {
+        match lease.as_mut() {
+            Some(task) => task.await,
+            None => std::future::pending().await,
+        }
+    };
+    let failure: Option<anyhow::Error> = tokio::select! {
+        ended = &mut controller => ended.err().map(|e| anyhow::anyhow!("the controller task failed: {e}")),
+        ended = &mut admin => match ended {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(anyhow::Error::new(err).context(format!("the admin server on {} failed", args.admin_addr))),
+            Err(err) => Some(anyhow::anyhow!("the admin server task failed: {err}")),
+        },
+        ended = lease_ended => ended.err().map(|e| anyhow::anyhow!("the leader-election task failed: {e}")),
+    };
+    let expected = *shutdown.borrow();
+    let failure = match failure {
+        Some(err) => Some(err),
+        None if !expected => Some(anyhow::anyhow!(
+            "a task of the operator stopped before the shutdown signal"
+        )),
+        None => None,
+    };
+    if let Some(err) = &failure {
+        error!("{err:#}; stopping");
     }
-    admin.await??;
-    Ok(())
+    let _ = stop.send(true);
+    // The rest finish: the reconcile in flight, the lease release, the admin server.
+    if !controller.is_finished() {
+        let _ = controller.await;
+    }
+    if let Some(lease) = lease.filter(|l| !l.is_finished()) {
+        let _ = lease.await;
+    }
+    if !admin.is_finished() {
+        let _ = admin.await;
+    }
+    match failure {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
 }

@@ -309,3 +309,44 @@ async fn shutdown_mid_reconcile_finishes_the_reconcile_then_exits() {
     );
     support::rbac::assert_none_denied();
 }
+
+/// A task that ends before the shutdown signal stops the whole operator with an error: here the
+/// admin port is taken, which would otherwise leave a pod without probes running on.
+#[tokio::test]
+async fn busy_admin_port_stops_the_operator_with_an_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let unavailable = tower::service_fn(|_request: Request<Body>| async {
+        Ok::<_, Infallible>(
+            Response::builder()
+                .status(StatusCode::SERVICE_UNAVAILABLE)
+                .body(Body::from(
+                    serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1",
+                        "status": "Failure", "reason": "ServiceUnavailable", "code": 503}))
+                    .unwrap(),
+                ))
+                .unwrap(),
+        )
+    });
+    let mut args = run_args();
+    args.admin_addr = addr;
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        vpc_cni_tuner::operator::run_with_ec2(
+            Client::new(unavailable, "default"),
+            args,
+            None,
+            shutdown,
+        ),
+    )
+    .await
+    .expect("the operator stops instead of running without its admin server");
+    let err = result.expect_err("a busy admin port is an error");
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("admin server") && message.contains(&addr.to_string()),
+        "{message}"
+    );
+    drop(taken);
+}
