@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kube::core::{Selector, SelectorExt};
 
+use crate::crd::condition::Reason;
 use crate::crd::{DaemonSetRef, Enforcement, InstanceTypeStatus, NodeNetworkPolicySpec, condition};
 use crate::engine::{
     self, CniVersion, EniOptions, InstanceFacts, IpFamily, PrefixDelegationMode, Recommendation,
@@ -152,7 +153,7 @@ pub struct FleetInput<'a> {
 pub struct ConditionPlan {
     pub type_: &'static str,
     pub status: bool,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -217,7 +218,7 @@ pub struct FleetPlan {
 /// Why a policy produced no recommendation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Blocked {
-    reason: &'static str,
+    reason: Reason,
     message: String,
 }
 
@@ -330,7 +331,7 @@ fn evaluate<'a>(input: &'a FleetInput<'a>, policy: &'a PolicyInput<'a>) -> Evalu
         Ok(selector) => selector,
         Err(err) => {
             evaluated.outcome = Err(Blocked {
-                reason: "InvalidSpec",
+                reason: Reason::InvalidSpec,
                 message: format!(
                     "spec.nodeSelector is invalid: {err}; use operators In, NotIn, Exists or \
                      DoesNotExist with values only for In and NotIn"
@@ -420,7 +421,7 @@ fn evaluate<'a>(input: &'a FleetInput<'a>, policy: &'a PolicyInput<'a>) -> Evalu
 
     evaluated.outcome = if &spec.daemon_set != input.managed_daemonset {
         Err(Blocked {
-            reason: "DaemonSetNotManaged",
+            reason: Reason::DaemonSetNotManaged,
             message: format!(
                 "spec.daemonSet is {} but this operator manages {} (its --daemonset flag); set \
                  spec.daemonSet to {} or run an operator for that DaemonSet",
@@ -429,7 +430,7 @@ fn evaluate<'a>(input: &'a FleetInput<'a>, policy: &'a PolicyInput<'a>) -> Evalu
         })
     } else if !unknown.is_empty() {
         Err(Blocked {
-            reason: "UnknownInstanceType",
+            reason: Reason::UnknownInstanceType,
             message: format!(
                 "no ENI/IP limits known for instance type(s) {}; the operator leaves the aws-node \
                  env as it is until they are known: upgrade vpc-cni-tuner, or give it EC2 \
@@ -443,7 +444,7 @@ fn evaluate<'a>(input: &'a FleetInput<'a>, policy: &'a PolicyInput<'a>) -> Evalu
         match engine::recommend(&request, &facts) {
             Ok(rec) => Ok(Some(rec)),
             Err(err) => Err(Blocked {
-                reason: "InvalidSpec",
+                reason: Reason::InvalidSpec,
                 message: format!("{err} (spec of policy {})", policy.name),
             }),
         }
@@ -519,7 +520,7 @@ fn env_changes(
 ) -> Result<Vec<EnvChange>, Blocked> {
     if !ds.container_found {
         return Err(Blocked {
-            reason: "AwsNodeContainerMissing",
+            reason: Reason::AwsNodeContainerMissing,
             message: format!(
                 "DaemonSet {} has no container named aws-node; the operator only writes that \
                  container's env",
@@ -531,7 +532,7 @@ fn env_changes(
         let entries: Vec<&EnvEntry> = ds.env.iter().filter(|e| e.name == name).collect();
         if entries.len() > 1 {
             return Err(Blocked {
-                reason: "DuplicateEnv",
+                reason: Reason::DuplicateEnv,
                 message: format!(
                     "the aws-node container of {} lists {name} {} times; remove the duplicates so \
                      the operator can manage it",
@@ -542,7 +543,7 @@ fn env_changes(
         }
         if entries.first().is_some_and(|e| e.from_source) && env.contains_key(name) {
             return Err(Blocked {
-                reason: "EnvFromSource",
+                reason: Reason::EnvFromSource,
                 message: format!(
                     "{name} in the aws-node container of {} comes from valueFrom (a ConfigMap or \
                      Secret); remove valueFrom so the operator can set it",
@@ -631,7 +632,7 @@ fn finish_conditions(
         (Ok(_), true) => cond(
             condition::READY,
             false,
-            "DaemonSetNotFound",
+            Reason::DaemonSetNotFound,
             format!(
                 "DaemonSet {} does not exist; install the VPC CNI (the vpc-cni add-on) or set \
                  spec.daemonSet",
@@ -640,25 +641,25 @@ fn finish_conditions(
         ),
         (Ok(_), false) if !dry_run && env_blocker.is_some() => {
             let blocked = env_blocker.map(|b| (b.reason, b.message.clone()));
-            let (reason, message) = blocked.unwrap_or(("Blocked", String::new()));
+            let (reason, message) = blocked.unwrap_or((Reason::Blocked, String::new()));
             cond(condition::READY, false, reason, message)
         }
         (Ok(None), false) => cond(
             condition::READY,
             true,
-            "NoMatchingNodes",
+            Reason::NoMatchingNodes,
             "the node selector matches no node the VPC CNI serves; nothing to tune".to_owned(),
         ),
         (Ok(Some(_)), false) if dry_run => cond(
             condition::READY,
             true,
-            "DryRun",
+            Reason::DryRun,
             "computed; DryRun writes nothing".to_owned(),
         ),
         (Ok(Some(_)), false) => cond(
             condition::READY,
             true,
-            "Reconciled",
+            Reason::Reconciled,
             format!("{} nodes planned", e.plan.matched_nodes),
         ),
     };
@@ -669,14 +670,14 @@ fn finish_conditions(
         cond(
             condition::CNI_CONFIGURED,
             false,
-            "NotReady",
+            Reason::NotReady,
             "see the Ready condition".to_owned(),
         )
     } else if matches!(e.outcome, Ok(None)) {
         cond(
             condition::CNI_CONFIGURED,
             false,
-            "NoMatchingNodes",
+            Reason::NoMatchingNodes,
             "nothing to configure".to_owned(),
         )
     } else if dry_run {
@@ -692,14 +693,14 @@ fn finish_conditions(
             cond(
                 condition::CNI_CONFIGURED,
                 true,
-                "InSync",
+                Reason::InSync,
                 format!("{} already carries these settings", input.managed_daemonset),
             )
         } else {
             cond(
                 condition::CNI_CONFIGURED,
                 false,
-                "DryRun",
+                Reason::DryRun,
                 format!(
                     "would change {would_change} env var(s) on {}; set enforcement: Enforce to apply",
                     input.managed_daemonset
@@ -710,7 +711,7 @@ fn finish_conditions(
         cond(
             condition::CNI_CONFIGURED,
             false,
-            "Conflict",
+            Reason::Conflict,
             "an older policy decides the aws-node env; see the Conflict condition".to_owned(),
         )
     } else {
@@ -719,18 +720,23 @@ fn finish_conditions(
         cond(
             condition::CNI_CONFIGURED,
             true,
-            "InSync",
+            Reason::InSync,
             format!("{} carries these settings", input.managed_daemonset),
         )
     };
     conditions.push(cni_configured);
 
     conditions.push(match conflict {
-        Some(message) => cond(condition::CONFLICT, true, "LostToOlderPolicy", message),
+        Some(message) => cond(
+            condition::CONFLICT,
+            true,
+            Reason::LostToOlderPolicy,
+            message,
+        ),
         None => cond(
             condition::CONFLICT,
             false,
-            "NoConflict",
+            Reason::NoConflict,
             "no other policy disagrees".to_owned(),
         ),
     });
@@ -747,11 +753,16 @@ fn finish_conditions(
         cond(
             condition::DEGRADED,
             false,
-            "AsExpected",
+            Reason::AsExpected,
             "nothing to report".to_owned(),
         )
     } else {
-        cond(condition::DEGRADED, true, "Warnings", degraded.join("; "))
+        cond(
+            condition::DEGRADED,
+            true,
+            Reason::Warnings,
+            degraded.join("; "),
+        )
     });
     e.plan.conditions = conditions;
 }

@@ -31,3 +31,25 @@ fn readme_iam_policy_grants_exactly_the_ec2_actions_the_operator_calls() {
         .collect();
     assert_eq!(granted, called);
 }
+
+/// Every condition reason the operator writes is explained in the README's troubleshooting table.
+#[test]
+fn readme_troubleshooting_names_every_condition_reason() {
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find("### Troubleshooting")
+        .expect("a Troubleshooting section");
+    let table: &str = &readme[start..];
+    let table = &table[..table[4..].find("\n#").map_or(table.len(), |i| i + 4)];
+    let missing: Vec<&str> = vpc_cni_tuner::crd::condition::Reason::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .filter(|reason| {
+            !table.contains(&format!("`{reason}`")) && !table.contains(&format!(" {reason}`"))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README troubleshooting lacks: {missing:?}"
+    );
+}

@@ -12,6 +12,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::aws::Ec2Error;
 use crate::aws::launch_templates::{LaunchTemplateApi, SdkLaunchTemplates};
+use crate::crd::condition::Reason;
 use crate::crd::{LaunchTemplateSpec, LaunchTemplateStatus, condition};
 use crate::plan::{ConditionPlan, NodeFacts};
 use crate::userdata::{self, UserDataError};
@@ -70,7 +71,7 @@ pub struct SyncResult {
     /// The note of a `LaunchTemplateUpdated` event, when a version was created.
     pub updated: Option<String>,
     /// Why it is not in sync (names the template and what is wrong).
-    pub problem: Option<(&'static str, String)>,
+    pub problem: Option<(Reason, String)>,
 }
 
 /// Description of versions the operator creates; also how it recognises them.
@@ -92,7 +93,7 @@ pub async fn sync_template(
         max_pods_wanted: wanted,
         ..Default::default()
     };
-    let fail = |mut status: LaunchTemplateStatus, reason: &'static str, message: String| {
+    let fail = |mut status: LaunchTemplateStatus, reason: Reason, message: String| {
         status.in_sync = false;
         status.message = Some(message.clone());
         SyncResult {
@@ -123,7 +124,7 @@ pub async fn sync_template(
             Err(err) => {
                 return fail(
                     status,
-                    "UserDataUnsupported",
+                    Reason::UserDataUnsupported,
                     format!(
                         "launch template {template} version {}: user data is not base64: {err}",
                         source.version
@@ -134,7 +135,7 @@ pub async fn sync_template(
         None => {
             return fail(
                 status,
-                "UserDataUnsupported",
+                Reason::UserDataUnsupported,
                 format!(
                     "launch template {template} version {} has no user data; add the AMI's bootstrap \
                      (a NodeConfig, a bootstrap.sh call or Bottlerocket settings) first",
@@ -147,8 +148,8 @@ pub async fn sync_template(
         Ok(rewrite) => rewrite,
         Err(err) => {
             let reason = match err {
-                UserDataError::TooLarge { .. } => "UserDataTooLarge",
-                _ => "UserDataUnsupported",
+                UserDataError::TooLarge { .. } => Reason::UserDataTooLarge,
+                _ => Reason::UserDataUnsupported,
             };
             return fail(
                 status,
@@ -243,16 +244,16 @@ pub async fn sync_template(
 }
 
 /// The condition reason of an EC2 failure.
-fn failure_reason(err: &Ec2Error) -> &'static str {
+fn failure_reason(err: &Ec2Error) -> Reason {
     match (err, err.code()) {
-        (Ec2Error::NoRegion, _) => "NoAwsRegion",
+        (Ec2Error::NoRegion, _) => Reason::NoAwsRegion,
         (_, Some(code)) if code.contains("NotFound") || code.contains("Malformed") => {
-            "LaunchTemplateNotFound"
+            Reason::LaunchTemplateNotFound
         }
         (_, Some("UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException")) => {
-            "AccessDenied"
+            Reason::AccessDenied
         }
-        _ => "AwsError",
+        _ => Reason::AwsError,
     }
 }
 
@@ -294,9 +295,9 @@ async fn report_rollout(
 
 /// The `LaunchTemplatesSynced` condition over a policy's templates.
 pub fn synced_condition(results: &[SyncResult], dry_run: bool) -> ConditionPlan {
-    let problems: Vec<&(&'static str, String)> =
+    let problems: Vec<&(Reason, String)> =
         results.iter().filter_map(|r| r.problem.as_ref()).collect();
-    if let Some((reason, _)) = problems.first() {
+    if let Some(&&(reason, _)) = problems.first() {
         return ConditionPlan {
             type_: condition::LAUNCH_TEMPLATES_SYNCED,
             status: false,
@@ -313,7 +314,7 @@ pub fn synced_condition(results: &[SyncResult], dry_run: bool) -> ConditionPlan 
         return ConditionPlan {
             type_: condition::LAUNCH_TEMPLATES_SYNCED,
             status: false,
-            reason: "DryRun",
+            reason: Reason::DryRun,
             message: format!(
                 "{pending} launch template(s) would get a new version; DryRun writes nothing"
             ),
@@ -323,7 +324,7 @@ pub fn synced_condition(results: &[SyncResult], dry_run: bool) -> ConditionPlan 
     ConditionPlan {
         type_: condition::LAUNCH_TEMPLATES_SYNCED,
         status: true,
-        reason: "InSync",
+        reason: Reason::InSync,
         message: if behind == 0 {
             format!("{} launch template(s) carry maxPods", results.len())
         } else {

@@ -29,6 +29,7 @@ use serde_json::json;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
+use crate::crd::condition::Reason;
 use crate::crd::{
     DaemonSetRef, Enforcement, FIELD_MANAGER, LaunchTemplateStatus, NodeNetworkPolicy, condition,
 };
@@ -522,7 +523,7 @@ async fn sync_launch_templates(
                     condition: crate::plan::ConditionPlan {
                         type_: condition::LAUNCH_TEMPLATES_SYNCED,
                         status: false,
-                        reason: "NoAwsAccess",
+                        reason: Reason::NoAwsAccess,
                         message: message.to_owned(),
                     },
                 }
@@ -586,7 +587,7 @@ async fn sync_launch_templates(
                     condition: crate::plan::ConditionPlan {
                         type_: condition::LAUNCH_TEMPLATES_SYNCED,
                         status: false,
-                        reason: "PolicyNotReady",
+                        reason: Reason::PolicyNotReady,
                         message: message.to_owned(),
                     },
                 }

@@ -41,7 +41,7 @@ pub fn desired_status(
         conditions.push(Condition {
             type_: planned.type_.to_owned(),
             status: status.to_owned(),
-            reason: planned.reason.to_owned(),
+            reason: planned.reason.as_str().to_owned(),
             message: truncate(&planned.message, 32 * 1024),
             observed_generation: plan.observed_generation,
             last_transition_time,
@@ -117,7 +117,7 @@ mod tests {
             conditions: vec![ConditionPlan {
                 type_: condition::READY,
                 status: ready,
-                reason: "Reconciled",
+                reason: crate::crd::condition::Reason::Reconciled,
                 message: message.to_owned(),
             }],
             ..Default::default()

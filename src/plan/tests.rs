@@ -390,7 +390,10 @@ fn missing_daemonset_is_not_ready_and_writes_nothing() {
     let plan = fixture.plan();
     assert_eq!(plan.daemonset_write, None);
     let ready = condition(&plan.policies["default"], "Ready");
-    assert_eq!((ready.status, ready.reason), (false, "DaemonSetNotFound"));
+    assert_eq!(
+        (ready.status, ready.reason.as_str()),
+        (false, "DaemonSetNotFound")
+    );
     assert!(ready.message.contains("kube-system/aws-node"));
 }
 
@@ -443,7 +446,7 @@ fn env_from_configmap_or_duplicates_block_the_write() {
         let plan = Fixture::new(vec![node("t3.medium", None)], Some(ds)).plan();
         assert_eq!(plan.daemonset_write, None, "{reason}");
         let ready = condition(&plan.policies["default"], "Ready");
-        assert_eq!((ready.status, ready.reason), (false, reason));
+        assert_eq!((ready.status, ready.reason.as_str()), (false, reason));
     }
 }
 
@@ -477,7 +480,10 @@ fn ipv6_with_a_xen_node_is_not_ready() {
     ds.env.extend(env(&[("ENABLE_IPv6", "true")]));
     let plan = Fixture::new(vec![node("m4.large", None)], Some(ds)).plan();
     let ready = condition(&plan.policies["default"], "Ready");
-    assert_eq!((ready.status, ready.reason), (false, "InvalidSpec"));
+    assert_eq!(
+        (ready.status, ready.reason.as_str()),
+        (false, "InvalidSpec")
+    );
     assert!(ready.message.contains("IPv6"), "{}", ready.message);
 }
 
@@ -508,7 +514,10 @@ fn invalid_spec_names_the_field() {
     fixture.specs[0].2.prefix_delegation = PrefixDelegation::Disabled;
     let plan = fixture.plan();
     let ready = condition(&plan.policies["default"], "Ready");
-    assert_eq!((ready.status, ready.reason), (false, "InvalidSpec"));
+    assert_eq!(
+        (ready.status, ready.reason.as_str()),
+        (false, "InvalidSpec")
+    );
     assert!(ready.message.contains("maxPods 500"), "{}", ready.message);
     assert_eq!(plan.daemonset_write, None);
 
