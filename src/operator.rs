@@ -10,8 +10,8 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::aws::Ec2Endpoint;
+use crate::aws::{Ec2Provider, SdkProvider};
 use crate::cli::RunArgs;
-use crate::controller::launch_templates::{Ec2Provider, SdkProvider};
 use crate::controller::{self, Context, LoopConfig};
 use crate::leader::{self, LeaseConfig};
 

@@ -9,7 +9,7 @@ use aws_sdk_ec2::types::{InstanceType, ResponseLaunchTemplateData};
 use aws_smithy_http_client::test_util::{ReplayEvent, StaticReplayClient, capture_request};
 use aws_smithy_types::body::SdkBody;
 use vpc_cni_tuner::aws::launch_templates::{
-    LaunchTemplateApi, SdkLaunchTemplates, TemplateVersion,
+    LaunchTemplateApi, LaunchTemplateData, SdkLaunchTemplates, TemplateVersion,
 };
 use vpc_cni_tuner::aws::{instance_types, retry_config, timeout_config};
 
@@ -73,12 +73,14 @@ async fn mocked_sdk_create_version_sends_source_version_and_copied_data() {
         template_name: Some("web".into()),
         version: 3,
         default_version: true,
-        data: ResponseLaunchTemplateData::builder()
-            .image_id("ami-0123")
-            .instance_type(InstanceType::M5Large)
-            .security_group_ids("sg-1")
-            .user_data("b2xk")
-            .build(),
+        data: LaunchTemplateData::from_sdk(
+            ResponseLaunchTemplateData::builder()
+                .image_id("ami-0123")
+                .instance_type(InstanceType::M5Large)
+                .security_group_ids("sg-1")
+                .user_data("b2xk")
+                .build(),
+        ),
     };
     let version = api
         .create_version(&source, "bmV3", "vpc-cni-tuner: maxPods 110")

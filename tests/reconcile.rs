@@ -436,11 +436,11 @@ mod with_ec2 {
     use super::*;
     use std::sync::Mutex;
 
-    use aws_sdk_ec2::types::ResponseLaunchTemplateData;
     use base64::Engine as _;
     use vpc_cni_tuner::aws::Ec2Error;
+    use vpc_cni_tuner::aws::Ec2Provider;
+    use vpc_cni_tuner::aws::launch_templates::LaunchTemplateData;
     use vpc_cni_tuner::aws::launch_templates::{LaunchTemplateApi, TemplateRef, TemplateVersion};
-    use vpc_cni_tuner::controller::launch_templates::Ec2Provider;
     use vpc_cni_tuner::instance::{InstanceCatalog, InstanceLimits};
 
     /// An in-memory EC2: one AL2 template, and live facts for `zz9.huge`.
@@ -463,12 +463,10 @@ mod with_ec2 {
                 template_name: Some("web".into()),
                 version: 1,
                 default_version: true,
-                data: ResponseLaunchTemplateData::builder()
-                    .user_data(
-                        base64::engine::general_purpose::STANDARD
-                            .encode("#!/bin/bash\n/etc/eks/bootstrap.sh prod\n"),
-                    )
-                    .build(),
+                data: LaunchTemplateData::with_user_data(
+                    base64::engine::general_purpose::STANDARD
+                        .encode("#!/bin/bash\n/etc/eks/bootstrap.sh prod\n"),
+                ),
             })
         }
         async fn create_version(

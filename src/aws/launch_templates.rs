@@ -44,8 +44,33 @@ pub struct TemplateVersion {
     pub template_name: Option<String>,
     pub version: i64,
     pub default_version: bool,
-    /// Everything the version holds; `user_data` is base64 as EC2 keeps it.
-    pub data: ResponseLaunchTemplateData,
+    /// Everything the version holds, carried whole into the version the operator creates.
+    pub data: LaunchTemplateData,
+}
+
+/// A version's launch-template data. Opaque above this module: the controller reads only the
+/// user data; the rest goes back to EC2 unchanged in [`request_data`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchTemplateData(ResponseLaunchTemplateData);
+
+impl LaunchTemplateData {
+    pub fn from_sdk(data: ResponseLaunchTemplateData) -> Self {
+        Self(data)
+    }
+
+    /// Data holding only `user_data` (base64), as test doubles need.
+    pub fn with_user_data(user_data: impl Into<String>) -> Self {
+        Self(
+            ResponseLaunchTemplateData::builder()
+                .user_data(user_data)
+                .build(),
+        )
+    }
+
+    /// The user data, base64 as EC2 keeps it.
+    pub fn user_data(&self) -> Option<&str> {
+        self.0.user_data()
+    }
 }
 
 /// The EC2 calls launch-template reconciliation makes.
@@ -113,10 +138,12 @@ impl LaunchTemplateApi for SdkLaunchTemplates {
             template_name: found.launch_template_name().map(str::to_owned),
             version: found.version_number().unwrap_or_default(),
             default_version: found.default_version().unwrap_or(false),
-            data: found
-                .launch_template_data()
-                .cloned()
-                .unwrap_or_else(|| ResponseLaunchTemplateData::builder().build()),
+            data: LaunchTemplateData(
+                found
+                    .launch_template_data()
+                    .cloned()
+                    .unwrap_or_else(|| ResponseLaunchTemplateData::builder().build()),
+            ),
         })
     }
 
@@ -127,7 +154,7 @@ impl LaunchTemplateApi for SdkLaunchTemplates {
         description: &str,
     ) -> Result<i64, Ec2Error> {
         const OP: &str = "CreateLaunchTemplateVersion";
-        let data = request_data(&source.data, user_data);
+        let data = request_data(&source.data.0, user_data);
         let answer = self
             .client
             .create_launch_template_version()

@@ -1,8 +1,13 @@
-//! The EC2 adapter: AWS SDK clients and the calls the project makes. Everything above this layer
-//! sees plain values ([`crate::instance::InstanceLimits`]), never SDK types.
+//! The EC2 adapter: AWS SDK clients ([`provider`], one per region, built on first use) and the
+//! calls the project makes ([`launch_templates`], [`instance_types`]). Everything above this
+//! layer sees plain values ([`crate::instance::InstanceLimits`], an opaque
+//! [`launch_templates::LaunchTemplateData`]), never SDK types.
 
 pub mod instance_types;
 pub mod launch_templates;
+pub mod provider;
+
+pub use provider::{Ec2Provider, SdkProvider};
 
 use std::time::Duration;
 

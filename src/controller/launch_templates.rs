@@ -11,58 +11,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::aws::Ec2Error;
-use crate::aws::launch_templates::{LaunchTemplateApi, SdkLaunchTemplates};
+use crate::aws::launch_templates::LaunchTemplateApi;
 use crate::crd::condition::Reason;
 use crate::crd::{LaunchTemplateSpec, LaunchTemplateStatus, condition};
 use crate::plan::{ConditionPlan, NodeFacts};
 use crate::userdata::{self, UserDataError};
-
-/// Hands out an EC2 API per region (`None`: the operator's default region).
-#[async_trait::async_trait]
-pub trait Ec2Provider: Send + Sync {
-    /// Fails with [`Ec2Error::NoRegion`] when `region` is `None` and no default region is known.
-    async fn api(&self, region: Option<&str>) -> Result<Arc<dyn LaunchTemplateApi>, Ec2Error>;
-}
-
-/// Clients from aws-config's standard chain (IRSA / Pod Identity, `AWS_REGION`, the instance
-/// metadata service, `AWS_ENDPOINT_URL`), created on first use, so a cluster that needs no AWS
-/// never loads configuration or credentials and makes no AWS call.
-#[derive(Default)]
-pub struct SdkProvider {
-    /// `--aws-region` / `--ec2-endpoint-url`; unset parts come from the chain.
-    defaults: crate::aws::Ec2Endpoint,
-    clients: tokio::sync::Mutex<HashMap<Option<String>, Arc<SdkLaunchTemplates>>>,
-}
-
-impl SdkProvider {
-    pub fn new(defaults: crate::aws::Ec2Endpoint) -> Self {
-        Self {
-            defaults,
-            clients: Default::default(),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl Ec2Provider for SdkProvider {
-    async fn api(&self, region: Option<&str>) -> Result<Arc<dyn LaunchTemplateApi>, Ec2Error> {
-        let mut clients = self.clients.lock().await;
-        let key = region.map(str::to_owned);
-        if let Some(api) = clients.get(&key) {
-            return Ok(api.clone());
-        }
-        // Only a client that found its region is kept: a region the metadata service could not
-        // give now is asked for again on the next pass.
-        let client = crate::aws::ec2_client_in_region(&crate::aws::Ec2Endpoint {
-            region: key.clone().or_else(|| self.defaults.region.clone()),
-            endpoint_url: self.defaults.endpoint_url.clone(),
-        })
-        .await?;
-        let api = Arc::new(SdkLaunchTemplates { client });
-        clients.insert(key, api.clone());
-        Ok(api)
-    }
-}
 
 /// One template's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -385,9 +338,8 @@ pub fn nodes_by_instance(nodes: &[(String, Arc<NodeFacts>)]) -> BTreeMap<String,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aws::launch_templates::{TemplateRef, TemplateVersion};
+    use crate::aws::launch_templates::{LaunchTemplateData, TemplateRef, TemplateVersion};
     use crate::crd::UserDataFormatSpec;
-    use aws_sdk_ec2::types::ResponseLaunchTemplateData;
 
     /// A launch-template API whose read and create answer as given; the default-version call
     /// must not happen (both scenarios fail before it).
@@ -435,9 +387,9 @@ mod tests {
                 template_name: None,
                 version: 1,
                 default_version: true,
-                data: ResponseLaunchTemplateData::builder()
-                    .user_data(BASE64.encode("#!/bin/bash\n/etc/eks/bootstrap.sh c\n"))
-                    .build(),
+                data: LaunchTemplateData::with_user_data(
+                    BASE64.encode("#!/bin/bash\n/etc/eks/bootstrap.sh c\n"),
+                ),
             })
         },
         create: || {

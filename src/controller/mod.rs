@@ -29,6 +29,7 @@ use serde_json::json;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
+use crate::aws::Ec2Provider;
 use crate::crd::condition::Reason;
 use crate::crd::{
     DaemonSetRef, Enforcement, FIELD_MANAGER, LaunchTemplateStatus, NodeNetworkPolicy, condition,
@@ -41,8 +42,7 @@ use crate::plan::{
 use cache::ProjectedCache;
 use facts::{AWS_NODE_CONTAINER, aws_node_facts, node_facts};
 use launch_templates::{
-    Ec2Provider, SyncCache, nodes_by_instance, sync_template, synced_condition,
-    unreachable_template,
+    SyncCache, nodes_by_instance, sync_template, synced_condition, unreachable_template,
 };
 use status::LaunchTemplateReport;
 use status::{desired_status, owned_part, status_changed};

@@ -1,5 +1,6 @@
-//! A byte-preserving view of a MIME multi-part document: enough to find parts by content type
-//! and to insert or replace one part while every other byte stays where it was. (Mail parsers
+//! A byte-preserving view of a MIME multi-part document: its parts with their content types and
+//! byte offsets in the original text. It only reads; the AL2023 and AL2 rewriters use the offsets
+//! to insert or replace one part while every other byte stays where it was. (Mail parsers
 //! decode; they do not give back the original bytes, which is what this needs.)
 
 /// A part: its raw header block and body, as slices of the original text.

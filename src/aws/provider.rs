@@ -1,0 +1,54 @@
+//! Where the controller gets its EC2 APIs: one client per region, built on first use.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::launch_templates::{LaunchTemplateApi, SdkLaunchTemplates};
+use super::{Ec2Endpoint, Ec2Error, ec2_client_in_region};
+
+/// Hands out an EC2 API per region (`None`: the operator's default region).
+#[async_trait::async_trait]
+pub trait Ec2Provider: Send + Sync {
+    /// Fails with [`Ec2Error::NoRegion`] when `region` is `None` and no default region is known.
+    async fn api(&self, region: Option<&str>) -> Result<Arc<dyn LaunchTemplateApi>, Ec2Error>;
+}
+
+/// Clients from aws-config's standard chain (IRSA / Pod Identity, `AWS_REGION`, the instance
+/// metadata service, `AWS_ENDPOINT_URL`), created on first use, so a cluster that needs no AWS
+/// never loads configuration or credentials and makes no AWS call.
+#[derive(Default)]
+pub struct SdkProvider {
+    /// `--aws-region` / `--ec2-endpoint-url`; unset parts come from the chain.
+    defaults: Ec2Endpoint,
+    clients: tokio::sync::Mutex<HashMap<Option<String>, Arc<SdkLaunchTemplates>>>,
+}
+
+impl SdkProvider {
+    pub fn new(defaults: Ec2Endpoint) -> Self {
+        Self {
+            defaults,
+            clients: Default::default(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Ec2Provider for SdkProvider {
+    async fn api(&self, region: Option<&str>) -> Result<Arc<dyn LaunchTemplateApi>, Ec2Error> {
+        let mut clients = self.clients.lock().await;
+        let key = region.map(str::to_owned);
+        if let Some(api) = clients.get(&key) {
+            return Ok(api.clone());
+        }
+        // Only a client that found its region is kept: a region the metadata service could not
+        // give now is asked for again on the next pass.
+        let client = ec2_client_in_region(&Ec2Endpoint {
+            region: key.clone().or_else(|| self.defaults.region.clone()),
+            endpoint_url: self.defaults.endpoint_url.clone(),
+        })
+        .await?;
+        let api = Arc::new(SdkLaunchTemplates { client });
+        clients.insert(key, api.clone());
+        Ok(api)
+    }
+}
