@@ -4,15 +4,9 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{LaunchTemplateStatus, NodeNetworkPolicyStatus, condition};
-use crate::plan::{ConditionPlan, PolicyPlan};
-
-/// The launch-template part of a policy's status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LaunchTemplateReport {
-    pub statuses: Vec<LaunchTemplateStatus>,
-    pub condition: ConditionPlan,
-}
+use crate::crd::{NodeNetworkPolicyStatus, condition};
+pub use crate::plan::LaunchTemplateReport;
+use crate::plan::PolicyPlan;
 
 /// The status `plan` asks for. `now` stamps conditions whose status flips (or are new).
 pub fn desired_status(

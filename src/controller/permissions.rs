@@ -1,0 +1,98 @@
+//! What the operator may call: every Kubernetes API call (the chart's RBAC is checked against
+//! it) and every EC2 action (the README's IAM policy is checked against it).
+
+/// Where an API call lands, which is what an RBAC rule can be narrowed to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Cluster-wide (cluster-scoped resources, or every namespace).
+    Cluster,
+    /// The one DaemonSet of `--daemonset`: its namespace, `resourceNames: [its name]` (list and
+    /// watch too: the watch asks for `fieldSelector=metadata.name=NAME`, which RBAC authorizes
+    /// against `resourceNames`).
+    ManagedDaemonSet,
+    /// The leader Lease: `--lease-namespace`, `resourceNames: [--lease-name]`.
+    Lease,
+    /// `--lease-namespace`, any name: a create cannot be narrowed to a name.
+    LeaseNamespace,
+    /// The `default` namespace: Events about cluster-scoped objects (the policies) go there.
+    DefaultNamespace,
+}
+
+/// One Kubernetes API call the controller makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ApiCall {
+    pub group: &'static str,
+    pub resource: &'static str,
+    pub verb: &'static str,
+    pub scope: Scope,
+    /// Made only with `--leader-elect`.
+    pub leader_election_only: bool,
+}
+
+const fn call(
+    group: &'static str,
+    resource: &'static str,
+    verb: &'static str,
+    scope: Scope,
+) -> ApiCall {
+    ApiCall {
+        group,
+        resource,
+        verb,
+        scope,
+        leader_election_only: false,
+    }
+}
+
+const fn lease(verb: &'static str, scope: Scope) -> ApiCall {
+    ApiCall {
+        group: "coordination.k8s.io",
+        resource: "leases",
+        verb,
+        scope,
+        leader_election_only: true,
+    }
+}
+
+/// Every Kubernetes API call the controller makes: the whole RBAC an install needs. The mocked-API
+/// tests check that every request the controller sends is on this list, and `tests/chart.rs`
+/// that the Helm chart's RBAC grants exactly this list, no more.
+pub const API_CALLS: &[ApiCall] = &[
+    call("", "nodes", "list", Scope::Cluster),
+    call("", "nodes", "watch", Scope::Cluster),
+    call(
+        "tuner.vpccni.io",
+        "nodenetworkpolicies",
+        "list",
+        Scope::Cluster,
+    ),
+    call(
+        "tuner.vpccni.io",
+        "nodenetworkpolicies",
+        "watch",
+        Scope::Cluster,
+    ),
+    call(
+        "tuner.vpccni.io",
+        "nodenetworkpolicies/status",
+        "patch",
+        Scope::Cluster,
+    ),
+    call("apps", "daemonsets", "list", Scope::ManagedDaemonSet),
+    call("apps", "daemonsets", "watch", Scope::ManagedDaemonSet),
+    call("apps", "daemonsets", "patch", Scope::ManagedDaemonSet),
+    call("events.k8s.io", "events", "create", Scope::DefaultNamespace),
+    lease("get", Scope::Lease),
+    lease("update", Scope::Lease),
+    lease("create", Scope::LeaseNamespace),
+];
+
+/// Every EC2 action the operator calls; `tests/docs.rs` checks that the README's IAM policy grants
+/// exactly these.
+pub const EC2_ACTIONS: &[&str] = &[
+    "ec2:DescribeInstanceTypes",
+    "ec2:DescribeLaunchTemplateVersions",
+    "ec2:CreateLaunchTemplateVersion",
+    "ec2:ModifyLaunchTemplate",
+    "ec2:DescribeInstances",
+];

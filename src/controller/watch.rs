@@ -1,0 +1,157 @@
+//! The run loop: watches policies, nodes and the aws-node DaemonSet into the caches and runs a
+//! debounced fleet reconcile on every change, on a periodic resync and when this replica becomes
+//! the leader; retries failures with backoff.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Node;
+use kube::Resource;
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::{Notify, watch};
+use tracing::{debug, info, warn};
+
+use super::facts::{aws_node_facts, node_facts};
+use super::{Context, ReconcileReport, reconcile_fleet, retry_delay};
+use crate::crd::NodeNetworkPolicy;
+
+/// Settings of the run loop.
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    /// Re-plan at least this often, even without events.
+    pub resync: Duration,
+    /// Wait this long after an event for more before planning.
+    pub debounce: Duration,
+}
+
+/// Watches policies, nodes and the aws-node DaemonSet into the context's caches and reconciles
+/// on every change until `shutdown` flips. A reconcile in progress finishes before it returns.
+pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Receiver<bool>) {
+    let trigger = Arc::new(Notify::new());
+    let watchers = {
+        let policies: Api<NodeNetworkPolicy> = Api::all(ctx.client.clone());
+        let nodes: Api<Node> = Api::all(ctx.client.clone());
+        let daemonsets: Api<DaemonSet> =
+            Api::namespaced(ctx.client.clone(), &ctx.managed.namespace);
+        let ds_config =
+            watcher::Config::default().fields(&format!("metadata.name={}", ctx.managed.name));
+        let (c1, c2, c3) = (ctx.clone(), ctx.clone(), ctx.clone());
+        let (t1, t2, t3) = (trigger.clone(), trigger.clone(), trigger.clone());
+        vec![
+            tokio::spawn(async move {
+                feed(policies, watcher::Config::default(), &t1, |e| {
+                    c1.policies.apply(e, Clone::clone)
+                })
+                .await
+            }),
+            tokio::spawn(async move {
+                feed(nodes, node_watch_config(), &t2, |e| {
+                    c2.nodes.apply(e, node_facts)
+                })
+                .await
+            }),
+            tokio::spawn(async move {
+                feed(daemonsets, ds_config, &t3, |e| {
+                    c3.aws_node.apply(e, aws_node_facts)
+                })
+                .await
+            }),
+        ]
+    };
+
+    let mut backoff = retry_backoff();
+    loop {
+        let was_leader = ctx.leader.load(Ordering::Acquire);
+        tokio::select! {
+            _ = trigger.notified() => {}
+            _ = tokio::time::sleep(config.resync) => debug!("periodic resync"),
+            // What a follower saw (drift, new nodes) is acted on as soon as it leads, not at the
+            // next resync.
+            _ = became_leader(&ctx.leader, was_leader) => info!("became the leader; reconciling"),
+            _ = shutdown.changed() => break,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.debounce) => {}
+            _ = shutdown.changed() => break,
+        }
+        if !ctx.caches_ready() {
+            continue;
+        }
+        match reconcile_fleet(&ctx).await {
+            Ok(report) => {
+                backoff = retry_backoff();
+                if report != ReconcileReport::default() {
+                    info!(?report, "reconciled");
+                }
+            }
+            Err(err) => {
+                let delay = retry_delay(&err, backoff.next().unwrap_or(Duration::from_secs(300)));
+                warn!(%err, kind = err.kind(), ?delay, "reconcile failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => trigger.notify_one(),
+                    _ = shutdown.changed() => break,
+                }
+            }
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+    for task in watchers {
+        task.abort();
+    }
+    info!("controller stopped");
+}
+
+/// Resolves when `leader` turns true, if it was not (the lease task flips it; polling a flag
+/// four times a second costs nothing and keeps the lease task unaware of the controller).
+async fn became_leader(leader: &AtomicBool, was_leader: bool) {
+    if was_leader {
+        return std::future::pending().await;
+    }
+    while !leader.load(Ordering::Acquire) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Nodes are listed 100 at a time: kubelet-written Nodes are 10-20 KiB each, and smaller pages
+/// keep the transient memory of a (re-)list low in large clusters.
+pub fn node_watch_config() -> watcher::Config {
+    watcher::Config::default().page_size(100)
+}
+
+fn retry_backoff() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(300))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+async fn feed<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    trigger: &Notify,
+    mut apply: impl FnMut(watcher::Event<K>) -> bool,
+) where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    let mut events = watcher(api, config).default_backoff().boxed();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(event) => {
+                if apply(event) {
+                    trigger.notify_one();
+                }
+            }
+            Err(err) => warn!(%err, "watch error; the watcher retries with backoff"),
+        }
+    }
+}

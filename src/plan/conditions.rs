@@ -1,0 +1,167 @@
+//! Each policy's conditions (Ready, CNIConfigured, Conflict, Degraded) from its evaluation and
+//! the cluster-wide decision.
+
+use super::*;
+
+pub(super) fn finish_conditions(
+    e: &mut Evaluated<'_>,
+    input: &FleetInput<'_>,
+    conflict: Option<String>,
+    env_blocker: Option<&Blocked>,
+    foreign: &[String],
+) {
+    let spec = e.input.spec;
+    let dry_run = spec.enforcement == Enforcement::DryRun;
+    let mut conditions = Vec::new();
+    let cond = |type_, status, reason, message: String| ConditionPlan {
+        type_,
+        status,
+        reason,
+        message,
+    };
+    let ds_missing = input.aws_node.is_none() && &spec.daemon_set == input.managed_daemonset;
+
+    let ready = match (&e.outcome, ds_missing) {
+        (Err(blocked), _) => cond(
+            condition::READY,
+            false,
+            blocked.reason,
+            blocked.message.clone(),
+        ),
+        (Ok(_), true) => cond(
+            condition::READY,
+            false,
+            Reason::DaemonSetNotFound,
+            format!(
+                "DaemonSet {} does not exist; install the VPC CNI (the vpc-cni add-on) or set \
+                 spec.daemonSet",
+                input.managed_daemonset
+            ),
+        ),
+        (Ok(_), false) if !dry_run && env_blocker.is_some() => {
+            let blocked = env_blocker.map(|b| (b.reason, b.message.clone()));
+            let (reason, message) = blocked.unwrap_or((Reason::Blocked, String::new()));
+            cond(condition::READY, false, reason, message)
+        }
+        (Ok(None), false) => cond(
+            condition::READY,
+            true,
+            Reason::NoMatchingNodes,
+            "the node selector matches no node the VPC CNI serves; nothing to tune".to_owned(),
+        ),
+        (Ok(Some(_)), false) if dry_run => cond(
+            condition::READY,
+            true,
+            Reason::DryRun,
+            "computed; DryRun writes nothing".to_owned(),
+        ),
+        (Ok(Some(_)), false) => cond(
+            condition::READY,
+            true,
+            Reason::Reconciled,
+            format!("{} nodes planned", e.plan.matched_nodes),
+        ),
+    };
+    let ready_ok = ready.status;
+    conditions.push(ready);
+
+    let cni_configured = if !ready_ok {
+        cond(
+            condition::CNI_CONFIGURED,
+            false,
+            Reason::NotReady,
+            "see the Ready condition".to_owned(),
+        )
+    } else if matches!(e.outcome, Ok(None)) {
+        cond(
+            condition::CNI_CONFIGURED,
+            false,
+            Reason::NoMatchingNodes,
+            "nothing to configure".to_owned(),
+        )
+    } else if dry_run {
+        let would_change = input
+            .aws_node
+            .map(|ds| {
+                env_changes(ds, &e.plan.cni_env)
+                    .map(|c| c.len())
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        if would_change == 0 {
+            cond(
+                condition::CNI_CONFIGURED,
+                true,
+                Reason::InSync,
+                format!("{} already carries these settings", input.managed_daemonset),
+            )
+        } else {
+            cond(
+                condition::CNI_CONFIGURED,
+                false,
+                Reason::DryRun,
+                format!(
+                    "would change {would_change} env var(s) on {}; set enforcement: Enforce to apply",
+                    input.managed_daemonset
+                ),
+            )
+        }
+    } else if conflict.is_some() {
+        cond(
+            condition::CNI_CONFIGURED,
+            false,
+            Reason::Conflict,
+            "an older policy decides the aws-node env; see the Conflict condition".to_owned(),
+        )
+    } else {
+        // The same message before and after the write, so a write costs one status patch; the
+        // write itself is recorded as an Event.
+        cond(
+            condition::CNI_CONFIGURED,
+            true,
+            Reason::InSync,
+            format!("{} carries these settings", input.managed_daemonset),
+        )
+    };
+    conditions.push(cni_configured);
+
+    conditions.push(match conflict {
+        Some(message) => cond(
+            condition::CONFLICT,
+            true,
+            Reason::LostToOlderPolicy,
+            message,
+        ),
+        None => cond(
+            condition::CONFLICT,
+            false,
+            Reason::NoConflict,
+            "no other policy disagrees".to_owned(),
+        ),
+    });
+
+    let mut degraded: Vec<String> = e.plan.warnings.clone();
+    if !foreign.is_empty() && !dry_run {
+        degraded.push(format!(
+            "{} set by another manager overrides the warm-pool settings; remove it from the \
+             vpc-cni add-on configuration",
+            foreign.join(", ")
+        ));
+    }
+    conditions.push(if degraded.is_empty() {
+        cond(
+            condition::DEGRADED,
+            false,
+            Reason::AsExpected,
+            "nothing to report".to_owned(),
+        )
+    } else {
+        cond(
+            condition::DEGRADED,
+            true,
+            Reason::Warnings,
+            degraded.join("; "),
+        )
+    });
+    e.plan.conditions = conditions;
+}

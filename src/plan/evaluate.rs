@@ -1,0 +1,211 @@
+//! One policy on its own: which nodes it selects, the recommendation for their instance types,
+//! and why it cannot have one.
+
+use super::*;
+
+const ASSUMED_CNI_WHEN_UNKNOWN: CniVersion = CniVersion::PREFIX_DELEGATION;
+
+pub(super) fn evaluate<'a>(
+    input: &'a FleetInput<'a>,
+    policy: &'a PolicyInput<'a>,
+) -> Evaluated<'a> {
+    let spec = policy.spec;
+    let mut plan = PolicyPlan {
+        observed_generation: policy.generation,
+        ..Default::default()
+    };
+    let mut evaluated = Evaluated {
+        input: policy,
+        plan: PolicyPlan::default(),
+        request: TuningRequest::default(),
+        facts: Vec::new(),
+        nodes_by_type: BTreeMap::new(),
+        outcome: Ok(None),
+    };
+
+    let selector: Result<Selector, _> = spec.node_selector.clone().unwrap_or_default().try_into();
+    let selector = match selector {
+        Ok(selector) => selector,
+        Err(err) => {
+            evaluated.outcome = Err(Blocked {
+                reason: Reason::InvalidSpec,
+                message: format!(
+                    "spec.nodeSelector is invalid: {err}; use operators In, NotIn, Exists or \
+                     DoesNotExist with values only for In and NotIn"
+                ),
+            });
+            evaluated.plan = plan;
+            return evaluated;
+        }
+    };
+
+    let mut nodes_by_type: BTreeMap<&str, Vec<Option<u32>>> = BTreeMap::new();
+    for node in &input.nodes {
+        if !selector.matches(&node.labels) {
+            continue;
+        }
+        match node.instance_type() {
+            Ok(instance_type) => nodes_by_type
+                .entry(instance_type)
+                .or_default()
+                .push(node.capacity_pods),
+            Err(reason) => {
+                *plan
+                    .excluded_nodes
+                    .entry(reason.as_str().to_owned())
+                    .or_default() += 1
+            }
+        }
+    }
+    plan.matched_nodes = nodes_by_type.values().map(|v| v.len() as u32).sum();
+
+    let cni_version = input
+        .aws_node
+        .and_then(|ds| ds.image.as_deref())
+        .map(CniVersion::from_image);
+    plan.cni_version = match &cni_version {
+        Some(Ok(version)) => Some(version.to_string()),
+        _ => None,
+    };
+    match &cni_version {
+        Some(Err(err)) => plan.warnings.push(format!(
+            "cannot read the VPC CNI version from the aws-node image ({err}); assuming \
+             {ASSUMED_CNI_WHEN_UNKNOWN}, the first with prefix delegation"
+        )),
+        None if input.aws_node.is_some() => plan
+            .warnings
+            .push("the aws-node DaemonSet has no aws-node container".to_owned()),
+        _ => {}
+    }
+
+    let mut unknown = Vec::new();
+    let mut facts = Vec::new();
+    for instance_type in nodes_by_type.keys() {
+        // lookup_with_source, not lookup: no "did you mean" suggestions are wanted here.
+        match input
+            .catalog
+            .lookup_with_source(instance_type)
+            .map(|(limits, _)| limits)
+            .or_else(|| input.extra_facts.get(*instance_type).copied())
+        {
+            Some(limits) => facts.push(InstanceFacts {
+                instance_type,
+                limits,
+            }),
+            None => unknown.push(*instance_type),
+        }
+    }
+
+    let request = TuningRequest {
+        prefix_delegation: spec.prefix_delegation.into(),
+        ip_family: input
+            .aws_node
+            .map(AwsNodeFacts::ip_family)
+            .unwrap_or_default(),
+        cni_version: match cni_version {
+            Some(Ok(version)) => version,
+            _ => ASSUMED_CNI_WHEN_UNKNOWN,
+        },
+        eni: EniOptions {
+            max_eni: spec.max_eni,
+            custom_networking: spec.custom_networking,
+            security_groups_for_pods: spec.security_groups_for_pods,
+        },
+        warm_pool: spec.warm_pool.into(),
+        max_pods: spec.max_pods.engine_policy(),
+        max_pods_ceiling: spec.max_pods.ceiling,
+    };
+
+    evaluated.outcome = if &spec.daemon_set != input.managed_daemonset {
+        Err(Blocked {
+            reason: Reason::DaemonSetNotManaged,
+            message: format!(
+                "spec.daemonSet is {} but this operator manages {} (its --daemonset flag); set \
+                 spec.daemonSet to {} or run an operator for that DaemonSet",
+                spec.daemon_set, input.managed_daemonset, input.managed_daemonset
+            ),
+        })
+    } else if !unknown.is_empty() {
+        Err(Blocked {
+            reason: Reason::UnknownInstanceType,
+            message: format!(
+                "no ENI/IP limits known for instance type(s) {}; the operator leaves the aws-node \
+                 env as it is until they are known: upgrade vpc-cni-tuner, or give it EC2 \
+                 DescribeInstanceTypes access so it can look them up",
+                unknown.join(", ")
+            ),
+        })
+    } else if facts.is_empty() {
+        Ok(None)
+    } else {
+        match engine::recommend(&request, &facts) {
+            Ok(rec) => Ok(Some(rec)),
+            Err(err) => Err(Blocked {
+                reason: Reason::InvalidSpec,
+                message: format!("{err} (spec of policy {})", policy.name),
+            }),
+        }
+    };
+    evaluated.plan = plan;
+    evaluated.request = request;
+    evaluated.facts = facts;
+    evaluated.nodes_by_type = nodes_by_type;
+    fill_from_recommendation(&mut evaluated);
+    evaluated
+}
+
+/// Copies the recommendation into the status fields.
+fn fill_from_recommendation(e: &mut Evaluated<'_>) {
+    let Ok(Some(rec)) = &e.outcome else {
+        return;
+    };
+    e.plan.prefix_delegation = Some(rec.prefix_delegation);
+    e.plan.cni_env = rec.env.clone();
+    e.plan.max_pods = Some(rec.max_pods);
+    e.plan.warnings.extend(rec.warnings.iter().cloned());
+    e.plan.instance_types = rec
+        .instance_types
+        .iter()
+        .map(|t| {
+            let capacities = e
+                .nodes_by_type
+                .get(t.instance_type.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            InstanceTypeStatus {
+                instance_type: t.instance_type.clone(),
+                nodes: capacities.len() as u32,
+                prefix_delegation: t.prefix_delegation,
+                max_pods_ip_limit: t.max_pods_ip_limit,
+                max_pods: t.max_pods,
+                nodes_at_target: capacities
+                    .iter()
+                    .filter(|c| **c == Some(rec.max_pods))
+                    .count() as u32,
+            }
+        })
+        .collect();
+}
+
+/// Recomputes a losing policy's numbers under the cluster's prefix-delegation setting.
+pub(super) fn recompute(e: &mut Evaluated<'_>, prefix: bool) {
+    let request = TuningRequest {
+        prefix_delegation: if prefix {
+            PrefixDelegationMode::Enabled
+        } else {
+            PrefixDelegationMode::Disabled
+        },
+        ..e.request.clone()
+    };
+    if let Ok(rec) = engine::recommend(&request, &e.facts) {
+        let wanted_env = match &e.outcome {
+            Ok(Some(original)) => original.env.clone(),
+            _ => rec.env.clone(),
+        };
+        e.plan.warnings.clear();
+        e.outcome = Ok(Some(rec));
+        fill_from_recommendation(e);
+        // The status reports what this policy would set, not the winner's env.
+        e.plan.cni_env = wanted_env;
+    }
+}

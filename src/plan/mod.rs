@@ -1,0 +1,329 @@
+//! The decide step: from a snapshot of policies, nodes and the aws-node DaemonSet to a plan
+//! value (the env to apply, and each policy's status). Pure: no IO, no clock; the same inputs
+//! always give the same plan, so the operator never flaps.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube::core::{Selector, SelectorExt};
+
+use crate::crd::condition::Reason;
+use crate::crd::{DaemonSetRef, Enforcement, InstanceTypeStatus, NodeNetworkPolicySpec, condition};
+use crate::engine::{
+    self, CniVersion, EniOptions, InstanceFacts, IpFamily, PrefixDelegationMode, Recommendation,
+    TuningRequest, warm_pool,
+};
+use crate::instance::{InstanceCatalog, InstanceLimits};
+
+/// Node labels the plan reads.
+pub mod labels {
+    pub const INSTANCE_TYPE: &str = "node.kubernetes.io/instance-type";
+    pub const INSTANCE_TYPE_BETA: &str = "beta.kubernetes.io/instance-type";
+    pub const OS: &str = "kubernetes.io/os";
+    pub const COMPUTE_TYPE: &str = "eks.amazonaws.com/compute-type";
+}
+
+/// Why a selected node is left out: the VPC CNI does not give it pod IPs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Exclusion {
+    Fargate,
+    HybridNode,
+    Windows,
+    NoInstanceType,
+}
+
+impl Exclusion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fargate => "Fargate",
+            Self::HybridNode => "HybridNode",
+            Self::Windows => "Windows",
+            Self::NoInstanceType => "NoInstanceType",
+        }
+    }
+}
+
+/// What the plan needs of a Node: its labels and `status.capacity.pods`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeFacts {
+    pub labels: BTreeMap<String, String>,
+    pub capacity_pods: Option<u32>,
+    /// The EC2 instance id from `spec.providerID` (`aws:///us-west-2a/i-0abc...`).
+    pub instance_id: Option<String>,
+}
+
+impl NodeFacts {
+    /// The node's instance type, or why the VPC CNI does not serve it.
+    pub fn instance_type(&self) -> Result<&str, Exclusion> {
+        let label = |key: &str| self.labels.get(key).map(String::as_str);
+        match label(labels::COMPUTE_TYPE) {
+            Some("fargate") => return Err(Exclusion::Fargate),
+            Some("hybrid") => return Err(Exclusion::HybridNode),
+            _ => {}
+        }
+        if label(labels::OS) == Some("windows") {
+            return Err(Exclusion::Windows);
+        }
+        label(labels::INSTANCE_TYPE)
+            .or_else(|| label(labels::INSTANCE_TYPE_BETA))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(Exclusion::NoInstanceType)
+    }
+}
+
+/// One policy as the plan sees it.
+#[derive(Debug, Clone)]
+pub struct PolicyInput<'a> {
+    pub name: &'a str,
+    /// RFC 3339 creation time: the oldest policy wins conflicts (then the name).
+    pub created: Option<String>,
+    pub generation: Option<i64>,
+    pub spec: &'a NodeNetworkPolicySpec,
+}
+
+/// One env entry of the aws-node container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvEntry {
+    pub name: String,
+    pub value: Option<String>,
+    /// `valueFrom` (ConfigMap, Secret, field ref): not a literal the operator can own.
+    pub from_source: bool,
+}
+
+/// What the plan needs of the aws-node DaemonSet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AwsNodeFacts {
+    pub reference: DaemonSetRef,
+    /// The `aws-node` container's image, `None` when the container is missing.
+    pub image: Option<String>,
+    pub container_found: bool,
+    pub env: Vec<EnvEntry>,
+    /// Env names this operator's field manager owns (from `managedFields`).
+    pub owned_env: BTreeSet<String>,
+}
+
+impl AwsNodeFacts {
+    fn env_value(&self, name: &str) -> Option<&EnvEntry> {
+        self.env.iter().find(|e| e.name == name)
+    }
+
+    fn ip_family(&self) -> IpFamily {
+        match self
+            .env_value("ENABLE_IPv6")
+            .and_then(|e| e.value.as_deref())
+        {
+            Some("true") => IpFamily::Ipv6,
+            _ => IpFamily::Ipv4,
+        }
+    }
+}
+
+impl<'a> PolicyInput<'a> {
+    /// The plan's view of a policy; `name` is the policy's name, borrowed from the caller.
+    pub fn from_policy(policy: &'a crate::crd::NodeNetworkPolicy, name: &'a str) -> Self {
+        Self {
+            name,
+            created: policy
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string()),
+            generation: policy.metadata.generation,
+            spec: &policy.spec,
+        }
+    }
+}
+
+/// Everything the plan reads.
+#[derive(Debug, Clone)]
+pub struct FleetInput<'a> {
+    pub policies: Vec<PolicyInput<'a>>,
+    pub nodes: Vec<&'a NodeFacts>,
+    /// The DaemonSet this operator manages; `None` when it does not exist.
+    pub aws_node: Option<&'a AwsNodeFacts>,
+    /// The DaemonSet this operator is configured to manage.
+    pub managed_daemonset: &'a DaemonSetRef,
+    pub catalog: &'a InstanceCatalog,
+    /// Facts looked up live for types the catalog lacks.
+    pub extra_facts: &'a BTreeMap<String, InstanceLimits>,
+}
+
+/// A condition the plan wants, without timestamps (the status step adds those).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConditionPlan {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: Reason,
+    pub message: String,
+}
+
+/// One env change the DaemonSet write makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvChange {
+    pub name: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// The old value was set by this operator before (someone changed it): a drift repair.
+    pub drift: bool,
+}
+
+impl std::fmt::Display for EnvChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".to_owned());
+        write!(
+            f,
+            "{}: {} -> {}",
+            self.name,
+            show(&self.from),
+            show(&self.to)
+        )
+    }
+}
+
+/// The DaemonSet write, when one is needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonSetWrite {
+    pub reference: DaemonSetRef,
+    /// The policy whose settings these are.
+    pub policy: String,
+    /// The full set of env entries the operator owns after the write.
+    pub env: BTreeMap<String, String>,
+    pub changes: Vec<EnvChange>,
+}
+
+/// What one policy's status should say.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PolicyPlan {
+    pub observed_generation: Option<i64>,
+    pub matched_nodes: u32,
+    pub excluded_nodes: BTreeMap<String, u32>,
+    pub cni_version: Option<String>,
+    pub prefix_delegation: Option<bool>,
+    pub cni_env: BTreeMap<String, String>,
+    pub max_pods: Option<u32>,
+    pub instance_types: Vec<InstanceTypeStatus>,
+    pub conditions: Vec<ConditionPlan>,
+    pub warnings: Vec<String>,
+}
+
+/// The whole decision.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FleetPlan {
+    /// `Some` when the aws-node env must change.
+    pub daemonset_write: Option<DaemonSetWrite>,
+    /// By policy name.
+    pub policies: BTreeMap<String, PolicyPlan>,
+}
+
+/// Why a policy produced no recommendation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Blocked {
+    reason: Reason,
+    message: String,
+}
+
+/// The policy whose env the cluster gets: the oldest Enforce policy with a recommendation.
+struct Winner {
+    policy: String,
+    env: BTreeMap<String, String>,
+    prefix_delegation: bool,
+}
+
+/// A policy's selection and recommendation, before the cluster-wide decision.
+struct Evaluated<'a> {
+    input: &'a PolicyInput<'a>,
+    plan: PolicyPlan,
+    /// The request and facts, to recompute under the cluster's effective prefix delegation.
+    request: TuningRequest,
+    facts: Vec<InstanceFacts<'a>>,
+    /// Nodes per type and their capacity.pods values.
+    nodes_by_type: BTreeMap<&'a str, Vec<Option<u32>>>,
+    outcome: Result<Option<Recommendation>, Blocked>,
+}
+mod conditions;
+mod env;
+mod evaluate;
+pub mod launch_templates;
+
+use conditions::finish_conditions;
+use env::{describe_env_diff, env_changes, foreign_overrides};
+use evaluate::{evaluate, recompute};
+pub use launch_templates::{LaunchTemplateReport, TemplateStep, launch_template_step};
+
+/// Decides the aws-node env and every policy's status.
+pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
+    let mut ordered: Vec<&PolicyInput<'_>> = input.policies.iter().collect();
+    ordered.sort_by(|a, b| (&a.created, a.name).cmp(&(&b.created, b.name)));
+
+    let mut evaluated: Vec<Evaluated<'_>> = ordered.iter().map(|p| evaluate(input, p)).collect();
+
+    // The cluster-wide decision: the oldest Enforce policy with a recommendation wins.
+    let winner = evaluated.iter().position(|e| {
+        e.input.spec.enforcement == Enforcement::Enforce && matches!(e.outcome, Ok(Some(_)))
+    });
+    let winner: Option<Winner> = winner.and_then(|i| {
+        let e = &evaluated[i];
+        match &e.outcome {
+            Ok(Some(rec)) => Some(Winner {
+                policy: e.input.name.to_owned(),
+                env: rec.env.clone(),
+                prefix_delegation: rec.prefix_delegation,
+            }),
+            _ => None,
+        }
+    });
+    let mut write = None;
+    let mut env_blocker: Option<Blocked> = None;
+    if let (Some(w), Some(ds)) = (&winner, input.aws_node) {
+        match env_changes(ds, &w.env) {
+            Ok(changes) if changes.is_empty() => {}
+            Ok(changes) => {
+                write = Some(DaemonSetWrite {
+                    reference: ds.reference.clone(),
+                    policy: w.policy.clone(),
+                    env: w.env.clone(),
+                    changes,
+                })
+            }
+            Err(blocked) => env_blocker = Some(blocked),
+        }
+    }
+    let foreign = input
+        .aws_node
+        .zip(winner.as_ref())
+        .map(|(ds, w)| foreign_overrides(ds, &w.env))
+        .unwrap_or_default();
+
+    let mut policies = BTreeMap::new();
+    for e in &mut evaluated {
+        let is_enforce = e.input.spec.enforcement == Enforcement::Enforce;
+        let mut conflict: Option<String> = None;
+        if let (Ok(Some(rec)), true, Some(w)) = (&e.outcome, is_enforce, &winner)
+            && w.policy != e.input.name
+        {
+            let (winner_name, env) = (&w.policy, &w.env);
+            if &rec.env != env {
+                conflict = Some(format!(
+                    "policy {winner_name} is older and sets {} on {}; this policy wants {}. \
+                     Align the two policies, or make this one DryRun",
+                    describe_env_diff(env, &rec.env),
+                    input.managed_daemonset,
+                    describe_env_diff(&rec.env, env),
+                ));
+            }
+            if rec.prefix_delegation != w.prefix_delegation {
+                // Its nodes live with the cluster's setting: report maxPods for that.
+                recompute(e, w.prefix_delegation);
+            }
+        }
+        finish_conditions(e, input, conflict, env_blocker.as_ref(), &foreign);
+        policies.insert(e.input.name.to_owned(), e.plan.clone());
+    }
+    FleetPlan {
+        daemonset_write: write,
+        policies,
+    }
+}
+
+#[cfg(test)]
+mod tests;
