@@ -109,7 +109,7 @@ pub fn crd_yaml() -> Result<String, CliError> {
     use kube::CustomResourceExt;
     let crd = crate::crd::NodeNetworkPolicy::crd();
     let value = serde_json::to_value(&crd).map_err(|e| CliError::Render(e.to_string()))?;
-    serde_yaml::to_string(&sorted_keys(kubernetes_formats(value)))
+    serde_yaml_ng::to_string(&sorted_keys(kubernetes_formats(value)))
         .map_err(|e| CliError::Render(e.to_string()))
 }
 
@@ -371,7 +371,7 @@ pub fn recommend(
             writeln!(out)?;
         }
         OutputFormat::Yaml => {
-            let text = serde_yaml::to_string(&recommendation)
+            let text = serde_yaml_ng::to_string(&recommendation)
                 .map_err(|e| CliError::Render(e.to_string()))?;
             out.write_all(text.as_bytes())?;
         }

@@ -315,7 +315,7 @@ fn health_check_uses_the_operators_condition_types() {
 
 fn applications() -> Vec<Value> {
     let text = std::fs::read_to_string(root().join("deploy/argocd/application.yaml")).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
+    serde_yaml_ng::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect()
 }
@@ -378,7 +378,7 @@ fn example_applications_do_not_fight_the_operator() {
 #[test]
 fn argocd_cm_carries_the_health_check() {
     let text = std::fs::read_to_string(root().join("deploy/argocd/argocd-cm.yaml")).unwrap();
-    let patch: Value = serde_yaml::from_str(&text).unwrap();
+    let patch: Value = serde_yaml_ng::from_str(&text).unwrap();
     assert_eq!(
         patch["data"]["resource.customizations.health.tuner.vpccni.io_NodeNetworkPolicy"],
         health_script()

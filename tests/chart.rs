@@ -469,7 +469,7 @@ fn rbac_grants_exactly_the_declared_api_calls() {
 /// keep and sync-wave annotations and labels added; crds.install=false leaves it out.
 #[test]
 fn crd_comes_from_the_crds_folder() {
-    let source: Value = serde_yaml::from_str(
+    let source: Value = serde_yaml_ng::from_str(
         &std::fs::read_to_string(root().join("crds/nodenetworkpolicies.tuner.vpccni.io.yaml"))
             .unwrap(),
     )
@@ -614,7 +614,7 @@ fn plain_manifests_are_generated_from_the_chart() {
     let (code, _, stderr) = chart_py(&["manifests", "--check"]);
     assert_eq!(code, 0, "{stderr}");
     let text = std::fs::read_to_string(root().join("deploy/vpc-cni-tuner.yaml")).unwrap();
-    let documents: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+    let documents: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .filter(|d: &Value| !d.is_null())
         .collect();
@@ -635,7 +635,7 @@ fn plain_manifests_are_generated_from_the_chart() {
 
 #[test]
 fn chart_version_follows_the_crate() {
-    let chart: Value = serde_yaml::from_str(
+    let chart: Value = serde_yaml_ng::from_str(
         &std::fs::read_to_string(root().join("charts/vpc-cni-tuner/Chart.yaml")).unwrap(),
     )
     .unwrap();
@@ -649,7 +649,8 @@ fn chart_version_follows_the_crate() {
 fn every_schema_option_is_in_values_yaml() {
     let chart = root().join("charts/vpc-cni-tuner");
     let values: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(chart.join("values.yaml")).unwrap()).unwrap();
+        serde_yaml_ng::from_str(&std::fs::read_to_string(chart.join("values.yaml")).unwrap())
+            .unwrap();
     let schema: Value =
         serde_json::from_str(&std::fs::read_to_string(chart.join("values.schema.json")).unwrap())
             .unwrap();

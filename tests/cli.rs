@@ -53,7 +53,7 @@ fn yaml_output_parses_to_the_same_document() {
         "disabled",
     ];
     let yaml: serde_json::Value =
-        serde_yaml::from_str(&stdout(&recommend(&[&args[..], &["-o", "yaml"]].concat())))
+        serde_yaml_ng::from_str(&stdout(&recommend(&[&args[..], &["-o", "yaml"]].concat())))
             .expect("yaml");
     let json: serde_json::Value =
         serde_json::from_str(&stdout(&recommend(&[&args[..], &["-o", "json"]].concat())))

@@ -63,7 +63,7 @@ fn empty_spec_is_a_valid_policy_with_defaults() {
 
 #[test]
 fn schema_rules() {
-    let yaml: serde_json::Value = serde_yaml::from_str(COMMITTED).expect("yaml");
+    let yaml: serde_json::Value = serde_yaml_ng::from_str(COMMITTED).expect("yaml");
     let spec = &yaml["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
     assert_eq!(
         spec["enforcement"]["enum"],

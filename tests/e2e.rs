@@ -1058,13 +1058,13 @@ async fn install_paths_apply_without_warnings_and_helm_upgrades_the_crd() {
     );
     let crd_path = old_chart.join("files/crds/nodenetworkpolicies.tuner.vpccni.io.yaml");
     let mut crd: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&crd_path).unwrap()).unwrap();
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&crd_path).unwrap()).unwrap();
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
         .as_object_mut()
         .unwrap()
         .remove("launchTemplates")
         .expect("the CRD has launchTemplates");
-    std::fs::write(&crd_path, serde_yaml::to_string(&crd).unwrap()).unwrap();
+    std::fs::write(&crd_path, serde_yaml_ng::to_string(&crd).unwrap()).unwrap();
 
     // Helm installs the CRD itself: take away the one kubectl applied.
     kubectl_ok(

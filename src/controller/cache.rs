@@ -3,6 +3,7 @@
 //! status heartbeats in a 10,000-node cluster cost a comparison, not a plan.
 
 use std::collections::HashMap;
+use std::sync::PoisonError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -48,10 +49,7 @@ impl<T: PartialEq> ProjectedCache<T> {
         event: watcher::Event<K>,
         project: impl Fn(&K) -> T,
     ) -> bool {
-        let mut state = self
-            .state
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         match event {
             watcher::Event::Init => {
                 state.relist = Some(HashMap::new());
@@ -92,10 +90,7 @@ impl<T: PartialEq> ProjectedCache<T> {
 impl<T> ProjectedCache<T> {
     /// Every projection, sorted by key.
     pub fn snapshot(&self) -> Vec<(String, Arc<T>)> {
-        let state = self
-            .state
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         let mut items: Vec<_> = state
             .items
             .iter()
@@ -106,18 +101,12 @@ impl<T> ProjectedCache<T> {
     }
 
     pub fn get(&self, key: &str) -> Option<Arc<T>> {
-        let state = self
-            .state
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         state.items.get(key).cloned()
     }
 
     pub fn len(&self) -> usize {
-        let state = self
-            .state
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         state.items.len()
     }
 
@@ -132,10 +121,7 @@ impl<T> ProjectedCache<T> {
 
     /// Fills the cache as a completed list would (tests and benchmarks).
     pub fn replace_all(&self, items: impl IntoIterator<Item = (String, T)>) {
-        let mut state = self
-            .state
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state.items = items.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
         self.ready.store(true, Ordering::Release);
     }

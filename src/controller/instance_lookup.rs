@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use tracing::warn;
@@ -29,8 +30,14 @@ pub(super) async fn refresh_unknown_instance_types(
         .filter_map(|(_, n)| n.instance_type().ok())
         .collect();
     let due: Vec<String> = {
-        let known = ctx.extra_facts.read().unwrap_or_else(|p| p.into_inner());
-        let lookups = ctx.type_lookups.lock().unwrap_or_else(|p| p.into_inner());
+        let known = ctx
+            .extra_facts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let lookups = ctx
+            .type_lookups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         types
             .into_iter()
             .filter(|t| ctx.catalog.lookup_with_source(t).is_none())
@@ -62,11 +69,16 @@ pub(super) async fn refresh_unknown_instance_types(
         },
     }
     let now = Instant::now();
-    let mut lookups = ctx.type_lookups.lock().unwrap_or_else(|p| p.into_inner());
-    if let Ok(mut extra) = ctx.extra_facts.write() {
-        for (name, limits) in &found {
-            extra.insert(name.clone(), *limits);
-        }
+    let mut lookups = ctx
+        .type_lookups
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let mut extra = ctx
+        .extra_facts
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
+    for (name, limits) in &found {
+        extra.insert(name.clone(), *limits);
     }
     for name in due {
         let known = found.iter().any(|(n, _)| *n == name);

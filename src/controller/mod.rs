@@ -20,6 +20,7 @@ pub mod template_sync;
 pub mod watch;
 
 use std::sync::Arc;
+use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -78,8 +79,8 @@ fn plan_with(
     let extra = ctx
         .extra_facts
         .read()
-        .map(|e| e.clone())
-        .unwrap_or_default();
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
     let names: Vec<String> = policies.iter().map(|p| p.name_any()).collect();
     let input = FleetInput {
         policies: policies

@@ -20,12 +20,12 @@ pub fn is_node_config(text: &str) -> bool {
 }
 
 /// The NodeConfig documents of one YAML stream.
-fn node_configs(yaml: &str) -> Result<Vec<serde_yaml::Value>, UserDataError> {
+fn node_configs(yaml: &str) -> Result<Vec<serde_yaml_ng::Value>, UserDataError> {
     let mut out = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(yaml) {
+    for document in serde_yaml_ng::Deserializer::from_str(yaml) {
         let value = serde::Deserialize::deserialize(document)
             .map_err(|e| malformed(format!("NodeConfig YAML: {e}")))?;
-        let value: serde_yaml::Value = value;
+        let value: serde_yaml_ng::Value = value;
         let kind = value.get("kind").and_then(|k| k.as_str());
         let api = value.get("apiVersion").and_then(|k| k.as_str());
         if kind == Some("NodeConfig") && api.is_some_and(|a| a.starts_with("node.eks.aws/")) {
@@ -35,7 +35,7 @@ fn node_configs(yaml: &str) -> Result<Vec<serde_yaml::Value>, UserDataError> {
     Ok(out)
 }
 
-fn max_pods_of(config: &serde_yaml::Value) -> Result<Option<u32>, UserDataError> {
+fn max_pods_of(config: &serde_yaml_ng::Value) -> Result<Option<u32>, UserDataError> {
     let Some(value) = config
         .get("spec")
         .and_then(|s| s.get("kubelet"))

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 fn schema() -> Value {
-    let crd: Value = serde_yaml::from_str(include_str!(
+    let crd: Value = serde_yaml_ng::from_str(include_str!(
         "../../crds/nodenetworkpolicies.tuner.vpccni.io.yaml"
     ))
     .unwrap();
