@@ -1,0 +1,115 @@
+//! Condition types this operator owns in `status.conditions` (others are left alone), and the
+//! reasons it writes in them.
+
+pub const READY: &str = "Ready";
+pub const CNI_CONFIGURED: &str = "CNIConfigured";
+pub const CONFLICT: &str = "Conflict";
+pub const DEGRADED: &str = "Degraded";
+pub const LAUNCH_TEMPLATES_SYNCED: &str = "LaunchTemplatesSynced";
+pub const OWNED: [&str; 5] = [
+    READY,
+    CNI_CONFIGURED,
+    CONFLICT,
+    DEGRADED,
+    LAUNCH_TEMPLATES_SYNCED,
+];
+
+/// Declares [`Reason`]: each variant's name is the reason string the API shows.
+macro_rules! reasons {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// Every reason the operator writes in a condition it owns. The README's
+        /// troubleshooting table names each one (`tests/docs.rs`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $($(#[doc = $doc])* $name,)*
+        }
+
+        impl Reason {
+            pub const ALL: &'static [Reason] = &[$(Reason::$name,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Reason::$name => stringify!($name),)*
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    // Ready
+    /// The policy's spec cannot be planned (a bad selector, a fixed maxPods the IPs cannot carry).
+    InvalidSpec,
+    /// The policy names a DaemonSet other than `--daemonset`.
+    DaemonSetNotManaged,
+    /// A matched node's type is in neither the table nor `DescribeInstanceTypes`.
+    UnknownInstanceType,
+    /// The managed DaemonSet has no `aws-node` container.
+    AwsNodeContainerMissing,
+    /// An owned env var appears twice in the aws-node container.
+    DuplicateEnv,
+    /// An owned env var comes from `valueFrom`, which the operator does not override.
+    EnvFromSource,
+    /// The managed DaemonSet does not exist.
+    DaemonSetNotFound,
+    /// The env cannot be written for another reason.
+    Blocked,
+    /// The selector matches no node the VPC CNI serves.
+    NoMatchingNodes,
+    /// Planned; DryRun writes nothing.
+    DryRun,
+    /// Planned and applied.
+    Reconciled,
+    // CNIConfigured
+    /// Ready is False.
+    NotReady,
+    /// The DaemonSet (or the launch templates) carry the settings.
+    InSync,
+    /// An older policy decides the env.
+    Conflict,
+    // Conflict
+    /// An older policy decides the env and disagrees.
+    LostToOlderPolicy,
+    /// No other policy disagrees.
+    NoConflict,
+    // Degraded
+    /// Nothing to report.
+    AsExpected,
+    /// Xen types, settings another manager overrides, and the like.
+    Warnings,
+    // LaunchTemplatesSynced
+    /// The user data is not AL2023, AL2 or Bottlerocket (or not base64, or empty).
+    UserDataUnsupported,
+    /// The rewritten user data would exceed EC2's 16 KiB.
+    UserDataTooLarge,
+    /// No AWS region is configured.
+    NoAwsRegion,
+    /// The launch template (or its version) does not exist.
+    LaunchTemplateNotFound,
+    /// EC2 refused the call (IAM policy or tag condition).
+    AccessDenied,
+    /// Another EC2 error.
+    AwsError,
+    /// The operator was started without EC2 access.
+    NoAwsAccess,
+    /// The policy has no maxPods to write yet.
+    PolicyNotReady,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Reason {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<str> for Reason {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
