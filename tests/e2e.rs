@@ -105,7 +105,13 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// aws-node as the EKS managed add-on applies it (server-side apply, field manager `eks`).
     async fn start(values: Value) -> Option<Self> {
+        Self::start_with(values, "eks").await
+    }
+
+    /// aws-node applied by `aws_node_manager` (`helm` for a self-managed VPC CNI).
+    async fn start_with(values: Value, aws_node_manager: &str) -> Option<Self> {
         let api = ApiServer::start().await?;
         let admin = api.client().await;
         kubectl_ok(&api, &["apply", "-f", &format!("{ROOT}/crds/")]);
@@ -148,11 +154,10 @@ impl Cluster {
             .expect("the chart renders a ServiceAccount");
         let operator_kubeconfig =
             api.kubeconfig_as(&format!("system:serviceaccount:{NS}:{account}"));
-        // EKS applies the add-on by server-side apply as manager `eks`.
         daemonsets(&admin)
             .patch(
                 "aws-node",
-                &PatchParams::apply("eks").force(),
+                &PatchParams::apply(aws_node_manager).force(),
                 &Patch::Apply(eks_aws_node()),
             )
             .await
@@ -574,7 +579,8 @@ async fn first_apply_xen_excluded_nodes_drift_and_argo_health() {
 /// wins and the newer reports the Conflict (Argo CD: Degraded), while the winner is Healthy.
 #[tokio::test]
 async fn dry_run_writes_nothing_and_conflicting_policies_report_conflict() {
-    let Some(cluster) = Cluster::start(json!({})).await else {
+    // A self-managed VPC CNI (its Helm chart), so the winner has nothing to warn about.
+    let Some(cluster) = Cluster::start_with(json!({}), "helm").await else {
         return;
     };
     let before = daemonsets(&cluster.admin).get("aws-node").await.unwrap();
@@ -1333,4 +1339,71 @@ async fn admission_policies_let_the_operator_change_only_its_env() {
         )
         .await
         .expect("an admin may change the image");
+}
+
+/// On an aws-node the EKS add-on manages, the env the operator force-applies makes an add-on
+/// update with `resolveConflicts: NONE` fail (amazon-vpc-cni-k8s #2607); the policy says so in
+/// its Degraded condition, with the fix. The update is what EKS sends: a server-side apply of
+/// the add-on's env as manager `eks`, not forced.
+#[tokio::test]
+async fn eks_addon_update_conflict_is_explained_in_the_status() {
+    let Some(cluster) = Cluster::start(json!({})).await else {
+        return;
+    };
+    cluster
+        .node(
+            "n-1",
+            json!({"node.kubernetes.io/instance-type": "m5.large"}),
+        )
+        .await;
+    cluster.policy("all", json!({})).await;
+    let operator = cluster.operator("tuner-0", &[]);
+    let policy = eventually(
+        "Degraded names the add-on conflict",
+        CONVERGE,
+        &[&operator],
+        || async {
+            let p = cluster.get_policy("all").await;
+            condition_of(&p, condition::DEGRADED)
+                .filter(|c| c.status == "True" && c.message.contains("EKS managed add-on"))
+                .map(|_| p.clone())
+        },
+    )
+    .await;
+    let message = &condition_of(&policy, condition::DEGRADED).unwrap().message;
+    assert!(
+        message.contains("PRESERVE") && message.contains("configurationValues"),
+        "{message}"
+    );
+    assert_eq!(
+        cluster
+            .env_value("ENABLE_PREFIX_DELEGATION")
+            .await
+            .as_deref(),
+        Some("true")
+    );
+
+    let addon_update = json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "aws-node", "namespace": "kube-system"},
+        "spec": {"template": {"spec": {"containers": [{"name": "aws-node", "env": [
+            {"name": "ENABLE_PREFIX_DELEGATION", "value": "false"}]}]}}}});
+    let none = daemonsets(&cluster.admin)
+        .patch(
+            "aws-node",
+            &PatchParams::apply("eks"),
+            &Patch::Apply(&addon_update),
+        )
+        .await;
+    match none {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 409, "{status:?}");
+            assert!(
+                status.message.contains("vpc-cni-tuner")
+                    && status.message.contains("ENABLE_PREFIX_DELEGATION"),
+                "{}",
+                status.message
+            );
+        }
+        other => panic!("an add-on update with NONE conflicts with the operator: {other:?}"),
+    }
 }

@@ -70,8 +70,15 @@ pub fn aws_node_facts(ds: &DaemonSet) -> AwsNodeFacts {
             })
             .collect(),
         owned_env: owned_env_names(ds),
+        eks_addon: ds
+            .managed_fields()
+            .iter()
+            .any(|m| m.manager.as_deref() == Some(EKS_FIELD_MANAGER)),
     }
 }
+
+/// The field manager EKS applies its managed add-ons with.
+pub const EKS_FIELD_MANAGER: &str = "eks";
 
 /// Env names of the aws-node container that this operator's field manager owns, read from
 /// `managedFields` (`f:spec.f:template.f:spec.f:containers.k:{"name":"aws-node"}.f:env`).

@@ -125,6 +125,7 @@ pub(super) fn finish_conditions(
     };
     conditions.push(cni_configured);
 
+    let conflict_free = conflict.is_none();
     conditions.push(match conflict {
         Some(message) => cond(
             condition::CONFLICT,
@@ -146,6 +147,26 @@ pub(super) fn finish_conditions(
             "{} set by another manager overrides the warm-pool settings; remove it from the \
              vpc-cni add-on configuration",
             foreign.join(", ")
+        ));
+    }
+    // Until the operator writes through the add-on's configurationValues, the env entries it
+    // owns on an EKS-managed aws-node make add-on updates with resolveConflicts NONE fail.
+    if let Some(ds) = input.aws_node
+        && ds.eks_addon
+        && !dry_run
+        && ready_ok
+        && conflict_free
+        && matches!(e.outcome, Ok(Some(_)))
+    {
+        let names: Vec<&str> = e.plan.cni_env.keys().map(String::as_str).collect();
+        degraded.push(format!(
+            "{} is the EKS managed add-on vpc-cni (field manager eks) and this operator owns its \
+             env entries {}: an add-on update with resolveConflicts NONE fails with a conflict \
+             on them, and OVERWRITE resets them until the next reconcile. Update the add-on \
+             with --resolve-conflicts PRESERVE, or set these values in the add-on's \
+             configurationValues",
+            input.managed_daemonset,
+            names.join(", ")
         ));
     }
     conditions.push(if degraded.is_empty() {

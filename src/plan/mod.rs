@@ -100,6 +100,9 @@ pub struct AwsNodeFacts {
     pub env: Vec<EnvEntry>,
     /// Env names this operator's field manager owns (from `managedFields`).
     pub owned_env: BTreeSet<String>,
+    /// The EKS managed add-on applies this DaemonSet: `managedFields` has an entry of EKS's
+    /// field manager, `eks`.
+    pub eks_addon: bool,
 }
 
 impl AwsNodeFacts {

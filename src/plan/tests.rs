@@ -39,6 +39,7 @@ fn aws_node(entries: &[(&str, &str)], owned: &[&str]) -> AwsNodeFacts {
         container_found: true,
         env: env(entries),
         owned_env: owned.iter().map(|s| (*s).to_owned()).collect(),
+        eks_addon: false,
     }
 }
 
@@ -571,4 +572,35 @@ fn selector_picks_its_nodes_only() {
         .map(|t| t.instance_type.as_str())
         .collect();
     assert_eq!(types, ["m5.large", "t3.medium"]);
+}
+
+#[test]
+fn owning_env_on_an_eks_managed_aws_node_is_degraded_with_the_fix() {
+    let env = &[
+        ("ENABLE_PREFIX_DELEGATION", "false"),
+        ("WARM_ENI_TARGET", "1"),
+    ];
+    for (eks_addon, want_warning) in [(true, true), (false, false)] {
+        let mut ds = aws_node(env, &[]);
+        ds.eks_addon = eks_addon;
+        let fixture = Fixture::new(vec![node("m5.large", None)], Some(ds));
+        let plan = fixture.plan();
+        assert!(plan.daemonset_write.is_some(), "the env is still written");
+        let degraded = condition(&plan.policies["default"], "Degraded");
+        assert_eq!(degraded.status, want_warning, "{}", degraded.message);
+        if want_warning {
+            for needle in [
+                "EKS managed add-on",
+                "resolveConflicts NONE",
+                "PRESERVE",
+                "ENABLE_PREFIX_DELEGATION",
+            ] {
+                assert!(
+                    degraded.message.contains(needle),
+                    "{needle}: {}",
+                    degraded.message
+                );
+            }
+        }
+    }
 }
