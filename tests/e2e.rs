@@ -723,12 +723,45 @@ async fn launch_templates_sync_through_the_binary_and_live_lookup() {
     let al2 = create_template(&ec2, "al2-nodes", AL2.as_bytes()).await;
     let bottlerocket = create_template(&ec2, "bottlerocket-nodes", BOTTLEROCKET.as_bytes()).await;
 
-    cluster
-        .node(
-            "gpu-1",
-            json!({"pool": "gpu", "node.kubernetes.io/instance-type": "m5.large"}),
+    // A running instance launched from the AL2023 template, registered as a Node whose kubelet
+    // still has the old maxPods (29): the rollout report counts it.
+    let instance = ec2
+        .run_instances()
+        .launch_template(
+            aws_sdk_ec2::types::LaunchTemplateSpecification::builder()
+                .launch_template_id(&al2023)
+                .build(),
         )
-        .await;
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .expect("run an instance from the template")
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_owned();
+    let nodes: Api<Node> = Api::all(cluster.admin.clone());
+    nodes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "gpu-1", "labels":
+                    {"pool": "gpu", "node.kubernetes.io/instance-type": "m5.large"}},
+                "spec": {"providerID": format!("aws:///us-east-1a/{instance}")}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    nodes
+        .patch_status(
+            "gpu-1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"capacity": {"pods": "29"}}})),
+        )
+        .await
+        .unwrap();
     cluster
         .node(
             "gpu-2",
@@ -817,6 +850,24 @@ async fn launch_templates_sync_through_the_binary_and_live_lookup() {
             "{id}"
         );
     }
+    // The rollout report: one running node from the AL2023 template, not yet at 58.
+    let al2023_status = status
+        .launch_templates
+        .iter()
+        .find(|t| t.id.as_deref() == Some(al2023.as_str()))
+        .unwrap();
+    assert_eq!(
+        (al2023_status.nodes, al2023_status.nodes_behind),
+        (Some(1), Some(1))
+    );
+    let synced = condition_of(&policy, condition::LAUNCH_TEMPLATES_SYNCED).unwrap();
+    assert!(
+        synced
+            .message
+            .contains("1 running node(s) still have another maxPods"),
+        "{}",
+        synced.message
+    );
     let formats: Vec<Option<&str>> = status
         .launch_templates
         .iter()
