@@ -47,55 +47,51 @@ pub(super) async fn sync_launch_templates(
                 }
                 TemplateStep::Sync { max_pods, dry_run } => (max_pods, dry_run),
             };
-        let report = {
-            let mut results = Vec::new();
-            for spec in &policy.spec.launch_templates {
-                let key = format!("{name}/{}", spec.key());
-                let result = match ctx
-                    .template_cache
-                    .fresh(&key, wanted, dry_run, ctx.template_ttl)
-                {
-                    Some(result) => result,
-                    None => {
-                        let Some(provider) = &ctx.ec2 else {
-                            continue;
-                        };
-                        let result = match provider.api(spec.region.as_deref()).await {
-                            Ok(api) => {
-                                sync_template(api.as_ref(), spec, wanted, dry_run, &nodes).await
-                            }
-                            Err(err) => {
-                                warn!(policy = %name, %err, "no EC2 API for a launch template");
-                                unreachable_template(spec, wanted, &err)
-                            }
-                        };
-                        ctx.template_cache.store(key, wanted, dry_run, &result);
-                        result
-                    }
-                };
-                if let Some(note) = &result.updated {
-                    ctx.metrics
-                        .writes
-                        .get_or_create(&WriteLabels {
-                            target: "launch_template",
-                        })
-                        .inc();
-                    info!(policy = %name, %note, "launch template updated");
-                    publish(
-                        ctx,
-                        policy,
-                        "LaunchTemplateUpdated",
-                        EventType::Normal,
-                        note.clone(),
-                    )
-                    .await;
+        let mut results = Vec::new();
+        for spec in &policy.spec.launch_templates {
+            let key = format!("{name}/{}", spec.key());
+            let result = match ctx
+                .template_cache
+                .fresh(&key, wanted, dry_run, ctx.template_ttl)
+            {
+                Some(result) => result,
+                None => {
+                    let Some(provider) = &ctx.ec2 else {
+                        continue;
+                    };
+                    let result = match provider.api(spec.region.as_deref()).await {
+                        Ok(api) => sync_template(api.as_ref(), spec, wanted, dry_run, &nodes).await,
+                        Err(err) => {
+                            warn!(policy = %name, %err, "no EC2 API for a launch template");
+                            unreachable_template(spec, wanted, &err)
+                        }
+                    };
+                    ctx.template_cache.store(key, wanted, dry_run, &result);
+                    result
                 }
-                results.push(result);
+            };
+            if let Some(note) = &result.updated {
+                ctx.metrics
+                    .writes
+                    .get_or_create(&WriteLabels {
+                        target: "launch_template",
+                    })
+                    .inc();
+                info!(policy = %name, %note, "launch template updated");
+                publish(
+                    ctx,
+                    policy,
+                    "LaunchTemplateUpdated",
+                    EventType::Normal,
+                    note.clone(),
+                )
+                .await;
             }
-            LaunchTemplateReport {
-                condition: synced_condition(&results, dry_run),
-                statuses: results.into_iter().map(|r| r.status).collect(),
-            }
+            results.push(result);
+        }
+        let report = LaunchTemplateReport {
+            condition: synced_condition(&results, dry_run),
+            statuses: results.into_iter().map(|r| r.status).collect(),
         };
         reports.insert(name, report);
     }
