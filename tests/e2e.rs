@@ -197,6 +197,16 @@ impl Cluster {
             .unwrap();
     }
 
+    /// One m5.large node and the policy `all` with `spec` selecting it.
+    async fn single_node_fleet(&self, spec: Value) {
+        self.node(
+            "n-1",
+            json!({"node.kubernetes.io/instance-type": "m5.large"}),
+        )
+        .await;
+        self.policy("all", spec).await;
+    }
+
     async fn policy(&self, name: &str, spec: Value) {
         policies(&self.admin)
             .create(
@@ -922,13 +932,7 @@ async fn leader_election_only_the_leader_writes_and_the_other_takes_over() {
     let Some(cluster) = Cluster::start(json!({"replicaCount": 2})).await else {
         return;
     };
-    cluster
-        .node(
-            "n-1",
-            json!({"node.kubernetes.io/instance-type": "m5.large"}),
-        )
-        .await;
-    cluster.policy("all", json!({})).await;
+    cluster.single_node_fleet(json!({})).await;
     let mut a = cluster.operator("tuner-a", &[]);
     let mut b = cluster.operator("tuner-b", &[]);
     let leases: Api<Lease> = Api::namespaced(cluster.admin.clone(), NS);
@@ -1005,16 +1009,9 @@ async fn api_server_restart_then_drift_repaired_and_sigterm_mid_work() {
     let Some(mut cluster) = Cluster::start(json!({})).await else {
         return;
     };
-    cluster
-        .node(
-            "n-1",
-            json!({"node.kubernetes.io/instance-type": "m5.large"}),
-        )
-        .await;
     // A launch template, but no AWS region anywhere (and no instance metadata service).
     cluster
-        .policy(
-            "all",
+        .single_node_fleet(
             json!({"launchTemplates": [{"name": "nodes", "setDefaultVersion": true}]}),
         )
         .await;
@@ -1401,13 +1398,7 @@ async fn eks_addon_update_conflict_is_explained_in_the_status() {
     let Some(cluster) = Cluster::start(json!({})).await else {
         return;
     };
-    cluster
-        .node(
-            "n-1",
-            json!({"node.kubernetes.io/instance-type": "m5.large"}),
-        )
-        .await;
-    cluster.policy("all", json!({})).await;
+    cluster.single_node_fleet(json!({})).await;
     let operator = cluster.operator("tuner-0", &[]);
     let policy = eventually(
         "Degraded names the add-on conflict",
