@@ -6,6 +6,7 @@ pub mod argocd;
 pub mod chart;
 pub mod crd_schema;
 pub mod envtest;
+pub mod fleet;
 pub mod launch_templates;
 pub mod mock_api;
 pub mod operator;
