@@ -30,10 +30,7 @@ pub(super) async fn sync_launch_templates(
         return reports;
     }
     let nodes = nodes_by_instance(nodes);
-    for policy in policies
-        .iter()
-        .filter(|p| !p.spec.launch_templates.is_empty())
-    {
+    for policy in policies {
         let name = policy.name_any();
         let Some(policy_plan) = plan.policies.get(&name) else {
             continue;
