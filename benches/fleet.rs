@@ -2,10 +2,11 @@
 //!
 //!     cargo bench --bench fleet
 //!
-//! 1. plan: `plan_fleet` over 10,000 nodes of 200 instance types and 10 policies.
-//! 2. node cache: 10,000 kubelet-sized Node objects served by a mocked API server (paged LIST,
-//!    as the watcher asks for it) through the real watcher into the node cache; resident memory
-//!    and the cache's size.
+//! 1. plan: `plan_now` (the caches' snapshot and `plan_fleet`, as each reconcile does) over
+//!    10,000 nodes of 200 instance types and 10 policies.
+//! 2. node cache: 10,000 kubelet-sized Node objects served by the fake API server
+//!    (`tests/support/fake_api.rs`; paged LIST, as the watcher asks for it) through the real
+//!    watcher into the node cache; resident memory and the cache's size.
 //! 3. reaction: a Node of a new instance type lands in the cache -> the DaemonSet patch request
 //!    leaves the client (fleet reconcile, debounce excluded); median and p99.
 
@@ -14,24 +15,23 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 use support::fleet::realistic_node;
 
 use futures::StreamExt;
-use http::{Request, Response};
 use k8s_openapi::api::core::v1::Node;
-use kube::client::Body;
+use kube::Api;
 use kube::runtime::watcher;
-use kube::{Api, Client};
-use serde_json::{Value, json};
+use serde_json::json;
+use support::fake_api::{DS_PATH, FakeApi, MockApi, NODES_PATH};
 use vpc_cni_tuner::controller::facts::{aws_node_facts, node_facts};
-use vpc_cni_tuner::controller::{Context, reconcile_fleet};
-use vpc_cni_tuner::crd::{DaemonSetRef, NodeNetworkPolicy};
+use vpc_cni_tuner::controller::{Context, plan_now, reconcile_fleet};
+use vpc_cni_tuner::crd::DaemonSetRef;
 use vpc_cni_tuner::instance::InstanceCatalog;
-use vpc_cni_tuner::plan::{FleetInput, NodeFacts, PolicyInput, labels, plan_fleet};
+use vpc_cni_tuner::plan::NodeFacts;
+use vpc_cni_tuner::testing::{aws_node_ds, node, pool_policies};
 
 /// Counts live heap bytes (the `cap` crate wraps the system allocator).
 #[global_allocator]
@@ -61,67 +61,28 @@ fn fleet_types() -> Vec<&'static str> {
 fn node_facts_fleet(types: &[&str]) -> Vec<NodeFacts> {
     (0..NODES)
         .map(|i| NodeFacts {
-            labels: BTreeMap::from([
-                (
-                    labels::INSTANCE_TYPE.to_owned(),
-                    types[i % types.len()].to_owned(),
-                ),
-                ("pool".to_owned(), format!("pool-{}", i % POLICIES)),
-                (labels::OS.to_owned(), "linux".to_owned()),
-            ]),
-            capacity_pods: Some(110),
             instance_id: Some(format!("i-{i:017x}")),
-        })
-        .collect()
-}
-
-fn policies() -> Vec<NodeNetworkPolicy> {
-    (0..POLICIES)
-        .map(|i| {
-            serde_json::from_value(json!({
-                "apiVersion": "tuner.vpccni.io/v1alpha1", "kind": "NodeNetworkPolicy",
-                "metadata": {"name": format!("pool-{i}"), "generation": 1,
-                             "creationTimestamp": format!("2026-01-{:02}T00:00:00Z", i + 1)},
-                "spec": {"nodeSelector": {"matchLabels": {"pool": format!("pool-{i}")}}}
-            }))
-            .expect("policy")
+            ..node(types[i % types.len()])
+                .with_label("pool", &format!("pool-{}", i % POLICIES))
+                .with_capacity(110)
         })
         .collect()
 }
 
 fn bench_plan() {
     let types = fleet_types();
-    let nodes = node_facts_fleet(&types);
-    let policies = policies();
-    let names: Vec<String> = policies
-        .iter()
-        .map(|p| p.metadata.name.clone().unwrap_or_default())
-        .collect();
-    let managed = DaemonSetRef::default();
-    let catalog = InstanceCatalog::embedded();
-    let extra = BTreeMap::new();
-    let ds = vpc_cni_tuner::plan::AwsNodeFacts {
-        reference: managed.clone(),
-        image: Some("x/amazon-k8s-cni:v1.19.2".into()),
-        container_found: true,
-        ..Default::default()
-    };
+    let ds = aws_node_ds(&[], &[]);
+    let (ctx, api) = MockApi::new();
+    api.fill(
+        &ctx,
+        pool_policies(POLICIES),
+        node_facts_fleet(&types),
+        Some(&ds),
+    );
     let mut samples = Vec::new();
     for _ in 0..60 {
         let started = Instant::now();
-        let input = FleetInput {
-            policies: policies
-                .iter()
-                .zip(&names)
-                .map(|(p, name)| PolicyInput::from_policy(p, name))
-                .collect(),
-            nodes: nodes.iter().collect(),
-            aws_node: Some(&ds),
-            managed_daemonset: &managed,
-            catalog: &catalog,
-            extra_facts: &extra,
-        };
-        let plan = plan_fleet(&input);
+        let (_, plan) = plan_now(&ctx);
         samples.push(started.elapsed());
         assert_eq!(plan.policies.len(), POLICIES);
     }
@@ -147,47 +108,6 @@ fn resident_kib() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// A mocked API server that serves NodeList pages (honouring `limit` and `continue`) and ends
-/// every watch at once.
-fn node_api(pages_of: usize, types: Vec<&'static str>) -> Client {
-    let service = tower::service_fn(move |request: Request<Body>| {
-        let types = types.clone();
-        async move {
-            let query = request.uri().query().unwrap_or_default().to_owned();
-            let param = |key: &str| {
-                query
-                    .split('&')
-                    .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-                    .map(str::to_owned)
-            };
-            let body = if query.contains("watch=true") {
-                Vec::new()
-            } else {
-                let start: usize = param("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
-                let limit: usize = param("limit")
-                    .and_then(|l| l.parse().ok())
-                    .unwrap_or(pages_of);
-                let end = (start + limit).min(NODES);
-                let items: Vec<Value> = (start..end)
-                    .map(|i| realistic_node(i, types[i % types.len()]))
-                    .collect();
-                let mut metadata = json!({"resourceVersion": "20000"});
-                if end < NODES {
-                    metadata["continue"] = json!(end.to_string());
-                }
-                serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "NodeList", "metadata": metadata, "items": items}))
-                    .unwrap_or_default()
-            };
-            Ok::<_, std::convert::Infallible>(
-                Response::builder()
-                    .body(Body::from(body))
-                    .expect("response"),
-            )
-        }
-    });
-    Client::new(service, "default")
-}
-
 async fn bench_node_cache() {
     let types = fleet_types();
     let sample = serde_json::to_vec(&realistic_node(1, types[0]))
@@ -195,7 +115,11 @@ async fn bench_node_cache() {
         .len();
     let (before, _) = resident_kib();
     let heap_before = ALLOCATOR.allocated();
-    let client = node_api(NODES, types.clone());
+    let api = FakeApi::new();
+    api.generate(NODES_PATH, NODES, move |i| {
+        realistic_node(i, types[i % types.len()])
+    });
+    let client = api.client("default");
     let ctx = Context::new(
         client.clone(),
         DaemonSetRef::default(),
@@ -257,61 +181,18 @@ async fn bench_reaction() {
         })
         .collect();
     let nodes = node_facts_fleet(&big);
-    let ds_json = json!({
-        "apiVersion": "apps/v1", "kind": "DaemonSet",
-        "metadata": {"name": "aws-node", "namespace": "kube-system"},
-        "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "aws-node",
-            "image": "x/amazon-k8s-cni:v1.19.2", "env": [{"name": "ENABLE_PREFIX_DELEGATION", "value": "false"}]}]}}}
-    });
-    let ds: k8s_openapi::api::apps::v1::DaemonSet =
-        serde_json::from_value(ds_json.clone()).expect("ds");
-    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-    let service = tower::service_fn(move |request: Request<Body>| {
-        let sent_tx = sent_tx.clone();
-        let ds_json = ds_json.clone();
-        async move {
-            let path = request.uri().path().to_owned();
-            if request.method() == http::Method::PATCH && path.contains("/daemonsets/") {
-                let _ = sent_tx.send(Instant::now());
-                return Ok::<_, std::convert::Infallible>(Response::new(Body::from(
-                    serde_json::to_vec(&ds_json).unwrap_or_default(),
-                )));
-            }
-            let body = if path.contains("/events") {
-                json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "eventTime": "2026-01-01T00:00:00.000000Z"})
-            } else {
-                json!({"apiVersion": "tuner.vpccni.io/v1alpha1", "kind": "NodeNetworkPolicy",
-                       "metadata": {"name": "pool-0", "generation": 1}, "spec": {}})
-            };
-            Ok(Response::new(Body::from(
-                serde_json::to_vec(&body).unwrap_or_default(),
-            )))
-        }
-    });
-    let ctx = Context::new(
-        Client::new(service, "default"),
-        DaemonSetRef::default(),
-        Arc::new(AtomicBool::new(true)),
-    );
-    ctx.policies.replace_all(
-        policies()
-            .into_iter()
-            .map(|p| (p.metadata.name.clone().unwrap_or_default(), p)),
-    );
-    ctx.nodes.replace_all(
-        nodes
-            .into_iter()
-            .enumerate()
-            .map(|(i, n)| (format!("node-{i}"), n)),
-    );
-    ctx.aws_node
-        .replace_all([("kube-system/aws-node".to_owned(), aws_node_facts(&ds))]);
+    let ds = aws_node_ds(&[("ENABLE_PREFIX_DELEGATION", "false")], &[]);
+    let (ctx, api) = MockApi::new();
+    api.fill(&ctx, pool_policies(POLICIES), nodes, Some(&ds));
+    let mut sent_rx = api.hold(http::Method::PATCH, DS_PATH, Duration::ZERO);
     let _ = reconcile_fleet(&ctx).await;
     while sent_rx.try_recv().is_ok() {}
 
     let mut samples = Vec::new();
     for run in 0..100 {
         // Reset: the DaemonSet without prefix delegation, no small node.
+        api.take_requests();
+        api.insert(&ds);
         ctx.aws_node
             .replace_all([("kube-system/aws-node".to_owned(), aws_node_facts(&ds))]);
         if run > 0 {

@@ -2,9 +2,7 @@
 //! operator manages. The CRD YAML in `crds/` is generated from these types (`vpc-cni-tuner crd`);
 //! a test fails when it is stale.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -17,6 +15,9 @@ pub const FIELD_MANAGER: &str = "vpc-cni-tuner";
 /// Condition types this operator owns in `status.conditions`; others are left alone.
 pub mod condition;
 pub mod manifest;
+pub mod status;
+
+pub use status::{InstanceTypeStatus, LaunchTemplateStatus, NodeNetworkPolicyStatus};
 
 /// What the operator should manage for the nodes a selector picks.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -359,89 +360,4 @@ impl std::fmt::Display for DaemonSetRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
     }
-}
-
-/// What the operator found and did.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeNetworkPolicyStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-    /// Ready, CNIConfigured, Conflict, Degraded. Other controllers' conditions are kept.
-    #[serde(default)]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
-    pub conditions: Vec<Condition>,
-    /// Nodes the selector picks that the VPC CNI serves.
-    #[serde(default)]
-    pub matched_nodes: u32,
-    /// Selected nodes left out, by reason (Fargate, HybridNode, Windows, NoInstanceType).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub excluded_nodes: BTreeMap<String, u32>,
-    /// The VPC CNI version read from the aws-node image tag.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cni_version: Option<String>,
-    /// `ENABLE_PREFIX_DELEGATION` as set (or as it would be set in DryRun).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefix_delegation: Option<bool>,
-    /// The aws-node env entries this policy set (or would set).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub cni_env: BTreeMap<String, String>,
-    /// The minimum maxPods over the matched instance types.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_pods: Option<u32>,
-    #[serde(default)]
-    pub instance_types: Vec<InstanceTypeStatus>,
-    /// Per launch template in `spec.launchTemplates`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub launch_templates: Vec<LaunchTemplateStatus>,
-}
-
-/// What the operator found in, and wrote to, one launch template.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct LaunchTemplateStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    /// The user-data format found (AL2023, AL2, Bottlerocket).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<String>,
-    /// The version read (the source version).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version_read: Option<i64>,
-    /// The version the operator created, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version_written: Option<i64>,
-    /// maxPods in the version read (none: the AMI computes its own).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_pods_found: Option<u32>,
-    pub max_pods_wanted: u32,
-    pub in_sync: bool,
-    /// Running nodes launched from the template (by the `aws:ec2launchtemplate:id` tag).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nodes: Option<u32>,
-    /// Of those, nodes whose capacity.pods is not maxPodsWanted: replace them (node-group
-    /// update, instance refresh) to roll the new maxPods out.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nodes_behind: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
-
-/// Per instance type in the matched fleet.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct InstanceTypeStatus {
-    pub instance_type: String,
-    pub nodes: u32,
-    pub prefix_delegation: bool,
-    /// `null` in IPv6 clusters, where IPs do not limit pods.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_pods_ip_limit: Option<u32>,
-    pub max_pods: u32,
-    /// Nodes whose `status.capacity.pods` equals the policy's maxPods.
-    pub nodes_at_target: u32,
 }

@@ -28,4 +28,6 @@ pub mod metrics;
 pub mod operator;
 #[cfg(feature = "operator")]
 pub mod plan;
+#[cfg(all(feature = "operator", any(test, feature = "test-util")))]
+pub mod testing;
 pub mod userdata;

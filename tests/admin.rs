@@ -2,15 +2,14 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+mod support;
 
-use http::{Request, Response, StatusCode};
-use kube::Client;
-use kube::client::Body;
+use std::sync::Arc;
+
+use http::{Request, StatusCode};
+use support::fake_api::MockApi;
 use tower::ServiceExt;
 use vpc_cni_tuner::controller::{Context, plan_now};
-use vpc_cni_tuner::crd::DaemonSetRef;
 
 async fn get(ctx: Arc<Context>, path: &str) -> (StatusCode, String) {
     let response = vpc_cni_tuner::admin::router(ctx)
@@ -31,12 +30,8 @@ async fn get(ctx: Arc<Context>, path: &str) -> (StatusCode, String) {
 
 #[tokio::test]
 async fn livez_readyz_and_metrics() {
-    let (service, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = Arc::new(Context::new(
-        Client::new(service, "default"),
-        DaemonSetRef::default(),
-        Arc::new(AtomicBool::new(true)),
-    ));
+    let (ctx, _api) = MockApi::new();
+    let ctx = Arc::new(ctx);
     assert_eq!(get(ctx.clone(), "/livez").await.0, StatusCode::OK);
     assert_eq!(
         get(ctx.clone(), "/readyz").await.0,

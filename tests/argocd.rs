@@ -9,15 +9,13 @@ mod support;
 
 use std::path::PathBuf;
 
-use http::{Request, Response};
-use kube::Client;
-use kube::client::Body;
 use serde_json::{Value, json};
 use support::argocd::{health, health_script};
-use support::mock_api::*;
+use support::fake_api::MockApi;
 use vpc_cni_tuner::controller::plan_now;
 use vpc_cni_tuner::controller::status::desired_status;
 use vpc_cni_tuner::crd::{FIELD_MANAGER, NodeNetworkPolicy, condition as cond};
+use vpc_cni_tuner::testing::{DEFAULT_ENV, aws_node_ds, default_policy, node, policy};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -30,14 +28,12 @@ fn planned(
     env_entries: &[(&str, &str)],
     name: &str,
 ) -> Value {
-    let (service, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = context(Client::new(service, "default"));
-    let ds = aws_node_ds(env(env_entries), &[]);
-    fill(
+    let (ctx, api) = MockApi::new();
+    api.fill(
         &ctx,
         policies,
-        nodes.iter().map(|t| node(t, &[])).collect(),
-        Some(&ds),
+        nodes.iter().map(|t| node(t)).collect(),
+        Some(&aws_node_ds(env_entries, &[])),
     );
     let (policies, plan) = plan_now(&ctx);
     let policy = policies
@@ -59,7 +55,7 @@ fn planned(
 #[tokio::test]
 async fn statuses_the_operator_writes_map_to_argo_health() {
     let healthy = planned(
-        vec![policy("default", "2026-01-01T00:00:00Z", json!({}), None)],
+        vec![default_policy()],
         &["t3.medium", "m5.large"],
         DEFAULT_ENV,
         "default",
@@ -69,7 +65,7 @@ async fn statuses_the_operator_writes_map_to_argo_health() {
     assert!(message.starts_with("Reconciled"), "{message}");
 
     let unknown = planned(
-        vec![policy("default", "2026-01-01T00:00:00Z", json!({}), None)],
+        vec![default_policy()],
         &["m5.large", "q9.enormous"],
         DEFAULT_ENV,
         "default",

@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use support::envtest::ApiServer;
 use support::operator::{ChartContainer, Operator};
 use vpc_cni_tuner::crd::{NodeNetworkPolicy, condition};
+use vpc_cni_tuner::testing::{EKS_ADDON_ENV, aws_node_ds};
 
 const NS: &str = "vpc-cni-tuner";
 const RELEASE: &str = "vpc-cni-tuner";
@@ -34,63 +35,7 @@ const CONVERGE: Duration = Duration::from_secs(60);
 /// An EKS-shaped aws-node DaemonSet (VPC CNI v1.19.2 add-on): an init container, the aws-node
 /// and network-policy agent containers, literal and downward-API env, host paths.
 fn eks_aws_node() -> Value {
-    let image = |repo: &str, tag: &str| {
-        format!("602401143452.dkr.ecr.us-west-2.amazonaws.com/{repo}:{tag}")
-    };
-    json!({
-        "apiVersion": "apps/v1", "kind": "DaemonSet",
-        "metadata": {"name": "aws-node", "namespace": "kube-system", "labels": {
-            "app.kubernetes.io/name": "aws-node", "app.kubernetes.io/instance": "aws-vpc-cni",
-            "k8s-app": "aws-node", "app.kubernetes.io/version": "v1.19.2"}},
-        "spec": {
-            "selector": {"matchLabels": {"k8s-app": "aws-node"}},
-            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},
-            "template": {
-                "metadata": {"labels": {"app.kubernetes.io/name": "aws-node", "k8s-app": "aws-node"}},
-                "spec": {
-                    "priorityClassName": "system-node-critical",
-                    "serviceAccountName": "aws-node",
-                    "hostNetwork": true,
-                    "tolerations": [{"operator": "Exists"}],
-                    "initContainers": [{
-                        "name": "aws-vpc-cni-init",
-                        "image": image("amazon-k8s-cni-init", "v1.19.2-eksbuild.1"),
-                        "env": [{"name": "DISABLE_TCP_EARLY_DEMUX", "value": "false"},
-                                {"name": "ENABLE_IPv6", "value": "false"}],
-                        "securityContext": {"privileged": true},
-                        "volumeMounts": [{"mountPath": "/host/opt/cni/bin", "name": "cni-bin-dir"}]
-                    }],
-                    "containers": [{
-                        "name": "aws-node",
-                        "image": image("amazon-k8s-cni", "v1.19.2-eksbuild.1"),
-                        "ports": [{"containerPort": 61678, "name": "metrics"}],
-                        "env": [
-                            {"name": "ADDITIONAL_ENI_TAGS", "value": "{}"},
-                            {"name": "AWS_VPC_CNI_NODE_PORT_SUPPORT", "value": "true"},
-                            {"name": "AWS_VPC_ENI_MTU", "value": "9001"},
-                            {"name": "AWS_VPC_K8S_CNI_EXTERNALSNAT", "value": "false"},
-                            {"name": "AWS_VPC_K8S_CNI_LOGLEVEL", "value": "DEBUG"},
-                            {"name": "ENABLE_POD_ENI", "value": "false"},
-                            {"name": "ENABLE_PREFIX_DELEGATION", "value": "false"},
-                            {"name": "WARM_ENI_TARGET", "value": "1"},
-                            {"name": "MY_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-                            {"name": "MY_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
-                        ],
-                        "resources": {"requests": {"cpu": "25m"}},
-                        "securityContext": {"capabilities": {"add": ["NET_ADMIN", "NET_RAW"]}},
-                        "volumeMounts": [{"mountPath": "/host/opt/cni/bin", "name": "cni-bin-dir"}]
-                    }, {
-                        "name": "aws-eks-nodeagent",
-                        "image": image("amazon/aws-network-policy-agent", "v1.1.6-eksbuild.1"),
-                        "args": ["--enable-ipv6=false", "--enable-network-policy=false"],
-                        "env": [{"name": "MY_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
-                        "securityContext": {"privileged": true}
-                    }],
-                    "volumes": [{"name": "cni-bin-dir", "hostPath": {"path": "/opt/cni/bin"}}]
-                }
-            }
-        }
-    })
+    serde_json::to_value(aws_node_ds(EKS_ADDON_ENV, &[])).unwrap()
 }
 
 /// A real API server with the CRD (applied as users do, `kubectl apply -f crds/`), an EKS-shaped

@@ -7,19 +7,24 @@ use vpc_cni_tuner::engine::{
 };
 use vpc_cni_tuner::instance::{FactSource, Hypervisor, InstanceCatalog, is_metal_name};
 
+/// Lookups binary-search by name: the entries must be sorted and unique.
+fn assert_sorted_unique<T>(entries: &[(&str, T)], what: &str) {
+    for pair in entries.windows(2) {
+        assert!(
+            pair[0].0 < pair[1].0,
+            "{what}: not sorted/unique: {} then {}",
+            pair[0].0,
+            pair[1].0
+        );
+    }
+}
+
 #[test]
 fn generated_table_is_sorted_unique_and_has_no_zero_limits() {
     let catalog = InstanceCatalog::embedded();
     let generated = catalog.generated_entries();
     assert!(generated.len() > 1000, "only {} types", generated.len());
-    for pair in generated.windows(2) {
-        assert!(
-            pair[0].0 < pair[1].0,
-            "not sorted/unique: {} then {}",
-            pair[0].0,
-            pair[1].0
-        );
-    }
+    assert_sorted_unique(generated, "the generated table");
     for (name, limits) in generated {
         assert!(limits.vcpus > 0, "{name}: zero vCPUs");
         assert!(limits.max_enis > 0, "{name}: zero ENIs");
@@ -62,14 +67,7 @@ fn every_metal_type_is_bare_metal_and_prefix_capable() {
 fn overrides_are_sorted_and_not_stale() {
     let catalog = InstanceCatalog::embedded();
     let overrides = catalog.override_entries();
-    for pair in overrides.windows(2) {
-        assert!(
-            pair[0].0 < pair[1].0,
-            "overrides not sorted: {} then {}",
-            pair[0].0,
-            pair[1].0
-        );
-    }
+    assert_sorted_unique(overrides, "the overrides");
     for (name, limits) in overrides {
         let generated = catalog
             .generated_entries()

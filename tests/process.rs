@@ -3,19 +3,19 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::convert::Infallible;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::{Method, Request, Response, StatusCode};
-use kube::client::Body;
-use kube::{Api, Client};
-use serde_json::{Value, json};
+use http::Method;
+use kube::Api;
+use serde_json::json;
 use vpc_cni_tuner::leader::{self, LeaseConfig};
+use vpc_cni_tuner::testing::{aws_node_ds, default_policy};
 
 mod support;
-use support::rbac::{DEFAULT_NAMES, Names, assert_permitted};
+use support::fake_api::{DS_PATH, FakeApi, status_path};
+use support::rbac::{DEFAULT_NAMES, Names};
 
 /// The lease names of [`config`].
 const LEASE_NAMES: Names = Names {
@@ -23,67 +23,7 @@ const LEASE_NAMES: Names = Names {
     lease: ("operators", "vpc-cni-tuner"),
 };
 
-/// An in-process Lease store with the API server's optimistic concurrency: a PUT whose
-/// resourceVersion is stale fails with 409, a POST of an existing lease fails with 409.
-fn lease_server(store: Arc<Mutex<Option<Value>>>) -> Client {
-    let service = tower::service_fn(move |request: Request<Body>| {
-        let store = store.clone();
-        async move {
-            let method = request.method().clone();
-            assert_permitted(method.as_str(), request.uri(), &LEASE_NAMES);
-            let body = request
-                .into_body()
-                .collect_bytes()
-                .await
-                .unwrap_or_default();
-            let mut lease = store.lock().unwrap();
-            let status = |code: u16, reason: &str| {
-                (
-                    code,
-                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code}),
-                )
-            };
-            let (code, answer) = match method {
-                Method::GET => match lease.as_ref() {
-                    Some(current) => (200, current.clone()),
-                    None => status(404, "NotFound"),
-                },
-                Method::POST if lease.is_some() => status(409, "AlreadyExists"),
-                Method::POST => {
-                    let mut created: Value = serde_json::from_slice(&body).unwrap();
-                    created["metadata"]["resourceVersion"] = json!("1");
-                    *lease = Some(created.clone());
-                    (201, created)
-                }
-                Method::PUT => {
-                    let mut replaced: Value = serde_json::from_slice(&body).unwrap();
-                    let current_rv = lease
-                        .as_ref()
-                        .and_then(|l| l["metadata"]["resourceVersion"].as_str())
-                        .unwrap_or("0")
-                        .to_owned();
-                    if replaced["metadata"]["resourceVersion"].as_str() != Some(current_rv.as_str())
-                    {
-                        status(409, "Conflict")
-                    } else {
-                        let next: u64 = current_rv.parse::<u64>().unwrap_or(0) + 1;
-                        replaced["metadata"]["resourceVersion"] = json!(next.to_string());
-                        *lease = Some(replaced.clone());
-                        (200, replaced)
-                    }
-                }
-                _ => status(405, "MethodNotAllowed"),
-            };
-            Ok::<_, Infallible>(
-                Response::builder()
-                    .status(StatusCode::from_u16(code).unwrap())
-                    .body(Body::from(serde_json::to_vec(&answer).unwrap()))
-                    .unwrap(),
-            )
-        }
-    });
-    Client::new(service, "operators")
-}
+const LEASE_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/operators/leases/vpc-cni-tuner";
 
 /// `run` flags for an in-process operator: admin server on a free loopback port, a short
 /// debounce.
@@ -103,6 +43,19 @@ fn run_args() -> vpc_cni_tuner::cli::RunArgs {
     }
 }
 
+/// Sends the shutdown signal; the operator must exit cleanly within 5 s.
+async fn stop_and_join(
+    stop: tokio::sync::watch::Sender<bool>,
+    operator: tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    stop.send(true).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(5), operator)
+        .await
+        .expect("stops within 5 s of the signal")
+        .expect("task");
+    result.expect("clean exit");
+}
+
 fn config(identity: &str) -> LeaseConfig {
     LeaseConfig {
         namespace: "operators".into(),
@@ -115,7 +68,7 @@ fn config(identity: &str) -> LeaseConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_never_lead_at_once_and_a_released_lease_is_taken_over() {
-    let store = Arc::new(Mutex::new(None));
+    let api = FakeApi::with_names(LEASE_NAMES);
     let (flag_a, flag_b) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),
@@ -123,13 +76,13 @@ async fn two_replicas_never_lead_at_once_and_a_released_lease_is_taken_over() {
     let (stop_a, shutdown_a) = tokio::sync::watch::channel(false);
     let (stop_b, shutdown_b) = tokio::sync::watch::channel(false);
     let a = tokio::spawn(leader::run(
-        Api::namespaced(lease_server(store.clone()), "operators"),
+        Api::namespaced(api.client("operators"), "operators"),
         config("replica-a"),
         flag_a.clone(),
         shutdown_a,
     ));
     let b = tokio::spawn(leader::run(
-        Api::namespaced(lease_server(store.clone()), "operators"),
+        Api::namespaced(api.client("operators"), "operators"),
         config("replica-b"),
         flag_b.clone(),
         shutdown_b,
@@ -165,19 +118,20 @@ async fn two_replicas_never_lead_at_once_and_a_released_lease_is_taken_over() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    support::rbac::assert_none_denied();
+    api.assert_clean();
 }
 
 #[tokio::test]
 async fn lease_decision_respects_expiry() {
     // A lease held by someone else that nobody renews is taken only after it expires.
-    let store = Arc::new(Mutex::new(Some(json!({
+    let fake = FakeApi::with_names(LEASE_NAMES);
+    fake.insert(&json!({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": "vpc-cni-tuner", "namespace": "operators", "resourceVersion": "7"},
         "spec": {"holderIdentity": "gone", "leaseDurationSeconds": 1,
                  "renewTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}
-    }))));
-    let api = Api::namespaced(lease_server(store.clone()), "operators");
+    }));
+    let api = Api::namespaced(fake.client("operators"), "operators");
     assert!(
         !leader::try_acquire_or_renew(&api, &config("me"))
             .await
@@ -189,36 +143,16 @@ async fn lease_decision_respects_expiry() {
             .await
             .unwrap()
     );
-    let holder = store.lock().unwrap().as_ref().unwrap()["spec"]["holderIdentity"].clone();
+    let holder = fake.get(LEASE_PATH).unwrap()["spec"]["holderIdentity"].clone();
     assert_eq!(holder, "me");
+    fake.assert_clean();
 }
 
 #[tokio::test]
 async fn shutdown_stops_the_operator_cleanly() {
     // An API server with no objects; watches end at once (and are retried with backoff).
-    let service = tower::service_fn(|request: Request<Body>| async move {
-        assert_permitted(request.method().as_str(), request.uri(), &DEFAULT_NAMES);
-        let path = request.uri().path().to_owned();
-        let kind = if path.contains("nodenetworkpolicies") {
-            "NodeNetworkPolicyList"
-        } else if path.contains("daemonsets") {
-            "DaemonSetList"
-        } else {
-            "NodeList"
-        };
-        let watch = request
-            .uri()
-            .query()
-            .unwrap_or_default()
-            .contains("watch=true");
-        let body = if watch {
-            Vec::new()
-        } else {
-            serde_json::to_vec(&json!({"apiVersion": "v1", "kind": kind, "metadata": {"resourceVersion": "1"}, "items": []})).unwrap()
-        };
-        Ok::<_, Infallible>(Response::new(Body::from(body)))
-    });
-    let client = Client::new(service, "default");
+    let api = FakeApi::new();
+    let client = api.client("default");
     let args = run_args();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let operator = tokio::spawn(vpc_cni_tuner::operator::run_with_ec2(
@@ -229,67 +163,24 @@ async fn shutdown_stops_the_operator_cleanly() {
         !operator.is_finished(),
         "the operator runs until told to stop"
     );
-    stop.send(true).unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(5), operator)
-        .await
-        .expect("stops within 5 s of the signal")
-        .expect("task");
-    result.expect("clean exit");
-    support::rbac::assert_none_denied();
+    stop_and_join(stop, operator).await;
+    api.assert_clean();
 }
 
 /// SIGTERM while a reconcile is writing: the write in flight completes, the reconcile finishes
 /// (its status patch goes out), and then the operator exits cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_mid_reconcile_finishes_the_reconcile_then_exits() {
-    let (patch_started_tx, mut patch_started) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let status_patched = Arc::new(AtomicBool::new(false));
-    let status_flag = status_patched.clone();
-    let service = tower::service_fn(move |request: Request<Body>| {
-        let patch_started_tx = patch_started_tx.clone();
-        let status_flag = status_flag.clone();
-        async move {
-            assert_permitted(request.method().as_str(), request.uri(), &DEFAULT_NAMES);
-            let path = request.uri().path().to_owned();
-            let query = request.uri().query().unwrap_or_default().to_owned();
-            let method = request.method().clone();
-            let ds = json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
-                "metadata": {"name": "aws-node", "namespace": "kube-system", "resourceVersion": "5"},
-                "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "aws-node",
-                    "image": "x/amazon-k8s-cni:v1.19.2", "env": [{"name": "ENABLE_PREFIX_DELEGATION", "value": "false"}]}]}}}});
-            let policy = json!({"apiVersion": "tuner.vpccni.io/v1alpha1", "kind": "NodeNetworkPolicy",
-                "metadata": {"name": "default", "generation": 1, "resourceVersion": "3",
-                             "creationTimestamp": "2026-01-01T00:00:00Z"}, "spec": {}});
-            let answer: Value = if query.contains("watch=true") {
-                return Ok::<_, Infallible>(Response::new(Body::from(Vec::new())));
-            } else if method == Method::PATCH && path.contains("/daemonsets/") {
-                let _ = patch_started_tx.send(());
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                ds
-            } else if method == Method::PATCH && path.ends_with("/status") {
-                status_flag.store(true, Ordering::Release);
-                policy
-            } else if method == Method::POST {
-                json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"},
-                       "eventTime": "2026-01-01T00:00:00.000000Z"})
-            } else if path.contains("nodenetworkpolicies") {
-                json!({"apiVersion": "tuner.vpccni.io/v1alpha1", "kind": "NodeNetworkPolicyList",
-                       "metadata": {"resourceVersion": "3"}, "items": [policy]})
-            } else if path.contains("daemonsets") {
-                json!({"apiVersion": "apps/v1", "kind": "DaemonSetList", "metadata": {"resourceVersion": "5"}, "items": [ds]})
-            } else {
-                json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {"resourceVersion": "7"}, "items": [
-                    {"metadata": {"name": "n1", "labels": {"node.kubernetes.io/instance-type": "t3.medium"}}}]})
-            };
-            Ok(Response::new(Body::from(
-                serde_json::to_vec(&answer).unwrap(),
-            )))
-        }
-    });
+    let api = FakeApi::new();
+    api.insert(&aws_node_ds(&[("ENABLE_PREFIX_DELEGATION", "false")], &[]));
+    api.insert(&default_policy());
+    api.insert(&json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "n1", "labels": {"node.kubernetes.io/instance-type": "t3.medium"}}}));
+    let mut patch_started = api.hold(Method::PATCH, DS_PATH, Duration::from_millis(500));
     let args = run_args();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let operator = tokio::spawn(vpc_cni_tuner::operator::run_with_ec2(
-        Client::new(service, "default"),
+        api.client("default"),
         args,
         None,
         shutdown,
@@ -297,17 +188,16 @@ async fn shutdown_mid_reconcile_finishes_the_reconcile_then_exits() {
     tokio::time::timeout(Duration::from_secs(10), patch_started.recv())
         .await
         .expect("the reconcile starts writing");
-    stop.send(true).unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(5), operator)
-        .await
-        .expect("stops within 5 s of the signal")
-        .expect("task");
-    result.expect("clean exit");
+    stop_and_join(stop, operator).await;
+    let status_patched = api
+        .requests()
+        .iter()
+        .any(|r| r.method == Method::PATCH && r.path == status_path("default"));
     assert!(
-        status_patched.load(Ordering::Acquire),
+        status_patched,
         "the reconcile in flight finished before exit"
     );
-    support::rbac::assert_none_denied();
+    api.assert_clean();
 }
 
 /// A task that ends before the shutdown signal stops the whole operator with an error: here the
@@ -316,29 +206,14 @@ async fn shutdown_mid_reconcile_finishes_the_reconcile_then_exits() {
 async fn busy_admin_port_stops_the_operator_with_an_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let unavailable = tower::service_fn(|_request: Request<Body>| async {
-        Ok::<_, Infallible>(
-            Response::builder()
-                .status(StatusCode::SERVICE_UNAVAILABLE)
-                .body(Body::from(
-                    serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1",
-                        "status": "Failure", "reason": "ServiceUnavailable", "code": 503}))
-                    .unwrap(),
-                ))
-                .unwrap(),
-        )
-    });
+    let unavailable = FakeApi::new();
+    unavailable.fail_all(503, "ServiceUnavailable");
     let mut args = run_args();
     args.admin_addr = addr;
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
     let result = tokio::time::timeout(
         Duration::from_secs(10),
-        vpc_cni_tuner::operator::run_with_ec2(
-            Client::new(unavailable, "default"),
-            args,
-            None,
-            shutdown,
-        ),
+        vpc_cni_tuner::operator::run_with_ec2(unavailable.client("default"), args, None, shutdown),
     )
     .await
     .expect("the operator stops instead of running without its admin server");

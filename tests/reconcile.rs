@@ -1,56 +1,33 @@
-//! Reconcile scenarios against kube's `tower_test` mocked API server: every request the fleet
-//! reconcile makes is asserted (method, path, field manager, body), and a request nobody
-//! expected hangs the reconcile, which the scenario's timeout turns into a failure.
+//! Reconcile scenarios against the fake API server (`support::fake_api`): every request the
+//! fleet reconcile makes is checked by named step (method, path, body), in order, against the
+//! chart's RBAC and for a forced server-side apply by this operator's field manager; a request
+//! nobody expected fails the scenario.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-
-use http::{Request, Response};
-use kube::Client;
-use kube::client::Body;
 use serde_json::json;
-use support::mock_api::*;
-use vpc_cni_tuner::controller::{Context, ReconcileReport};
-use vpc_cni_tuner::crd::DaemonSetRef;
+use support::fake_api::*;
+use vpc_cni_tuner::controller::ReconcileReport;
+use vpc_cni_tuner::testing::{
+    DEFAULT_ENV, PREFIX_ENV, PREFIX_OWNED, aws_node_ds, default_policy, node, policy,
+};
 
 #[tokio::test]
 async fn first_apply_patches_only_owned_env_then_status() {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = context(Client::new(service, "default"));
-    let ds = aws_node_ds(env(DEFAULT_ENV), &[]);
-    fill(
-        &ctx,
-        vec![policy("default", "2026-01-01T00:00:00Z", json!({}), None)],
-        vec![node("t3.medium", &[]), node("t3.medium", &[])],
-        Some(&ds),
+    let (ctx, api) = MockApi::cluster(
+        vec![node("t3.medium"), node("t3.medium")],
+        Some(&aws_node_ds(DEFAULT_ENV, &[])),
     );
-    let applied = [
-        ("AWS_VPC_K8S_CNI_LOGLEVEL", "DEBUG"),
-        ("ENABLE_PREFIX_DELEGATION", "true"),
-        ("WARM_ENI_TARGET", "1"),
-        ("WARM_PREFIX_TARGET", "1"),
-    ];
-    let (ctx, report) = scenario(
-        ctx,
-        handle,
-        vec![
-            expect(
-                "PATCH",
-                DS_PATH,
-                |body| {
+    let report = api
+        .reconcile(
+            &ctx,
+            vec![
+                apply_env(|body| {
                     assert_eq!(body["apiVersion"], "apps/v1");
                     assert_eq!(body["kind"], "DaemonSet");
-                    assert_eq!(
-                        env_of(body),
-                        [
-                            ("ENABLE_PREFIX_DELEGATION".to_owned(), "true".to_owned()),
-                            ("WARM_PREFIX_TARGET".to_owned(), "1".to_owned())
-                        ]
-                    );
+                    assert_eq!(env_of(body), pairs(PREFIX_ENV));
                     let containers = body["spec"]["template"]["spec"]["containers"]
                         .as_array()
                         .unwrap();
@@ -64,13 +41,8 @@ async fn first_apply_patches_only_owned_env_then_status() {
                     );
                     assert!(body["metadata"].get("labels").is_none());
                     assert!(body["spec"].get("selector").is_none());
-                },
-                ds_response(&applied, PREFIX_OWNED),
-            ),
-            expect(
-                "POST",
-                EVENTS_PATH,
-                |body| {
+                }),
+                event(|body| {
                     assert_eq!(body["reason"], "AwsNodeEnvUpdated");
                     let note = body["note"].as_str().unwrap();
                     assert!(
@@ -78,13 +50,8 @@ async fn first_apply_patches_only_owned_env_then_status() {
                         "{note}"
                     );
                     assert_eq!(body["regarding"]["kind"], "NodeNetworkPolicy");
-                },
-                event_response(),
-            ),
-            expect(
-                "PATCH",
-                status_path("default"),
-                |body| {
+                }),
+                status("default", |body| {
                     let status = &body["status"];
                     assert_eq!(status["matchedNodes"], 2);
                     assert_eq!(status["maxPods"], 110);
@@ -96,12 +63,10 @@ async fn first_apply_patches_only_owned_env_then_status() {
                     assert_eq!(condition(body, "Ready")["status"], "True");
                     assert_eq!(condition(body, "CNIConfigured")["status"], "True");
                     assert_eq!(condition(body, "Conflict")["status"], "False");
-                },
-                echo_policy("default"),
-            ),
-        ],
-    )
-    .await;
+                }),
+            ],
+        )
+        .await;
     assert_eq!(
         report,
         ReconcileReport {
@@ -109,7 +74,17 @@ async fn first_apply_patches_only_owned_env_then_status() {
             statuses_written: 1
         }
     );
-    // The patch response updated the cache: the next pass needs no DaemonSet write.
+    assert_eq!(
+        env_of(&api.daemonset()),
+        pairs(&[
+            ("AWS_VPC_K8S_CNI_LOGLEVEL", "DEBUG"),
+            ("ENABLE_PREFIX_DELEGATION", "true"),
+            ("WARM_ENI_TARGET", "1"),
+            ("WARM_PREFIX_TARGET", "1"),
+        ]),
+        "the other entries are kept"
+    );
+    // The apply's answer updated the cache: the next pass needs no DaemonSet write.
     let (_, plan) = vpc_cni_tuner::controller::plan_now(&ctx);
     assert_eq!(plan.daemonset_write, None);
 }
@@ -118,19 +93,14 @@ async fn first_apply_patches_only_owned_env_then_status() {
 /// the env: a resync makes no request at all.
 #[tokio::test]
 async fn steady_state_resync_makes_no_request() {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = context(Client::new(service, "default"));
     let in_sync = [
         ("ENABLE_PREFIX_DELEGATION", "true"),
         ("WARM_ENI_TARGET", "1"),
         ("WARM_PREFIX_TARGET", "1"),
     ];
-    let ds = aws_node_ds(env(&in_sync), PREFIX_OWNED);
-    fill(
-        &ctx,
-        vec![policy("default", "2026-01-01T00:00:00Z", json!({}), None)],
-        vec![node("t3.medium", &[])],
-        Some(&ds),
+    let (ctx, api) = MockApi::cluster(
+        vec![node("t3.medium")],
+        Some(&aws_node_ds(&in_sync, PREFIX_OWNED)),
     );
     // Compute the status the operator would write, and store it as the current one.
     let (policies, plan) = vpc_cni_tuner::controller::plan_now(&ctx);
@@ -145,63 +115,41 @@ async fn steady_state_resync_makes_no_request() {
     let mut current = (*policies[0]).clone();
     current.status = Some(status);
     ctx.policies.replace_all([("default".to_owned(), current)]);
-    let (_, report) = scenario(ctx, handle, vec![]).await;
+    let report = api.reconcile(&ctx, vec![]).await;
     assert_eq!(report, ReconcileReport::default());
 }
 
 #[tokio::test]
 async fn drift_on_an_owned_var_is_put_back_with_an_event() {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = context(Client::new(service, "default"));
     let drifted = [
         ("ENABLE_PREFIX_DELEGATION", "false"),
         ("WARM_PREFIX_TARGET", "1"),
     ];
-    let ds = aws_node_ds(env(&drifted), PREFIX_OWNED);
-    fill(
-        &ctx,
-        vec![policy("default", "2026-01-01T00:00:00Z", json!({}), None)],
-        vec![node("t3.medium", &[])],
-        Some(&ds),
+    let (ctx, api) = MockApi::cluster(
+        vec![node("t3.medium")],
+        Some(&aws_node_ds(&drifted, PREFIX_OWNED)),
     );
-    let (_, report) = scenario(
-        ctx,
-        handle,
-        vec![
-            expect(
-                "PATCH",
-                DS_PATH,
-                |body| {
+    let report = api
+        .reconcile(
+            &ctx,
+            vec![
+                apply_env(|body| {
                     assert!(
                         env_of(body).contains(&("ENABLE_PREFIX_DELEGATION".into(), "true".into()))
                     );
-                },
-                ds_response(PREFIX_ENV, PREFIX_OWNED),
-            ),
-            expect(
-                "POST",
-                EVENTS_PATH,
-                |body| assert_eq!(body["reason"], "AwsNodeEnvRestored"),
-                event_response(),
-            ),
-            expect(
-                "PATCH",
-                status_path("default"),
-                |_| {},
-                echo_policy("default"),
-            ),
-        ],
-    )
-    .await;
+                }),
+                event(|body| assert_eq!(body["reason"], "AwsNodeEnvRestored")),
+                status("default", |_| {}),
+            ],
+        )
+        .await;
     assert!(report.daemonset_written);
 }
 
 #[tokio::test]
 async fn dry_run_writes_status_only() {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = context(Client::new(service, "default"));
-    let ds = aws_node_ds(env(DEFAULT_ENV), &[]);
-    fill(
+    let (ctx, api) = MockApi::new();
+    api.fill(
         &ctx,
         vec![policy(
             "preview",
@@ -209,33 +157,26 @@ async fn dry_run_writes_status_only() {
             json!({"enforcement": "DryRun"}),
             None,
         )],
-        vec![node("m5.large", &[])],
-        Some(&ds),
+        vec![node("m5.large")],
+        Some(&aws_node_ds(DEFAULT_ENV, &[])),
     );
-    let (_, report) = scenario(
-        ctx,
-        handle,
-        vec![expect(
-            "PATCH",
-            status_path("preview"),
-            |body| {
+    let report = api
+        .reconcile(
+            &ctx,
+            vec![status("preview", |body| {
                 assert_eq!(condition(body, "Ready")["reason"], "DryRun");
                 assert_eq!(condition(body, "CNIConfigured")["status"], "False");
                 assert_eq!(body["status"]["cniEnv"]["ENABLE_PREFIX_DELEGATION"], "true");
-            },
-            echo_policy("preview"),
-        )],
-    )
-    .await;
+            })],
+        )
+        .await;
     assert!(!report.daemonset_written);
 }
 
 #[tokio::test]
 async fn conflicting_policies_oldest_wins_loser_reports_conflict() {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = context(Client::new(service, "default"));
-    let ds = aws_node_ds(env(DEFAULT_ENV), &[]);
-    fill(
+    let (ctx, api) = MockApi::new();
+    api.fill(
         &ctx,
         vec![
             policy(
@@ -252,35 +193,22 @@ async fn conflicting_policies_oldest_wins_loser_reports_conflict() {
             ),
         ],
         vec![
-            node("m5.large", &[("pool", "batch")]),
-            node("t3.medium", &[("pool", "web")]),
+            node("m5.large").with_label("pool", "batch"),
+            node("t3.medium").with_label("pool", "web"),
         ],
-        Some(&ds),
+        Some(&aws_node_ds(DEFAULT_ENV, &[])),
     );
-    let (_, report) = scenario(
-        ctx,
-        handle,
-        vec![
-            expect(
-                "PATCH",
-                DS_PATH,
-                |body| {
+    let report = api
+        .reconcile(
+            &ctx,
+            vec![
+                apply_env(|body| {
                     assert!(
                         env_of(body).contains(&("ENABLE_PREFIX_DELEGATION".into(), "true".into()))
                     )
-                },
-                ds_response(PREFIX_ENV, PREFIX_OWNED),
-            ),
-            expect(
-                "POST",
-                EVENTS_PATH,
-                |body| assert_eq!(body["regarding"]["name"], "web"),
-                event_response(),
-            ),
-            expect(
-                "PATCH",
-                status_path("batch"),
-                |body| {
+                }),
+                event(|body| assert_eq!(body["regarding"]["name"], "web")),
+                status("batch", |body| {
                     let conflict = condition(body, "Conflict");
                     assert_eq!(conflict["status"], "True");
                     assert!(conflict["message"].as_str().unwrap().contains("policy web"));
@@ -288,56 +216,35 @@ async fn conflicting_policies_oldest_wins_loser_reports_conflict() {
                         body["status"]["maxPods"], 110,
                         "m5.large runs with the winner's prefixes"
                     );
-                },
-                echo_policy("batch"),
-            ),
-            expect(
-                "PATCH",
-                status_path("web"),
-                |body| assert_eq!(condition(body, "Conflict")["status"], "False"),
-                echo_policy("web"),
-            ),
-        ],
-    )
-    .await;
+                }),
+                status("web", |body| {
+                    assert_eq!(condition(body, "Conflict")["status"], "False")
+                }),
+            ],
+        )
+        .await;
     assert_eq!(report.statuses_written, 2);
 }
 
 #[tokio::test]
 async fn unknown_instance_type_sets_ready_false_and_leaves_aws_node_alone() {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = context(Client::new(service, "default"));
-    let ds = aws_node_ds(env(DEFAULT_ENV), &[]);
-    fill(
-        &ctx,
-        vec![policy("default", "2026-01-01T00:00:00Z", json!({}), None)],
-        vec![node("m5.large", &[]), node("q9.enormous", &[])],
-        Some(&ds),
+    let (ctx, api) = MockApi::cluster(
+        vec![node("m5.large"), node("q9.enormous")],
+        Some(&aws_node_ds(DEFAULT_ENV, &[])),
     );
-    scenario(
-        ctx,
-        handle,
+    api.reconcile(
+        &ctx,
         vec![
-            expect(
-                "PATCH",
-                status_path("default"),
-                |body| {
-                    let ready = condition(body, "Ready");
-                    assert_eq!(ready["status"], "False");
-                    assert_eq!(ready["reason"], "UnknownInstanceType");
-                    assert!(ready["message"].as_str().unwrap().contains("q9.enormous"));
-                },
-                echo_policy("default"),
-            ),
-            expect(
-                "POST",
-                EVENTS_PATH,
-                |body| {
-                    assert_eq!(body["type"], "Warning");
-                    assert_eq!(body["reason"], "UnknownInstanceType");
-                },
-                event_response(),
-            ),
+            status("default", |body| {
+                let ready = condition(body, "Ready");
+                assert_eq!(ready["status"], "False");
+                assert_eq!(ready["reason"], "UnknownInstanceType");
+                assert!(ready["message"].as_str().unwrap().contains("q9.enormous"));
+            }),
+            event(|body| {
+                assert_eq!(body["type"], "Warning");
+                assert_eq!(body["reason"], "UnknownInstanceType");
+            }),
         ],
     )
     .await;
@@ -345,30 +252,14 @@ async fn unknown_instance_type_sets_ready_false_and_leaves_aws_node_alone() {
 
 #[tokio::test]
 async fn missing_daemonset_sets_ready_false() {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = context(Client::new(service, "default"));
-    fill(
+    let (ctx, api) = MockApi::cluster(vec![node("m5.large")], None);
+    api.reconcile(
         &ctx,
-        vec![policy("default", "2026-01-01T00:00:00Z", json!({}), None)],
-        vec![node("m5.large", &[])],
-        None,
-    );
-    scenario(
-        ctx,
-        handle,
         vec![
-            expect(
-                "PATCH",
-                status_path("default"),
-                |body| assert_eq!(condition(body, "Ready")["reason"], "DaemonSetNotFound"),
-                echo_policy("default"),
-            ),
-            expect(
-                "POST",
-                EVENTS_PATH,
-                |body| assert_eq!(body["reason"], "DaemonSetNotFound"),
-                event_response(),
-            ),
+            status("default", |body| {
+                assert_eq!(condition(body, "Ready")["reason"], "DaemonSetNotFound")
+            }),
+            event(|body| assert_eq!(body["reason"], "DaemonSetNotFound")),
         ],
     )
     .await;
@@ -376,12 +267,10 @@ async fn missing_daemonset_sets_ready_false() {
 
 #[tokio::test]
 async fn status_apply_sends_only_owned_conditions() {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = context(Client::new(service, "default"));
-    let ds = aws_node_ds(env(PREFIX_ENV), PREFIX_OWNED);
+    let (ctx, api) = MockApi::new();
     let foreign = json!({"conditions": [{"type": "example.com/Audited", "status": "True", "reason": "Manual",
         "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
-    fill(
+    api.fill(
         &ctx,
         vec![policy(
             "default",
@@ -389,52 +278,40 @@ async fn status_apply_sends_only_owned_conditions() {
             json!({}),
             Some(foreign),
         )],
-        vec![node("t3.medium", &[])],
-        Some(&ds),
+        vec![node("t3.medium")],
+        Some(&aws_node_ds(PREFIX_ENV, PREFIX_OWNED)),
     );
-    scenario(
-        ctx,
-        handle,
-        vec![expect(
-            "PATCH",
-            status_path("default"),
-            |body| {
-                let types: Vec<_> = body["status"]["conditions"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|c| c["type"].as_str().unwrap().to_owned())
-                    .collect();
-                assert_eq!(types, ["CNIConfigured", "Conflict", "Degraded", "Ready"]);
-            },
-            echo_policy("default"),
-        )],
+    api.reconcile(
+        &ctx,
+        vec![status("default", |body| {
+            let types: Vec<_> = body["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["type"].as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(types, ["CNIConfigured", "Conflict", "Degraded", "Ready"]);
+        })],
     )
     .await;
 }
 
 #[tokio::test]
 async fn a_follower_plans_but_writes_nothing() {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let ctx = Context::new(
-        Client::new(service, "default"),
-        DaemonSetRef::default(),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let ds = aws_node_ds(env(DEFAULT_ENV), &[]);
-    fill(
+    let (ctx, api) = MockApi::follower();
+    api.fill(
         &ctx,
-        vec![policy("default", "2026-01-01T00:00:00Z", json!({}), None)],
-        vec![node("t3.medium", &[])],
-        Some(&ds),
+        vec![default_policy()],
+        vec![node("t3.medium")],
+        Some(&aws_node_ds(DEFAULT_ENV, &[])),
     );
-    let (_, report) = scenario(ctx, handle, vec![]).await;
+    let report = api.reconcile(&ctx, vec![]).await;
     assert_eq!(report, ReconcileReport::default());
 }
 
 mod with_ec2 {
     use super::*;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     use base64::Engine as _;
     use vpc_cni_tuner::aws::Ec2Error;
@@ -513,12 +390,10 @@ mod with_ec2 {
 
     #[tokio::test]
     async fn launch_template_gets_max_pods_and_the_status_reports_it() {
-        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let (ctx, api) = MockApi::new();
         let fake = Arc::new(FakeEc2::default());
-        let ctx =
-            context(Client::new(service, "default")).with_ec2(Arc::new(Provider(fake.clone())));
-        let ds = aws_node_ds(env(PREFIX_ENV), PREFIX_OWNED);
-        fill(
+        let ctx = ctx.with_ec2(Arc::new(Provider(fake.clone())));
+        api.fill(
             &ctx,
             vec![policy(
                 "default",
@@ -526,41 +401,30 @@ mod with_ec2 {
                 json!({"launchTemplates": [{"id": "lt-0abc"}]}),
                 None,
             )],
-            vec![node("t3.medium", &[])],
-            Some(&ds),
+            vec![node("t3.medium")],
+            Some(&aws_node_ds(PREFIX_ENV, PREFIX_OWNED)),
         );
-        let (ctx, _) = scenario(
-            ctx,
-            handle,
+        api.reconcile(
+            &ctx,
             vec![
-                expect(
-                    "POST",
-                    EVENTS_PATH,
-                    |body| {
-                        assert_eq!(body["reason"], "LaunchTemplateUpdated");
-                        let note = body["note"].as_str().unwrap();
-                        assert!(
-                            note.contains("version 1 -> 2 (now default), maxPods unset -> 110"),
-                            "{note}"
-                        );
-                    },
-                    event_response(),
-                ),
-                expect(
-                    "PATCH",
-                    status_path("default"),
-                    |body| {
-                        let lt = &body["status"]["launchTemplates"][0];
-                        assert_eq!(lt["id"], "lt-0abc");
-                        assert_eq!(lt["versionRead"], 1);
-                        assert_eq!(lt["versionWritten"], 2);
-                        assert_eq!(lt["maxPodsWanted"], 110);
-                        assert_eq!(lt["format"], "AL2");
-                        assert_eq!(lt["inSync"], true);
-                        assert_eq!(condition(body, "LaunchTemplatesSynced")["status"], "True");
-                    },
-                    echo_policy("default"),
-                ),
+                event(|body| {
+                    assert_eq!(body["reason"], "LaunchTemplateUpdated");
+                    let note = body["note"].as_str().unwrap();
+                    assert!(
+                        note.contains("version 1 -> 2 (now default), maxPods unset -> 110"),
+                        "{note}"
+                    );
+                }),
+                status("default", |body| {
+                    let lt = &body["status"]["launchTemplates"][0];
+                    assert_eq!(lt["id"], "lt-0abc");
+                    assert_eq!(lt["versionRead"], 1);
+                    assert_eq!(lt["versionWritten"], 2);
+                    assert_eq!(lt["maxPodsWanted"], 110);
+                    assert_eq!(lt["format"], "AL2");
+                    assert_eq!(lt["inSync"], true);
+                    assert_eq!(condition(body, "LaunchTemplatesSynced")["status"], "True");
+                }),
             ],
         )
         .await;
@@ -575,49 +439,33 @@ mod with_ec2 {
                 .contains("--max-pods=110")
         );
         assert_eq!(*fake.defaults.lock().unwrap(), vec![2]);
-        drop(ctx);
     }
 
     #[tokio::test]
     async fn unknown_instance_types_are_looked_up_live() {
-        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let fake = Arc::new(FakeEc2::default());
-        let ctx =
-            context(Client::new(service, "default")).with_ec2(Arc::new(Provider(fake.clone())));
-        let ds = aws_node_ds(env(DEFAULT_ENV), &[]);
-        fill(
-            &ctx,
-            vec![policy("default", "2026-01-01T00:00:00Z", json!({}), None)],
-            vec![node("zz9.huge", &[]), node("zz9.huge", &[])],
-            Some(&ds),
+        let (ctx, api) = MockApi::cluster(
+            vec![node("zz9.huge"), node("zz9.huge")],
+            Some(&aws_node_ds(DEFAULT_ENV, &[])),
         );
-        let (ctx, report) = scenario(
-            ctx,
-            handle,
-            vec![
-                expect(
-                    "PATCH",
-                    DS_PATH,
-                    |_| {},
-                    ds_response(PREFIX_ENV, PREFIX_OWNED),
-                ),
-                expect("POST", EVENTS_PATH, |_| {}, event_response()),
-                expect(
-                    "PATCH",
-                    status_path("default"),
-                    |body| {
+        let fake = Arc::new(FakeEc2::default());
+        let ctx = ctx.with_ec2(Arc::new(Provider(fake.clone())));
+        let report = api
+            .reconcile(
+                &ctx,
+                vec![
+                    apply_env(|_| {}),
+                    event(|_| {}),
+                    status("default", |body| {
                         assert_eq!(condition(body, "Ready")["status"], "True");
                         assert_eq!(
                             body["status"]["instanceTypes"][0]["instanceType"],
                             "zz9.huge"
                         );
                         assert_eq!(body["status"]["maxPods"], 110);
-                    },
-                    echo_policy("default"),
-                ),
-            ],
-        )
-        .await;
+                    }),
+                ],
+            )
+            .await;
         assert!(report.daemonset_written);
         assert_eq!(
             *fake.type_lookups.lock().unwrap(),

@@ -1,22 +1,7 @@
 use super::*;
 use crate::crd::{MaxPods, MaxPodsPolicy, PrefixDelegation};
+use crate::testing::{DEFAULT_ENV, aws_node_ds, node};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-
-fn node(instance_type: &str, capacity: Option<u32>) -> NodeFacts {
-    NodeFacts {
-        labels: BTreeMap::from([
-            (labels::INSTANCE_TYPE.to_owned(), instance_type.to_owned()),
-            (labels::OS.to_owned(), "linux".to_owned()),
-        ]),
-        capacity_pods: capacity,
-        instance_id: None,
-    }
-}
-
-fn with_label(mut node: NodeFacts, key: &str, value: &str) -> NodeFacts {
-    node.labels.insert(key.to_owned(), value.to_owned());
-    node
-}
 
 fn env(entries: &[(&str, &str)]) -> Vec<EnvEntry> {
     entries
@@ -29,25 +14,10 @@ fn env(entries: &[(&str, &str)]) -> Vec<EnvEntry> {
         .collect()
 }
 
+/// The facts of the shared aws-node fixture with this literal env, `owned` by the operator.
 fn aws_node(entries: &[(&str, &str)], owned: &[&str]) -> AwsNodeFacts {
-    AwsNodeFacts {
-        reference: DaemonSetRef::default(),
-        image: Some(
-            "602401143452.dkr.ecr.us-west-2.amazonaws.com/amazon-k8s-cni:v1.19.2-eksbuild.1"
-                .to_owned(),
-        ),
-        container_found: true,
-        env: env(entries),
-        owned_env: owned.iter().map(|s| (*s).to_owned()).collect(),
-        eks_addon: false,
-    }
+    crate::controller::facts::aws_node_facts(&aws_node_ds(entries, owned))
 }
-
-const DEFAULT_ENV: &[(&str, &str)] = &[
-    ("AWS_VPC_K8S_CNI_LOGLEVEL", "DEBUG"),
-    ("ENABLE_PREFIX_DELEGATION", "false"),
-    ("WARM_ENI_TARGET", "1"),
-];
 
 struct Fixture {
     specs: Vec<(&'static str, &'static str, NodeNetworkPolicySpec)>,
@@ -103,7 +73,10 @@ fn condition<'a>(plan: &'a PolicyPlan, type_: &str) -> &'a ConditionPlan {
 #[test]
 fn first_apply_sets_prefix_delegation_for_t3_medium() {
     let fixture = Fixture::new(
-        vec![node("t3.medium", Some(17)), node("t3.medium", Some(110))],
+        vec![
+            node("t3.medium").with_capacity(17),
+            node("t3.medium").with_capacity(110),
+        ],
         Some(aws_node(DEFAULT_ENV, &[])),
     );
     let plan = fixture.plan();
@@ -143,7 +116,7 @@ fn first_apply_sets_prefix_delegation_for_t3_medium() {
 #[test]
 fn steady_state_writes_nothing() {
     let fixture = Fixture::new(
-        vec![node("t3.medium", Some(110))],
+        vec![node("t3.medium").with_capacity(110)],
         Some(aws_node(
             &[
                 ("AWS_VPC_K8S_CNI_LOGLEVEL", "DEBUG"),
@@ -162,7 +135,7 @@ fn steady_state_writes_nothing() {
 #[test]
 fn drift_on_an_owned_var_is_repaired_and_marked() {
     let fixture = Fixture::new(
-        vec![node("t3.medium", None)],
+        vec![node("t3.medium")],
         Some(aws_node(
             &[
                 ("ENABLE_PREFIX_DELEGATION", "false"),
@@ -186,7 +159,7 @@ fn drift_on_an_owned_var_is_repaired_and_marked() {
 #[test]
 fn vars_the_operator_no_longer_wants_are_dropped_from_its_apply() {
     let fixture = Fixture::new(
-        vec![node("t3.medium", None)],
+        vec![node("t3.medium")],
         Some(aws_node(
             &[
                 ("ENABLE_PREFIX_DELEGATION", "true"),
@@ -209,7 +182,7 @@ fn vars_the_operator_no_longer_wants_are_dropped_from_its_apply() {
 #[test]
 fn foreign_warm_ip_target_is_reported_not_touched() {
     let fixture = Fixture::new(
-        vec![node("t3.medium", None)],
+        vec![node("t3.medium")],
         Some(aws_node(
             &[
                 ("ENABLE_PREFIX_DELEGATION", "true"),
@@ -234,8 +207,8 @@ fn foreign_warm_ip_target_is_reported_not_touched() {
 fn older_policy_wins_and_the_loser_gets_conflict_naming_it() {
     let mut fixture = Fixture::new(
         vec![
-            with_label(node("t3.medium", None), "pool", "a"),
-            with_label(node("m5.large", None), "pool", "b"),
+            node("t3.medium").with_label("pool", "a"),
+            node("m5.large").with_label("pool", "b"),
         ],
         Some(aws_node(DEFAULT_ENV, &[])),
     );
@@ -295,10 +268,7 @@ fn older_policy_wins_and_the_loser_gets_conflict_naming_it() {
 
 #[test]
 fn same_created_time_breaks_ties_by_name() {
-    let mut fixture = Fixture::new(
-        vec![node("m5.large", None)],
-        Some(aws_node(DEFAULT_ENV, &[])),
-    );
+    let mut fixture = Fixture::new(vec![node("m5.large")], Some(aws_node(DEFAULT_ENV, &[])));
     fixture.specs = vec![
         (
             "b",
@@ -321,10 +291,7 @@ fn same_created_time_breaks_ties_by_name() {
 
 #[test]
 fn dry_run_computes_and_writes_nothing() {
-    let mut fixture = Fixture::new(
-        vec![node("m5.large", None)],
-        Some(aws_node(DEFAULT_ENV, &[])),
-    );
+    let mut fixture = Fixture::new(vec![node("m5.large")], Some(aws_node(DEFAULT_ENV, &[])));
     fixture.specs[0].2.enforcement = Enforcement::DryRun;
     let plan = fixture.plan();
     assert_eq!(plan.daemonset_write, None);
@@ -343,7 +310,7 @@ fn dry_run_computes_and_writes_nothing() {
 #[test]
 fn unknown_instance_type_blocks_with_a_reason() {
     let fixture = Fixture::new(
-        vec![node("m5.large", None), node("zz9.mega", None)],
+        vec![node("m5.large"), node("zz9.mega")],
         Some(aws_node(DEFAULT_ENV, &[])),
     );
     let plan = fixture.plan();
@@ -356,10 +323,7 @@ fn unknown_instance_type_blocks_with_a_reason() {
 
 #[test]
 fn live_facts_fill_in_unknown_types() {
-    let fixture = Fixture::new(
-        vec![node("zz9.mega", None)],
-        Some(aws_node(DEFAULT_ENV, &[])),
-    );
+    let fixture = Fixture::new(vec![node("zz9.mega")], Some(aws_node(DEFAULT_ENV, &[])));
     let managed = DaemonSetRef::default();
     let catalog = InstanceCatalog::embedded();
     let mut extra = BTreeMap::new();
@@ -387,7 +351,7 @@ fn live_facts_fill_in_unknown_types() {
 
 #[test]
 fn missing_daemonset_is_not_ready_and_writes_nothing() {
-    let fixture = Fixture::new(vec![node("m5.large", None)], None);
+    let fixture = Fixture::new(vec![node("m5.large")], None);
     let plan = fixture.plan();
     assert_eq!(plan.daemonset_write, None);
     let ready = condition(&plan.policies["default"], "Ready");
@@ -402,12 +366,12 @@ fn missing_daemonset_is_not_ready_and_writes_nothing() {
 fn nodes_the_vpc_cni_does_not_serve_are_counted_by_reason() {
     let fixture = Fixture::new(
         vec![
-            node("m5.large", None),
-            with_label(node("m5.large", None), labels::COMPUTE_TYPE, "fargate"),
-            with_label(node("m5.large", None), labels::COMPUTE_TYPE, "hybrid"),
-            with_label(node("m5.large", None), labels::OS, "windows"),
+            node("m5.large"),
+            node("m5.large").with_label(labels::COMPUTE_TYPE, "fargate"),
+            node("m5.large").with_label(labels::COMPUTE_TYPE, "hybrid"),
+            node("m5.large").with_label(labels::OS, "windows"),
             NodeFacts::default(),
-            with_label(NodeFacts::default(), labels::INSTANCE_TYPE, " "),
+            NodeFacts::default().with_label(labels::INSTANCE_TYPE, " "),
         ],
         Some(aws_node(DEFAULT_ENV, &[])),
     );
@@ -444,7 +408,7 @@ fn env_from_configmap_or_duplicates_block_the_write() {
         (duplicate, "DuplicateEnv"),
         (no_container, "AwsNodeContainerMissing"),
     ] {
-        let plan = Fixture::new(vec![node("t3.medium", None)], Some(ds)).plan();
+        let plan = Fixture::new(vec![node("t3.medium")], Some(ds)).plan();
         assert_eq!(plan.daemonset_write, None, "{reason}");
         let ready = condition(&plan.policies["default"], "Ready");
         assert_eq!((ready.status, ready.reason.as_str()), (false, reason));
@@ -466,7 +430,7 @@ fn mixed_fleets() {
         if ipv6 {
             ds.env.extend(env(&[("ENABLE_IPv6", "true")]));
         }
-        let nodes = types.iter().map(|t| node(t, None)).collect();
+        let nodes = types.iter().map(|t| node(t)).collect();
         let plan = Fixture::new(nodes, Some(ds)).plan();
         let policy = &plan.policies["default"];
         assert_eq!(policy.max_pods, Some(max_pods), "{types:?}");
@@ -479,7 +443,7 @@ fn mixed_fleets() {
 fn ipv6_with_a_xen_node_is_not_ready() {
     let mut ds = aws_node(DEFAULT_ENV, &[]);
     ds.env.extend(env(&[("ENABLE_IPv6", "true")]));
-    let plan = Fixture::new(vec![node("m4.large", None)], Some(ds)).plan();
+    let plan = Fixture::new(vec![node("m4.large")], Some(ds)).plan();
     let ready = condition(&plan.policies["default"], "Ready");
     assert_eq!(
         (ready.status, ready.reason.as_str()),
@@ -492,7 +456,7 @@ fn ipv6_with_a_xen_node_is_not_ready() {
 fn unparsable_image_tag_is_reported_not_fatal() {
     let mut ds = aws_node(DEFAULT_ENV, &[]);
     ds.image = Some("mirror.local/amazon-k8s-cni:latest".into());
-    let plan = Fixture::new(vec![node("t3.medium", None)], Some(ds)).plan();
+    let plan = Fixture::new(vec![node("t3.medium")], Some(ds)).plan();
     let policy = &plan.policies["default"];
     assert_eq!(policy.cni_version, None);
     assert!(condition(policy, "Ready").status);
@@ -503,10 +467,7 @@ fn unparsable_image_tag_is_reported_not_fatal() {
 
 #[test]
 fn invalid_spec_names_the_field() {
-    let mut fixture = Fixture::new(
-        vec![node("t3.medium", None)],
-        Some(aws_node(DEFAULT_ENV, &[])),
-    );
+    let mut fixture = Fixture::new(vec![node("t3.medium")], Some(aws_node(DEFAULT_ENV, &[])));
     fixture.specs[0].2.max_pods = MaxPods {
         policy: MaxPodsPolicy::Fixed,
         value: Some(500),
@@ -548,9 +509,9 @@ fn invalid_spec_names_the_field() {
 fn selector_picks_its_nodes_only() {
     let mut fixture = Fixture::new(
         vec![
-            with_label(node("t3.medium", None), "team", "a"),
-            with_label(node("m5.large", None), "team", "b"),
-            node("c5.large", None),
+            node("t3.medium").with_label("team", "a"),
+            node("m5.large").with_label("team", "b"),
+            node("c5.large"),
         ],
         Some(aws_node(DEFAULT_ENV, &[])),
     );
@@ -583,7 +544,7 @@ fn owning_env_on_an_eks_managed_aws_node_is_degraded_with_the_fix() {
     for (eks_addon, want_warning) in [(true, true), (false, false)] {
         let mut ds = aws_node(env, &[]);
         ds.eks_addon = eks_addon;
-        let fixture = Fixture::new(vec![node("m5.large", None)], Some(ds));
+        let fixture = Fixture::new(vec![node("m5.large")], Some(ds));
         let plan = fixture.plan();
         assert!(plan.daemonset_write.is_some(), "the env is still written");
         let degraded = condition(&plan.policies["default"], "Degraded");

@@ -6,9 +6,9 @@ pub mod argocd;
 pub mod chart;
 pub mod crd_schema;
 pub mod envtest;
+pub mod fake_api;
 pub mod fleet;
 pub mod launch_templates;
-pub mod mock_api;
 pub mod operator;
 pub mod rbac;
 
