@@ -1,4 +1,7 @@
-//! The command line. Parsing and rendering only: every answer comes from [`crate::engine`].
+//! The command line. Parsing and rendering only: every answer comes from [`crate::engine`]
+//! (and [`crate::karpenter`] for NodePools).
+
+mod karpenter;
 
 use std::io::Write;
 
@@ -86,6 +89,12 @@ pub struct RunArgs {
     /// chain (`AWS_ENDPOINT_URL_EC2`, `AWS_ENDPOINT_URL`), else the region's public endpoint.
     #[arg(long)]
     pub ec2_endpoint_url: Option<String>,
+
+    /// Manage Karpenter EC2NodeClasses that policies list (`spec.karpenter.ec2NodeClasses`):
+    /// watch NodePools and EC2NodeClasses once a policy lists one, and write their kubelet
+    /// maxPods. Needs the RBAC the chart grants with `karpenter.enabled=true`.
+    #[arg(long)]
+    pub karpenter: bool,
 }
 
 fn parse_daemonset_ref(value: &str) -> Result<crate::crd::DaemonSetRef, String> {
@@ -127,8 +136,17 @@ pub enum MaxPodsPolicyArg {
 #[derive(Debug, Args)]
 pub struct RecommendArgs {
     /// Instance types of one node group (space or comma separated), e.g. t3.medium m5.large.
-    #[arg(required = true, value_name = "INSTANCE_TYPE", value_delimiter = ',')]
+    #[arg(
+        required_unless_present = "karpenter_nodepool",
+        value_name = "INSTANCE_TYPE",
+        value_delimiter = ','
+    )]
     pub instance_types: Vec<String>,
+
+    /// A Karpenter NodePool YAML file (`-`: stdin): the maxPods its EC2NodeClass should carry
+    /// for every instance type its requirements allow, and the type that bounds it.
+    #[arg(long, value_name = "FILE", conflicts_with = "instance_types")]
+    pub karpenter_nodepool: Option<String>,
 
     /// ENABLE_PREFIX_DELEGATION: auto turns it on when it raises maxPods for a Nitro type.
     #[arg(long, value_enum, default_value = "auto")]
@@ -241,6 +259,8 @@ pub enum CliError {
     Render(String),
     #[error("cannot write output: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Input(String),
 }
 
 fn unknown_list(unknown: &[UnknownInstanceType]) -> String {
@@ -288,6 +308,9 @@ pub fn recommend(
     catalog: &InstanceCatalog,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
+    if let Some(path) = &args.karpenter_nodepool {
+        return karpenter::recommend_node_pools(args, path, catalog, out);
+    }
     let mut names: Vec<String> = Vec::with_capacity(args.instance_types.len());
     for name in &args.instance_types {
         let name = name.trim().to_ascii_lowercase();

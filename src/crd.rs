@@ -14,9 +14,11 @@ pub const FIELD_MANAGER: &str = "vpc-cni-tuner";
 
 /// Condition types this operator owns in `status.conditions`; others are left alone.
 pub mod condition;
+pub mod karpenter;
 pub mod manifest;
 pub mod status;
 
+pub use karpenter::{KarpenterSpec, NodeClassStatus};
 pub use status::{InstanceTypeStatus, LaunchTemplateStatus, NodeNetworkPolicyStatus};
 
 /// What the operator should manage for the nodes a selector picks.
@@ -67,6 +69,9 @@ pub struct NodeNetworkPolicySpec {
     /// EC2 launch templates whose user data gets this policy's kubelet maxPods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub launch_templates: Vec<LaunchTemplateSpec>,
+    /// Karpenter EC2NodeClasses whose kubelet maxPods this policy manages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub karpenter: Option<KarpenterSpec>,
     /// The aws-node DaemonSet whose env this policy manages.
     #[serde(default)]
     pub daemon_set: DaemonSetRef,

@@ -20,6 +20,7 @@ pub mod controller;
 pub mod crd;
 pub mod engine;
 pub mod instance;
+pub mod karpenter;
 #[cfg(feature = "operator")]
 pub mod leader;
 #[cfg(feature = "operator")]

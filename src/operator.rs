@@ -42,8 +42,9 @@ pub async fn run_with_ec2(
     let leader_flag = Arc::new(AtomicBool::new(!args.leader_elect));
     let mut ctx = Context::new(client.clone(), args.daemonset.clone(), leader_flag.clone());
     ctx.ec2 = ec2;
+    ctx.karpenter.enabled = args.karpenter;
     let ctx = Arc::new(ctx);
-    info!(daemonset = %args.daemonset, leader_elect = args.leader_elect, "starting vpc-cni-tuner");
+    info!(daemonset = %args.daemonset, leader_elect = args.leader_elect, karpenter = args.karpenter, "starting vpc-cni-tuner");
 
     // One stop signal for every task: the caller's shutdown, or a task that ended unexpectedly.
     let (stop, stopped) = watch::channel(false);

@@ -55,6 +55,7 @@ fn everything_on() -> Value {
                        "resyncSeconds": 60, "debounceMillis": 200},
         "aws": {"region": "eu-west-1", "ec2EndpointUrl": "https://ec2.eu-west-1.amazonaws.com"},
         "admissionPolicies": {"enabled": true},
+        "karpenter": {"enabled": true},
         "serviceAccount": {"name": "tuner",
                            "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/vpc-cni-tuner"}},
         "crds": {"install": true, "keep": false},
@@ -397,10 +398,16 @@ fn grants(objects: &[Value]) -> BTreeSet<Grant> {
 }
 
 /// The grants `API_CALLS` needs for these names.
-fn needed(leader: bool, daemonset: (&str, &str), lease: (&str, &str)) -> BTreeSet<Grant> {
+fn needed(
+    leader: bool,
+    karpenter: bool,
+    daemonset: (&str, &str),
+    lease: (&str, &str),
+) -> BTreeSet<Grant> {
     API_CALLS
         .iter()
         .filter(|call| leader || !call.leader_election_only)
+        .filter(|call| karpenter || !call.karpenter_only)
         .map(|call| {
             let place = match call.scope {
                 Scope::Cluster => "cluster".to_owned(),
@@ -446,7 +453,8 @@ fn rbac_grants_exactly_the_declared_api_calls() {
     for (values, leader, daemonset, lease) in cases {
         let objects = render(&values);
         let granted = grants(&objects);
-        let wanted = needed(leader, daemonset, lease);
+        let karpenter = values["karpenter"]["enabled"] == true;
+        let wanted = needed(leader, karpenter, daemonset, lease);
         let missing: Vec<_> = wanted.difference(&granted).collect();
         let extra: Vec<_> = granted.difference(&wanted).collect();
         assert!(missing.is_empty(), "{values}: RBAC lacks {missing:?}");

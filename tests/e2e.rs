@@ -19,7 +19,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{EnvVar, Node};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::envtest::ApiServer;
@@ -1393,4 +1395,259 @@ async fn eks_addon_update_conflict_is_explained_in_the_status() {
         }
         other => panic!("an add-on update with NONE conflicts with the operator: {other:?}"),
     }
+}
+
+/// Karpenter: a policy listing an EC2NodeClass before Karpenter's CRDs exist says so and stays
+/// Ready; once they exist, the operator writes the node class's `spec.kubelet.maxPods` (the
+/// policy's maxPods for the smallest type the NodePool allows, with the prefix delegation it set
+/// on aws-node), owns that field alone, writes nothing in steady state, follows a NodePool
+/// change, and reports a NodePool whose types spread widely.
+#[tokio::test]
+async fn karpenter_node_classes_follow_their_node_pools() {
+    let Some(cluster) = Cluster::start_with(json!({"karpenter": {"enabled": true}}), "helm").await
+    else {
+        return;
+    };
+    cluster
+        .node(
+            "n-1",
+            json!({"node.kubernetes.io/instance-type": "m5.large"}),
+        )
+        .await;
+    for name in ["karpenter-1", "karpenter-2"] {
+        cluster
+            .node(
+                name,
+                json!({"node.kubernetes.io/instance-type": "c6g.large",
+                       "karpenter.sh/nodepool": "general",
+                       "karpenter.k8s.aws/ec2nodeclass": "default"}),
+            )
+            .await;
+    }
+    cluster
+        .policy(
+            "all",
+            json!({"karpenter": {"ec2NodeClasses": ["default", "wide"]}}),
+        )
+        .await;
+    let operator = cluster.operator("tuner-0", &[]);
+
+    // No Karpenter CRDs: a condition says so; the aws-node env is still managed.
+    let policy = eventually("KarpenterNotInstalled", CONVERGE, &[&operator], || async {
+        let p = cluster.get_policy("all").await;
+        condition_of(&p, condition::KARPENTER_SYNCED)
+            .filter(|c| c.reason == "KarpenterNotInstalled")
+            .map(|_| p.clone())
+    })
+    .await;
+    assert!(is_true(&policy, condition::READY));
+    assert_eq!(
+        cluster
+            .env_value("ENABLE_PREFIX_DELEGATION")
+            .await
+            .as_deref(),
+        Some("true")
+    );
+
+    // Karpenter arrives: its CRDs, a node class a person wrote (maxPods 110, more than a
+    // c6g.medium's 8 IPs without prefixes), and NodePools.
+    kubectl_ok(
+        &cluster.api,
+        &[
+            "apply",
+            "-f",
+            &format!("{ROOT}/tests/fixtures/karpenter/crds.yaml"),
+        ],
+    );
+    kubectl_ok(
+        &cluster.api,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/nodepools.karpenter.sh",
+            "crd/ec2nodeclasses.karpenter.k8s.aws",
+        ],
+    );
+    let class = |name: &str| {
+        json!({"apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass",
+            "metadata": {"name": name},
+            "spec": {"role": "KarpenterNodeRole-prod",
+                     "amiSelectorTerms": [{"alias": "al2023@latest"}],
+                     "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": "prod"}}],
+                     "kubelet": {"maxPods": 110, "systemReserved": {"cpu": "100m"}}}})
+    };
+    let wide_pool = json!({"apiVersion": "karpenter.sh/v1", "kind": "NodePool",
+        "metadata": {"name": "wide"},
+        "spec": {"template": {"spec": {
+            "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "wide"},
+            "requirements": [
+                {"key": "karpenter.k8s.aws/instance-category", "operator": "In", "values": ["c"]},
+                {"key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"]}]}}}});
+    apply_objects(
+        &cluster.api,
+        &cluster.logs,
+        &[class("default"), class("wide"), wide_pool],
+        &[],
+    );
+    kubectl_ok(
+        &cluster.api,
+        &[
+            "apply",
+            "-f",
+            &format!("{ROOT}/tests/fixtures/karpenter/nodepool.yaml"),
+        ],
+    );
+    let classes: Api<DynamicObject> = Api::all_with(
+        cluster.admin.clone(),
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "karpenter.k8s.aws",
+            "v1",
+            "EC2NodeClass",
+        )),
+    );
+    let max_pods = |o: &DynamicObject| o.data["spec"]["kubelet"]["maxPods"].as_i64();
+    // Prefix delegation is on (Auto, for m5.large); the smallest type NodePool general allows
+    // carries 2 ENIs x (4 - 1) x 16 + 2 = 98 pods.
+    let written = eventually(
+        "EC2NodeClass default maxPods 98",
+        CONVERGE,
+        &[&operator],
+        || async {
+            let o = classes.get("default").await.ok()?;
+            (max_pods(&o) == Some(98)).then_some(o)
+        },
+    )
+    .await;
+    let spec = &written.data["spec"];
+    assert_eq!(
+        spec["role"], "KarpenterNodeRole-prod",
+        "foreign fields untouched"
+    );
+    assert_eq!(
+        spec["amiSelectorTerms"],
+        json!([{"alias": "al2023@latest"}])
+    );
+    assert_eq!(spec["kubelet"]["systemReserved"], json!({"cpu": "100m"}));
+    let ours: Vec<_> = written
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|f| f.manager.as_deref() == Some("vpc-cni-tuner"))
+        .collect();
+    assert_eq!(ours.len(), 1);
+    assert_eq!(
+        ours[0].fields_v1.as_ref().unwrap().0,
+        json!({"f:spec": {"f:kubelet": {"f:maxPods": {}}}}),
+        "the operator owns spec.kubelet.maxPods and nothing else"
+    );
+
+    let policy = eventually("node class statuses", CONVERGE, &[&operator], || async {
+        let p = cluster.get_policy("all").await;
+        let s = p.status.as_ref()?;
+        (s.ec2_node_classes.len() == 2
+            && s.ec2_node_classes.iter().all(|c| c.in_sync)
+            && is_true(&p, condition::KARPENTER_SYNCED))
+        .then_some(p)
+    })
+    .await;
+    let status = policy.status.clone().unwrap();
+    let default = &status.ec2_node_classes[0];
+    assert_eq!(default.name, "default");
+    assert_eq!(default.node_pools, ["general"]);
+    assert_eq!(default.max_pods_wanted, Some(98));
+    assert_eq!(default.max_pods_found, Some(98));
+    assert_eq!(
+        default.bounding_instance_type.as_deref(),
+        Some("c6g.medium")
+    );
+    assert_eq!(
+        (default.nodes, default.nodes_behind),
+        (2, 2),
+        "Karpenter replaces them"
+    );
+    let wide = &status.ec2_node_classes[1];
+    assert_eq!(wide.max_pods_wanted, Some(98));
+    assert_eq!(wide.pods_lost_on_largest, 250 - 98);
+    let degraded = condition_of(&policy, condition::DEGRADED).unwrap();
+    assert_eq!(degraded.status, "True");
+    assert!(
+        degraded.message.contains("EC2NodeClass wide") && degraded.message.contains("split"),
+        "{}",
+        degraded.message
+    );
+    let events = cluster.events("all").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("EC2NodeClassUpdated")
+                && e.note
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("default: spec.kubelet.maxPods 110 -> 98")),
+        "{events:?}"
+    );
+
+    // Steady state: another node of a known type triggers a reconcile that writes nothing.
+    let version = |o: &DynamicObject| o.metadata.resource_version.clone();
+    let before = version(&classes.get("default").await.unwrap());
+    let wide_before = version(&classes.get("wide").await.unwrap());
+    let policy_before = cluster.get_policy("all").await.metadata.resource_version;
+    cluster
+        .node(
+            "n-2",
+            json!({"node.kubernetes.io/instance-type": "m5.large"}),
+        )
+        .await;
+    eventually(
+        "the new node is counted",
+        CONVERGE,
+        &[&operator],
+        || async {
+            let p = cluster.get_policy("all").await;
+            (p.status.as_ref()?.matched_nodes == 4).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(version(&classes.get("default").await.unwrap()), before);
+    assert_eq!(version(&classes.get("wide").await.unwrap()), wide_before);
+    assert_ne!(
+        cluster.get_policy("all").await.metadata.resource_version,
+        policy_before
+    );
+
+    // The NodePool now allows 4 vCPUs and more only: the value follows (capped at 110).
+    let pools: Api<DynamicObject> = Api::all_with(
+        cluster.admin.clone(),
+        &ApiResource::from_gvk(&GroupVersionKind::gvk("karpenter.sh", "v1", "NodePool")),
+    );
+    let mut general = pools.get("general").await.unwrap();
+    let requirements = general.data["spec"]["template"]["spec"]["requirements"]
+        .as_array_mut()
+        .unwrap();
+    requirements.retain(|r| r["key"] != "karpenter.k8s.aws/instance-cpu");
+    requirements
+        .push(json!({"key": "karpenter.k8s.aws/instance-cpu", "operator": "Gt", "values": ["3"]}));
+    general.metadata.managed_fields = None;
+    pools
+        .replace("general", &PostParams::default(), &general)
+        .await
+        .unwrap();
+    eventually(
+        "EC2NodeClass default maxPods 110",
+        CONVERGE,
+        &[&operator],
+        || async {
+            let o = classes.get("default").await.ok()?;
+            (max_pods(&o) == Some(110)).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        operator
+            .log()
+            .contains("watching NodePools and EC2NodeClasses")
+    );
 }

@@ -40,6 +40,7 @@ fn run_args() -> vpc_cni_tuner::cli::RunArgs {
         log_format: vpc_cni_tuner::cli::LogFormat::Text,
         aws_region: None,
         ec2_endpoint_url: None,
+        karpenter: false,
     }
 }
 

@@ -71,6 +71,7 @@ async fn first_apply_patches_only_owned_env_then_status() {
         report,
         ReconcileReport {
             daemonset_written: true,
+            node_classes_written: 0,
             statuses_written: 1
         }
     );

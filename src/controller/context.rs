@@ -9,6 +9,7 @@ use kube::Client;
 use kube::runtime::events::Reporter;
 
 use super::cache::ProjectedCache;
+use super::karpenter::KarpenterState;
 use super::launch_templates::SyncCache;
 use crate::aws::Ec2Provider;
 use crate::crd::{DaemonSetRef, FIELD_MANAGER, NodeNetworkPolicy};
@@ -37,6 +38,8 @@ pub struct Context {
     pub template_cache: SyncCache,
     /// How often an unchanged launch template is checked again.
     pub template_ttl: Duration,
+    /// NodePools and EC2NodeClasses, with `--karpenter`.
+    pub karpenter: KarpenterState,
     /// When each unknown instance type was last looked up live, and whether EC2 knew it.
     pub(super) type_lookups: std::sync::Mutex<std::collections::HashMap<String, (Instant, bool)>>,
 }
@@ -61,6 +64,7 @@ impl Context {
             ec2: None,
             template_cache: SyncCache::default(),
             template_ttl: Duration::from_secs(300),
+            karpenter: KarpenterState::default(),
             type_lookups: Default::default(),
         }
     }
@@ -71,9 +75,13 @@ impl Context {
         self
     }
 
-    /// All watch caches have their first full list.
+    /// All watch caches have their first full list (the Karpenter ones, once started, or
+    /// know why they cannot have it).
     pub fn caches_ready(&self) -> bool {
-        self.policies.is_ready() && self.nodes.is_ready() && self.aws_node.is_ready()
+        self.policies.is_ready()
+            && self.nodes.is_ready()
+            && self.aws_node.is_ready()
+            && self.karpenter.settled()
     }
 
     pub(super) fn aws_node_key(&self) -> String {

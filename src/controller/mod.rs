@@ -12,6 +12,7 @@ pub mod context;
 pub mod error;
 pub mod facts;
 pub mod instance_lookup;
+pub mod karpenter;
 pub mod launch_templates;
 pub mod permissions;
 pub mod status;
@@ -34,12 +35,16 @@ pub use watch::{LoopConfig, node_watch_config, run};
 
 use crate::crd::NodeNetworkPolicy;
 use crate::metrics::{ErrorLabels, InstanceTypeLabels, Metrics};
-use crate::plan::{FleetInput, FleetPlan, NodeFacts, PolicyInput, plan_fleet};
+use crate::plan::{
+    FleetInput, FleetPlan, KarpenterInput, NodeFacts, PolicyInput, plan_fleet, plan_node_classes,
+};
 
 /// What one reconcile wrote.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReconcileReport {
     pub daemonset_written: bool,
+    /// Karpenter EC2NodeClasses whose maxPods was written.
+    pub node_classes_written: usize,
     pub statuses_written: usize,
 }
 
@@ -94,7 +99,29 @@ fn plan_with(
         catalog: &ctx.catalog,
         extra_facts: &extra,
     };
-    let plan = plan_fleet(&input);
+    let mut plan = plan_fleet(&input);
+    // Karpenter node classes, for the policies that list any.
+    if input.policies.iter().any(|p| {
+        p.spec
+            .karpenter
+            .as_ref()
+            .is_some_and(|k| !k.ec2_node_classes.is_empty())
+    }) {
+        let pools = ctx.karpenter.node_pools.snapshot();
+        let classes = ctx.karpenter.node_classes.snapshot();
+        let karpenter = KarpenterInput {
+            availability: ctx.karpenter.availability(),
+            node_pools: pools.iter().map(|(_, p)| p.as_ref()).collect(),
+            node_classes: classes
+                .iter()
+                .map(|(name, c)| (name.as_str(), c.as_ref()))
+                .collect(),
+            nodes: &input.nodes,
+            aws_node: input.aws_node,
+            catalog: &ctx.catalog,
+        };
+        plan_node_classes(&input.policies, &mut plan.policies, &karpenter);
+    }
     (policies, plan)
 }
 
@@ -106,20 +133,22 @@ async fn reconcile_inner(ctx: &Context) -> Result<ReconcileReport, Error> {
         instance_lookup::refresh_unknown_instance_types(ctx, &nodes).await;
     }
     // Plan (pure).
-    let (policies, plan) = plan_with(ctx, &nodes);
+    let (policies, mut plan) = plan_with(ctx, &nodes);
     ctx.metrics.cached_nodes.set(nodes.len() as i64);
     update_gauges(&ctx.metrics, &plan);
     if !ctx.leader.load(Ordering::Acquire) {
         debug!("not the leader: planned, writing nothing");
         return Ok(ReconcileReport::default());
     }
-    // Apply: the aws-node env, then the launch templates.
+    // Apply: the aws-node env, then the launch templates and Karpenter node classes.
     let daemonset_written = apply::apply_env(ctx, &policies, &plan).await?;
     let templates = template_sync::sync_launch_templates(ctx, &policies, &plan, &nodes).await;
+    let node_classes_written = karpenter::apply_node_classes(ctx, &policies, &mut plan).await?;
     // Status.
     let statuses_written = status_write::write_statuses(ctx, &policies, &plan, &templates).await?;
     Ok(ReconcileReport {
         daemonset_written,
+        node_classes_written,
         statuses_written,
     })
 }

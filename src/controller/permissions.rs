@@ -27,6 +27,8 @@ pub struct ApiCall {
     pub scope: Scope,
     /// Made only with `--leader-elect`.
     pub leader_election_only: bool,
+    /// Made only with `--karpenter`.
+    pub karpenter_only: bool,
 }
 
 const fn call(
@@ -41,6 +43,7 @@ const fn call(
         verb,
         scope,
         leader_election_only: false,
+        karpenter_only: false,
     }
 }
 
@@ -51,6 +54,18 @@ const fn lease(verb: &'static str, scope: Scope) -> ApiCall {
         verb,
         scope,
         leader_election_only: true,
+        karpenter_only: false,
+    }
+}
+
+const fn karpenter(group: &'static str, resource: &'static str, verb: &'static str) -> ApiCall {
+    ApiCall {
+        group,
+        resource,
+        verb,
+        scope: Scope::Cluster,
+        leader_election_only: false,
+        karpenter_only: true,
     }
 }
 
@@ -85,6 +100,11 @@ pub const API_CALLS: &[ApiCall] = &[
     lease("get", Scope::Lease),
     lease("update", Scope::Lease),
     lease("create", Scope::LeaseNamespace),
+    karpenter("karpenter.sh", "nodepools", "list"),
+    karpenter("karpenter.sh", "nodepools", "watch"),
+    karpenter("karpenter.k8s.aws", "ec2nodeclasses", "list"),
+    karpenter("karpenter.k8s.aws", "ec2nodeclasses", "watch"),
+    karpenter("karpenter.k8s.aws", "ec2nodeclasses", "patch"),
 ];
 
 /// Every EC2 action the operator calls; `tests/docs.rs` checks that the README's IAM policy grants

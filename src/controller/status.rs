@@ -25,6 +25,7 @@ pub fn desired_status(
         .conditions
         .iter()
         .chain(templates.map(|t| &t.condition))
+        .chain(plan.karpenter.as_ref().map(|k| &k.condition))
     {
         let status = if planned.status { "True" } else { "False" };
         let previous = current_conditions.iter().find(|c| c.type_ == planned.type_);
@@ -53,6 +54,11 @@ pub fn desired_status(
         max_pods: plan.max_pods,
         instance_types: plan.instance_types.clone(),
         launch_templates: templates.map(|t| t.statuses.clone()).unwrap_or_default(),
+        ec2_node_classes: plan
+            .karpenter
+            .as_ref()
+            .map(|k| k.statuses.clone())
+            .unwrap_or_default(),
     }
 }
 

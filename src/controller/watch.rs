@@ -17,8 +17,10 @@ use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
 use super::facts::{aws_node_facts, node_facts};
-use super::{Context, ReconcileReport, reconcile_fleet, retry_delay};
+use super::{Context, ReconcileReport, karpenter, reconcile_fleet, retry_delay};
 use crate::crd::NodeNetworkPolicy;
+use crate::karpenter::resources::{node_class_facts, node_pool_facts};
+use tokio::task::JoinHandle;
 
 /// Settings of the run loop.
 #[derive(Debug, Clone)]
@@ -44,25 +46,38 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
         let (t1, t2, t3) = (trigger.clone(), trigger.clone(), trigger.clone());
         vec![
             tokio::spawn(async move {
-                feed(policies, watcher::Config::default(), &t1, |e| {
-                    c1.policies.apply(e, Clone::clone)
-                })
+                feed(
+                    policies,
+                    watcher::Config::default(),
+                    &t1,
+                    |e| c1.policies.apply(e, Clone::clone),
+                    |_| false,
+                )
                 .await
             }),
             tokio::spawn(async move {
-                feed(nodes, node_watch_config(), &t2, |e| {
-                    c2.nodes.apply(e, node_facts)
-                })
+                feed(
+                    nodes,
+                    node_watch_config(),
+                    &t2,
+                    |e| c2.nodes.apply(e, node_facts),
+                    |_| false,
+                )
                 .await
             }),
             tokio::spawn(async move {
-                feed(daemonsets, ds_config, &t3, |e| {
-                    c3.aws_node.apply(e, aws_node_facts)
-                })
+                feed(
+                    daemonsets,
+                    ds_config,
+                    &t3,
+                    |e| c3.aws_node.apply(e, aws_node_facts),
+                    |_| false,
+                )
                 .await
             }),
         ]
     };
+    let mut watchers = watchers;
 
     let mut backoff = retry_backoff();
     loop {
@@ -78,6 +93,14 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
         tokio::select! {
             _ = tokio::time::sleep(config.debounce) => {}
             _ = shutdown.changed() => break,
+        }
+        if !ctx.karpenter.started.load(Ordering::Acquire)
+            && ctx.policies.is_ready()
+            && karpenter::wanted(&ctx)
+        {
+            info!("a policy lists Karpenter EC2NodeClasses: watching NodePools and EC2NodeClasses");
+            ctx.karpenter.started.store(true, Ordering::Release);
+            watchers.extend(watch_karpenter(&ctx, &trigger));
         }
         if !ctx.caches_ready() {
             continue;
@@ -108,6 +131,50 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
     info!("controller stopped");
 }
 
+/// The NodePool and EC2NodeClass watches. A list that fails because a CRD is missing or RBAC
+/// refuses it is recorded (the policies' status says so) and retried with backoff.
+fn watch_karpenter(ctx: &Arc<Context>, trigger: &Arc<Notify>) -> Vec<JoinHandle<()>> {
+    let (pools, classes) = karpenter::apis(ctx);
+    let (c1, c2) = (ctx.clone(), ctx.clone());
+    let (t1, t2) = (trigger.clone(), trigger.clone());
+    vec![
+        tokio::spawn(async move {
+            feed(
+                pools,
+                watcher::Config::default(),
+                &t1,
+                |e| {
+                    let done = matches!(e, watcher::Event::InitDone);
+                    let changed = c1.karpenter.node_pools.apply(e, node_pool_facts);
+                    (done && c1.karpenter.set_unavailable(None)) || changed
+                },
+                |err| {
+                    karpenter::list_problem("NodePool (karpenter.sh/v1)", err)
+                        .is_some_and(|p| c1.karpenter.set_unavailable(Some(p)))
+                },
+            )
+            .await
+        }),
+        tokio::spawn(async move {
+            feed(
+                classes,
+                watcher::Config::default(),
+                &t2,
+                |e| {
+                    let done = matches!(e, watcher::Event::InitDone);
+                    let changed = c2.karpenter.node_classes.apply(e, node_class_facts);
+                    (done && c2.karpenter.set_unavailable(None)) || changed
+                },
+                |err| {
+                    karpenter::list_problem("EC2NodeClass (karpenter.k8s.aws/v1)", err)
+                        .is_some_and(|p| c2.karpenter.set_unavailable(Some(p)))
+                },
+            )
+            .await
+        }),
+    ]
+}
+
 /// Resolves when `leader` turns true, if it was not (the lease task flips it; polling a flag
 /// four times a second costs nothing and keeps the lease task unaware of the controller).
 async fn became_leader(leader: &AtomicBool, was_leader: bool) {
@@ -134,11 +201,14 @@ fn retry_backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
+/// Feeds a watch into a cache: `apply` takes each event, `on_error` each error; either returns
+/// whether the change calls for a reconcile.
 async fn feed<K>(
     api: Api<K>,
     config: watcher::Config,
     trigger: &Notify,
     mut apply: impl FnMut(watcher::Event<K>) -> bool,
+    mut on_error: impl FnMut(&watcher::Error) -> bool,
 ) where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
     K::DynamicType: Default,
@@ -151,7 +221,12 @@ async fn feed<K>(
                     trigger.notify_one();
                 }
             }
-            Err(err) => warn!(%err, "watch error; the watcher retries with backoff"),
+            Err(err) => {
+                warn!(%err, "watch error; the watcher retries with backoff");
+                if on_error(&err) {
+                    trigger.notify_one();
+                }
+            }
         }
     }
 }

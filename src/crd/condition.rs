@@ -6,12 +6,14 @@ pub const CNI_CONFIGURED: &str = "CNIConfigured";
 pub const CONFLICT: &str = "Conflict";
 pub const DEGRADED: &str = "Degraded";
 pub const LAUNCH_TEMPLATES_SYNCED: &str = "LaunchTemplatesSynced";
-pub const OWNED: [&str; 5] = [
+pub const KARPENTER_SYNCED: &str = "KarpenterSynced";
+pub const OWNED: [&str; 6] = [
     READY,
     CNI_CONFIGURED,
     CONFLICT,
     DEGRADED,
     LAUNCH_TEMPLATES_SYNCED,
+    KARPENTER_SYNCED,
 ];
 
 /// Declares [`Reason`]: each variant's name is the reason string the API shows.
@@ -94,6 +96,22 @@ reasons! {
     NoAwsAccess,
     /// The policy has no maxPods to write yet.
     PolicyNotReady,
+    // KarpenterSynced (also InSync, DryRun, Conflict, AccessDenied)
+    /// The operator runs without `--karpenter` (chart value `karpenter.enabled`).
+    KarpenterDisabled,
+    /// Karpenter's NodePool or EC2NodeClass CRD is not installed.
+    KarpenterNotInstalled,
+    /// The NodePool and EC2NodeClass watches have not listed yet.
+    KarpenterPending,
+    /// A listed EC2NodeClass does not exist.
+    NodeClassNotFound,
+    /// No NodePool launches from a listed EC2NodeClass.
+    NoNodePools,
+    /// A NodePool's requirements cannot be evaluated, allow no known instance type, or the
+    /// policy's maxPods cannot fit them.
+    InvalidNodePool,
+    /// Writing the EC2NodeClass failed.
+    NodeClassWriteFailed,
 }
 
 impl std::fmt::Display for Reason {

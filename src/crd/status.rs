@@ -39,6 +39,13 @@ pub struct NodeNetworkPolicyStatus {
     /// Per launch template in `spec.launchTemplates`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub launch_templates: Vec<LaunchTemplateStatus>,
+    /// Per EC2NodeClass in `spec.karpenter.ec2NodeClasses`.
+    #[serde(
+        default,
+        rename = "ec2NodeClasses",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub ec2_node_classes: Vec<super::NodeClassStatus>,
 }
 
 /// What the operator found in, and wrote to, one launch template.

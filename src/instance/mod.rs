@@ -8,6 +8,7 @@
 //!
 //! Pure: no kube, AWS SDK or tokio imports.
 
+pub mod attributes;
 mod overrides;
 #[rustfmt::skip]
 mod table;

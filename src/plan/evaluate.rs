@@ -96,25 +96,7 @@ pub(super) fn evaluate<'a>(
         }
     }
 
-    let request = TuningRequest {
-        prefix_delegation: spec.prefix_delegation.into(),
-        ip_family: input
-            .aws_node
-            .map(AwsNodeFacts::ip_family)
-            .unwrap_or_default(),
-        cni_version: match cni_version {
-            Some(Ok(version)) => version,
-            _ => ASSUMED_CNI_WHEN_UNKNOWN,
-        },
-        eni: EniOptions {
-            max_eni: spec.max_eni,
-            custom_networking: spec.custom_networking,
-            security_groups_for_pods: spec.security_groups_for_pods,
-        },
-        warm_pool: spec.warm_pool.into(),
-        max_pods: spec.max_pods.engine_policy(),
-        max_pods_ceiling: spec.max_pods.ceiling,
-    };
+    let request = tuning_request(spec, input.aws_node);
 
     evaluated.outcome = if &spec.daemon_set != input.managed_daemonset {
         Err(Blocked {
@@ -152,6 +134,30 @@ pub(super) fn evaluate<'a>(
     evaluated.nodes_by_type = nodes_by_type;
     fill_from_recommendation(&mut evaluated);
     evaluated
+}
+
+/// The engine request for a policy's spec on this aws-node (its IP family and CNI version).
+pub(super) fn tuning_request(
+    spec: &NodeNetworkPolicySpec,
+    aws_node: Option<&AwsNodeFacts>,
+) -> TuningRequest {
+    let cni_version = aws_node
+        .and_then(|ds| ds.image.as_deref())
+        .and_then(|image| CniVersion::from_image(image).ok())
+        .unwrap_or(ASSUMED_CNI_WHEN_UNKNOWN);
+    TuningRequest {
+        prefix_delegation: spec.prefix_delegation.into(),
+        ip_family: aws_node.map(AwsNodeFacts::ip_family).unwrap_or_default(),
+        cni_version,
+        eni: EniOptions {
+            max_eni: spec.max_eni,
+            custom_networking: spec.custom_networking,
+            security_groups_for_pods: spec.security_groups_for_pods,
+        },
+        warm_pool: spec.warm_pool.into(),
+        max_pods: spec.max_pods.engine_policy(),
+        max_pods_ceiling: spec.max_pods.ceiling,
+    }
 }
 
 /// Copies the recommendation into the status fields.

@@ -110,6 +110,13 @@ impl AwsNodeFacts {
         self.env.iter().find(|e| e.name == name)
     }
 
+    /// `ENABLE_PREFIX_DELEGATION` as the aws-node container has it now (`None`: unset).
+    pub fn prefix_delegation(&self) -> Option<bool> {
+        self.env_value(warm_pool::ENABLE_PREFIX_DELEGATION)
+            .and_then(|e| e.value.as_deref())
+            .map(|v| v.eq_ignore_ascii_case("true"))
+    }
+
     fn ip_family(&self) -> IpFamily {
         match self
             .env_value("ENABLE_IPv6")
@@ -207,6 +214,8 @@ pub struct PolicyPlan {
     pub instance_types: Vec<InstanceTypeStatus>,
     pub conditions: Vec<ConditionPlan>,
     pub warnings: Vec<String>,
+    /// The policy's Karpenter EC2NodeClasses (`plan_node_classes`), when it lists any.
+    pub karpenter: Option<KarpenterReport>,
 }
 
 /// The whole decision.
@@ -246,11 +255,15 @@ struct Evaluated<'a> {
 mod conditions;
 mod env;
 mod evaluate;
+pub mod karpenter;
 pub mod launch_templates;
 
 use conditions::finish_conditions;
 use env::{describe_env_diff, env_changes, foreign_overrides};
 use evaluate::{evaluate, recompute};
+pub use karpenter::{
+    KarpenterAvailability, KarpenterInput, KarpenterReport, NodeClassWrite, plan_node_classes,
+};
 pub use launch_templates::{LaunchTemplateReport, TemplateStep, launch_template_step};
 
 /// Decides the aws-node env and every policy's status.
