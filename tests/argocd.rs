@@ -206,6 +206,23 @@ fn edge_cases_map_to_argo_health() {
                 1,
                 Some(1),
                 json!([
+                    ready(),
+                    c(
+                        cond::KARPENTER_SYNCED,
+                        "False",
+                        "KarpenterNotInstalled",
+                        "default: the EC2NodeClass (karpenter.k8s.aws/v1) CRD is not installed"
+                    )
+                ]),
+            ),
+            "Degraded",
+            "Karpenter node classes: KarpenterNotInstalled",
+        ),
+        (
+            with_conditions(
+                1,
+                Some(1),
+                json!([
                     c(
                         cond::READY,
                         "True",
@@ -304,6 +321,7 @@ fn health_check_uses_the_operators_condition_types() {
         cond::CONFLICT,
         cond::DEGRADED,
         cond::LAUNCH_TEMPLATES_SYNCED,
+        cond::KARPENTER_SYNCED,
     ] {
         assert!(script.contains(&format!("\"{type_}\"")), "{type_}");
     }

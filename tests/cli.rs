@@ -169,3 +169,56 @@ fn comma_separated_and_duplicate_types_are_one_group() {
     let json: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(json["instanceTypes"].as_array().map(Vec::len), Some(2));
 }
+
+/// `recommend --karpenter-nodepool`: every NodePool in the file, from its requirements.
+#[test]
+fn karpenter_nodepool_file() {
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/karpenter/nodepool.yaml"
+    );
+    let out = stdout(&recommend(&[
+        "--karpenter-nodepool",
+        file,
+        "--prefix-delegation",
+        "enabled",
+        "-o",
+        "json",
+    ]));
+    let json: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let general = &json[0];
+    assert_eq!(general["nodePool"], "general");
+    assert_eq!(general["ec2NodeClass"], "default");
+    assert_eq!(general["maxPods"], 98, "a 1-vCPU Graviton with prefixes");
+    assert_eq!(general["boundingInstanceType"], "c6g.medium");
+    assert_eq!(general["prefixDelegation"], true);
+    let graviton = &json[1];
+    assert_eq!(graviton["ec2NodeClass"], "graviton");
+    assert_eq!(graviton["maxPods"], 110, "xlarge and up: the 110 cap");
+    // Without prefixes, Karpenter's own number for the smallest type.
+    let out = stdout(&recommend(&[
+        "--karpenter-nodepool",
+        file,
+        "--prefix-delegation",
+        "disabled",
+    ]));
+    assert!(
+        out.contains("NodePool general: set spec.kubelet.maxPods: 8 on EC2NodeClass default"),
+        "{out}"
+    );
+    // A bad requirement names the NodePool and the fix.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: karpenter.sh/v1\nkind: NodePool\nmetadata: {name: odd}\nspec:\n  template:\n    spec:\n      nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}\n      requirements:\n        - {key: karpenter.k8s.aws/instance-cpu, operator: Gt, values: [four]}\n",
+    )
+    .unwrap();
+    let output = recommend(&["--karpenter-nodepool", bad.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("NodePool odd") && stderr.contains("one integer value"),
+        "{stderr}"
+    );
+}

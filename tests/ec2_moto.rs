@@ -91,3 +91,46 @@ async fn unknown_names_fail_with_the_aws_error_code() {
     assert_eq!(err.code(), Some("InvalidInstanceType"), "{err}");
     assert!(err.to_string().contains("DescribeInstanceTypes"), "{err}");
 }
+
+/// Karpenter's `kubernetes.io/arch` of each type comes from its name (Graviton families carry a
+/// `g` after the generation); `DescribeInstanceTypes`' `SupportedArchitectures` agrees for every
+/// type in the table (Mac types, which EKS does not run, have none).
+#[tokio::test]
+async fn arch_from_the_name_matches_describe_instance_types() {
+    use vpc_cni_tuner::instance::attributes::{Arch, arch_of};
+    let moto = MotoServer::start();
+    let client = moto.ec2_client();
+    let mut pages = client
+        .describe_instance_types()
+        .max_results(100)
+        .into_paginator()
+        .send();
+    let mut checked = 0;
+    while let Some(page) = pages.next().await {
+        for info in page.expect("page").instance_types() {
+            let name = info.instance_type().expect("name").as_str().to_owned();
+            let archs: Vec<&str> = info
+                .processor_info()
+                .map(|p| {
+                    p.supported_architectures()
+                        .iter()
+                        .map(|a| a.as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let expected = if archs.contains(&"arm64") {
+                Some(Arch::Arm64)
+            } else if archs.contains(&"x86_64") {
+                Some(Arch::Amd64)
+            } else {
+                None
+            };
+            assert_eq!(arch_of(&name), expected, "{name}: {archs:?}");
+            checked += 1;
+        }
+    }
+    assert_eq!(
+        checked,
+        InstanceCatalog::embedded().generated_entries().len()
+    );
+}

@@ -310,6 +310,126 @@ async fn a_follower_plans_but_writes_nothing() {
     assert_eq!(report, ReconcileReport::default());
 }
 
+/// A policy listing a Karpenter EC2NodeClass: one apply of `spec.kubelet.maxPods` with an Event
+/// and the status; then nothing; a class the API says is gone is reported, not retried.
+mod karpenter {
+    use super::*;
+    use http::Method;
+    use vpc_cni_tuner::controller::Context;
+    use vpc_cni_tuner::karpenter::Requirement;
+    use vpc_cni_tuner::karpenter::resources::{NodeClassFacts, NodePoolFacts};
+
+    const CLASS_PATH: &str = "/apis/karpenter.k8s.aws/v1/ec2nodeclasses/default";
+
+    fn cluster() -> (Context, Verifier) {
+        let (mut ctx, api) = MockApi::new();
+        ctx.karpenter.enabled = true;
+        api.fill(
+            &ctx,
+            vec![policy(
+                "default",
+                "2026-01-01T00:00:00Z",
+                json!({"karpenter": {"ec2NodeClasses": ["default"]}}),
+                None,
+            )],
+            vec![node("m5.large")],
+            Some(&aws_node_ds(PREFIX_ENV, PREFIX_OWNED)),
+        );
+        api.insert(
+            &json!({"apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass",
+            "metadata": {"name": "default"},
+            "spec": {"role": "KarpenterNodeRole", "kubelet": {"maxPods": 110}}}),
+        );
+        ctx.karpenter.node_classes.replace_all([(
+            "default".to_owned(),
+            NodeClassFacts {
+                max_pods: Some(110),
+            },
+        )]);
+        ctx.karpenter.node_pools.replace_all([(
+            "general".to_owned(),
+            NodePoolFacts {
+                name: "general".into(),
+                node_class: Some("default".into()),
+                requirements: vec![Requirement {
+                    key: "karpenter.k8s.aws/instance-family".into(),
+                    operator: "In".into(),
+                    values: vec!["c7g".into()],
+                }],
+            },
+        )]);
+        (ctx, api)
+    }
+
+    #[tokio::test]
+    async fn node_class_written_once_then_left_alone() {
+        let (ctx, api) = cluster();
+        let report = api
+            .reconcile(
+                &ctx,
+                vec![
+                    Step::new(Method::PATCH, CLASS_PATH, |body| {
+                        assert_eq!(
+                            body,
+                            &json!({"apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass",
+                                "metadata": {"name": "default"},
+                                "spec": {"kubelet": {"maxPods": 98}}}),
+                            "the one field, nothing else"
+                        );
+                    }),
+                    event(|body| {
+                        assert_eq!(body["reason"], "EC2NodeClassUpdated");
+                        assert!(
+                            body["note"]
+                                .as_str()
+                                .unwrap()
+                                .contains("maxPods 110 -> 98 (bounded by c7g.medium)"),
+                            "{body}"
+                        );
+                    }),
+                    status("default", |body| {
+                        let class = &body["status"]["ec2NodeClasses"][0];
+                        assert_eq!(class["maxPodsWanted"], 98);
+                        assert_eq!(class["inSync"], true);
+                        assert_eq!(condition(body, "KarpenterSynced")["status"], "True");
+                    }),
+                ],
+            )
+            .await;
+        assert_eq!(report.node_classes_written, 1);
+        let stored = api.get(CLASS_PATH).unwrap();
+        assert_eq!(stored["spec"]["kubelet"]["maxPods"], 98);
+        assert_eq!(stored["spec"]["role"], "KarpenterNodeRole");
+        api.sync_policies(&ctx);
+        assert_eq!(
+            api.reconcile(&ctx, vec![]).await,
+            ReconcileReport::default(),
+            "steady state"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_write_is_reported_in_the_status() {
+        let (ctx, api) = cluster();
+        api.fail(Method::PATCH, CLASS_PATH, 404, "NotFound");
+        let report = api
+            .reconcile(
+                &ctx,
+                vec![
+                    Step::new(Method::PATCH, CLASS_PATH, |_| {}),
+                    status("default", |body| {
+                        let synced = condition(body, "KarpenterSynced");
+                        assert_eq!(synced["status"], "False");
+                        assert_eq!(synced["reason"], "NodeClassWriteFailed");
+                        assert_eq!(body["status"]["ec2NodeClasses"][0]["inSync"], false);
+                    }),
+                ],
+            )
+            .await;
+        assert_eq!(report.node_classes_written, 0);
+    }
+}
+
 mod with_ec2 {
     use super::*;
     use std::sync::{Arc, Mutex};

@@ -6,6 +6,7 @@
 --   Conflict=True                                  -> Degraded (another policy decides the env)
 --   Ready=False                                    -> Degraded (blocked: reason and what to do)
 --   LaunchTemplatesSynced=False (not DryRun)       -> Degraded (e.g. AccessDenied)
+--   KarpenterSynced=False (not DryRun)             -> Degraded (e.g. KarpenterNotInstalled)
 --   Degraded=True                                  -> Degraded (warnings)
 --   Ready=True                                     -> Healthy
 local hs = {}
@@ -49,6 +50,7 @@ local ready = condition(conditions, "Ready")
 local conflict = condition(conditions, "Conflict")
 local degraded = condition(conditions, "Degraded")
 local templates = condition(conditions, "LaunchTemplatesSynced")
+local karpenter = condition(conditions, "KarpenterSynced")
 
 if conflict ~= nil and conflict.status == "True" then
   hs.status = "Degraded"
@@ -68,6 +70,11 @@ end
 if templates ~= nil and templates.status == "False" and templates.reason ~= "DryRun" then
   hs.status = "Degraded"
   hs.message = "Launch templates: " .. describe(templates)
+  return hs
+end
+if karpenter ~= nil and karpenter.status == "False" and karpenter.reason ~= "DryRun" then
+  hs.status = "Degraded"
+  hs.message = "Karpenter node classes: " .. describe(karpenter)
   return hs
 end
 if degraded ~= nil and degraded.status == "True" then

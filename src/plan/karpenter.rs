@@ -351,3 +351,7 @@ fn add_degraded(plan: &mut PolicyPlan, warnings: &[String]) {
         };
     }
 }
+
+#[cfg(test)]
+#[path = "karpenter_tests.rs"]
+mod tests;

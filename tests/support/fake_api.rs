@@ -11,8 +11,8 @@
 //! - POST (409 when the object exists; Events are echoed), PUT with optimistic concurrency
 //!   (409 on a stale `resourceVersion`), DELETE;
 //! - server-side apply of the aws-node container's env (entries set, entries this manager
-//!   owned and no longer sends removed, `managedFields` updated), and of a `status`
-//!   subresource (the status replaced);
+//!   owned and no longer sends removed, `managedFields` updated), of other objects' `spec`
+//!   (applied fields merged in), and of a `status` subresource (the status replaced);
 //! - synthetic collections too large to store ([`FakeApi::generate`]);
 //! - faults: an error answer for one request or all ([`FakeApi::fail`], [`FakeApi::fail_all`]),
 //!   and a held request ([`FakeApi::hold`]).
@@ -459,7 +459,8 @@ impl State {
                 };
                 match route.subresource.as_deref() {
                     Some("status") => object["status"] = body["status"].clone(),
-                    _ => apply_container_env(&mut object, &body),
+                    _ if route.resource == "daemonsets" => apply_container_env(&mut object, &body),
+                    _ => merge(&mut object["spec"], &body["spec"]),
                 }
                 self.bump(&mut object);
                 self.objects.insert(key, object.clone());
@@ -590,15 +591,20 @@ fn kind_of(resource: &str) -> &'static str {
         "nodenetworkpolicies" => "NodeNetworkPolicy",
         "leases" => "Lease",
         "events" => "Event",
+        "nodepools" => "NodePool",
+        "ec2nodeclasses" => "EC2NodeClass",
         _ => "Object",
     }
 }
 
 fn plural_of(kind: &str) -> String {
     let lower = kind.to_lowercase();
-    match lower.strip_suffix('y') {
-        Some(stem) => format!("{stem}ies"),
-        None => format!("{lower}s"),
+    if let Some(stem) = lower.strip_suffix('y') {
+        format!("{stem}ies")
+    } else if lower.ends_with('s') {
+        format!("{lower}es")
+    } else {
+        format!("{lower}s")
     }
 }
 
@@ -684,6 +690,18 @@ fn apply_container_env(object: &mut Value, applied: &Value) {
     object["metadata"]["managedFields"] = Value::Array(fields);
 }
 
+/// Server-side apply of plain fields: the applied maps merged in, other values replaced.
+fn merge(into: &mut Value, applied: &Value) {
+    match (into, applied) {
+        (Value::Object(into), Value::Object(applied)) => {
+            for (key, value) in applied {
+                merge(into.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+        (into, applied) => *into = applied.clone(),
+    }
+}
+
 fn query_params(query: &str) -> BTreeMap<String, String> {
     form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -707,6 +725,17 @@ pub struct Step {
     method: Method,
     path: String,
     check: Box<dyn Fn(&Value)>,
+}
+
+impl Step {
+    /// Any other request.
+    pub fn new(method: Method, path: &str, check: impl Fn(&Value) + 'static) -> Self {
+        Self {
+            method,
+            path: path.to_owned(),
+            check: Box::new(check),
+        }
+    }
 }
 
 /// The server-side apply of the aws-node env.
