@@ -1582,10 +1582,10 @@ async fn karpenter_node_classes_follow_their_node_pools() {
         events
             .iter()
             .any(|e| e.reason.as_deref() == Some("EC2NodeClassUpdated")
-                && e.note
-                    .as_deref()
-                    .unwrap_or_default()
-                    .contains("default: spec.kubelet.maxPods 110 -> 98")),
+                && e.note.as_deref().unwrap_or_default().contains(
+                    "default: spec.kubelet.maxPods 110 -> 98 (bounded by c6g.medium); \
+                               110 was more than the 98 pods the IPs of c6g.medium carry"
+                )),
         "{events:?}"
     );
 
@@ -1650,4 +1650,39 @@ async fn karpenter_node_classes_follow_their_node_pools() {
             .log()
             .contains("watching NodePools and EC2NodeClasses")
     );
+
+    // The operator's token may change spec.kubelet.maxPods of an EC2NodeClass and nothing else
+    // (the chart's admission policy; dry runs, so nothing changes).
+    let as_operator: Api<DynamicObject> = Api::all_with(
+        support::envtest::client_for(&cluster.operator_kubeconfig).await,
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "karpenter.k8s.aws",
+            "v1",
+            "EC2NodeClass",
+        )),
+    );
+    let apply = |spec: Value| {
+        let api = as_operator.clone();
+        async move {
+            let body = json!({"apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass",
+                "metadata": {"name": "default"}, "spec": spec});
+            let mut params = PatchParams::apply("vpc-cni-tuner").force();
+            params.dry_run = true;
+            api.patch("default", &params, &Patch::Apply(body))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    };
+    apply(json!({"kubelet": {"maxPods": 50}}))
+        .await
+        .expect("maxPods may change");
+    let role = apply(json!({"role": "attacker"}))
+        .await
+        .expect_err("role is not its field");
+    assert!(role.contains("only spec.kubelet.maxPods"), "{role}");
+    let reserved = apply(json!({"kubelet": {"systemReserved": {"cpu": "2"}}}))
+        .await
+        .expect_err("another kubelet setting");
+    assert!(reserved.contains("another kubelet setting"), "{reserved}");
 }

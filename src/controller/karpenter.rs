@@ -161,10 +161,16 @@ fn describe(write: &NodeClassWrite) -> String {
     let from = write
         .from
         .map_or_else(|| "unset".to_owned(), |v| v.to_string());
-    format!(
+    let mut note = format!(
         "EC2NodeClass {}: spec.kubelet.maxPods {from} -> {} (bounded by {})",
         write.node_class, write.max_pods, write.bounding_type
-    )
+    );
+    if let Some((instance_type, ip_limit)) = &write.from_above_ip_limit {
+        note.push_str(&format!(
+            "; {from} was more than the {ip_limit} pods the IPs of {instance_type} carry"
+        ));
+    }
+    note
 }
 
 /// Server-side apply of `spec.kubelet.maxPods` alone: every other field keeps its owner.

@@ -43,6 +43,9 @@ pub struct NodeClassWrite {
     pub max_pods: u32,
     pub from: Option<i64>,
     pub bounding_type: String,
+    /// The old value was above what this type's IPs carry (its pods stuck in
+    /// ContainerCreating): the type and its IP limit.
+    pub from_above_ip_limit: Option<(String, u32)>,
 }
 
 /// The Karpenter part of one policy's status, and the writes it needs.
@@ -271,9 +274,14 @@ fn node_class(
         status.in_sync = true;
         return (status, None, None);
     }
-    if let (Some(found), Some((ip_type, ip_limit))) = (class.max_pods, &choice.lowest_ip_limit)
-        && found > i64::from(*ip_limit)
-        && dry_run
+    let above_ip_limit = match (class.max_pods, &choice.lowest_ip_limit) {
+        (Some(found), Some((ip_type, ip_limit))) if found > i64::from(*ip_limit) => {
+            Some((ip_type.clone(), *ip_limit))
+        }
+        _ => None,
+    };
+    if let (Some(found), Some((ip_type, ip_limit)), true) =
+        (class.max_pods, &above_ip_limit, dry_run)
     {
         warnings.push(format!(
             "EC2NodeClass {name} sets maxPods {found}, more than the {ip_limit} pods the IPs of \
@@ -297,6 +305,7 @@ fn node_class(
         max_pods: wanted,
         from: class.max_pods,
         bounding_type: choice.bounding_type,
+        from_above_ip_limit: above_ip_limit,
     };
     (status, Some(write), None)
 }

@@ -131,6 +131,7 @@ fn enforce_writes_the_smallest_types_value_with_the_prefix_delegation_aws_node_h
                 max_pods: wanted,
                 from: Some(110),
                 bounding_type: "c6g.medium".into(),
+                from_above_ip_limit: Some(("c6g.medium".to_owned(), wanted)),
             }]
         );
         let status = &report.statuses[0];
