@@ -204,3 +204,18 @@ pub fn pool_policies(count: usize) -> Vec<NodeNetworkPolicy> {
         })
         .collect()
 }
+
+/// The plan's view of policies given as (name, RFC 3339 creation time, spec), generation 1.
+pub fn policy_inputs<'a>(
+    specs: &'a [(&'a str, &'a str, crate::crd::NodeNetworkPolicySpec)],
+) -> Vec<crate::plan::PolicyInput<'a>> {
+    specs
+        .iter()
+        .map(|(name, created, spec)| crate::plan::PolicyInput {
+            name,
+            created: Some((*created).to_owned()),
+            generation: Some(1),
+            spec,
+        })
+        .collect()
+}

@@ -67,16 +67,19 @@ async fn apply_daemonset(ctx: &Context, write: &DaemonSetWrite) -> Result<(), Er
             &Patch::Apply(&body),
         )
         .await?;
-    ctx.metrics
-        .writes
-        .get_or_create(&WriteLabels {
-            target: "daemonset",
-        })
-        .inc();
+    count_write(ctx, "daemonset");
     info!(daemonset = %write.reference, policy = %write.policy, changes = ?write.changes, "applied aws-node env");
     ctx.aws_node
         .apply(watcher::Event::Apply(patched), aws_node_facts);
     Ok(())
+}
+
+/// Counts one write in `vpc_cni_tuner_writes_total{target}`.
+pub(super) fn count_write(ctx: &Context, target: &'static str) {
+    ctx.metrics
+        .writes
+        .get_or_create(&WriteLabels { target })
+        .inc();
 }
 
 pub(super) async fn publish(

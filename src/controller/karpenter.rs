@@ -11,7 +11,7 @@ use kube::runtime::watcher;
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::apply::publish;
+use super::apply::{count_write, publish};
 use super::cache::ProjectedCache;
 use super::{Context, Error};
 use crate::crd::condition::Reason;
@@ -19,7 +19,6 @@ use crate::crd::{FIELD_MANAGER, NodeNetworkPolicy};
 use crate::karpenter::resources::{
     EC2NodeClass, NodeClassFacts, NodePool, NodePoolFacts, node_class_facts,
 };
-use crate::metrics::WriteLabels;
 use crate::plan::{FleetPlan, KarpenterAvailability, NodeClassWrite};
 
 /// The controller's view of Karpenter.
@@ -189,12 +188,7 @@ async fn patch_max_pods(ctx: &Context, write: &NodeClassWrite) -> Result<(), kub
             &Patch::Apply(&body),
         )
         .await?;
-    ctx.metrics
-        .writes
-        .get_or_create(&WriteLabels {
-            target: "ec2nodeclass",
-        })
-        .inc();
+    count_write(ctx, "ec2nodeclass");
     info!(node_class = %write.node_class, max_pods = write.max_pods, "applied EC2NodeClass maxPods");
     ctx.karpenter
         .node_classes

@@ -15,7 +15,6 @@ use super::apply::publish;
 use super::status::{LaunchTemplateReport, desired_status, owned_part, status_changed};
 use super::{Context, Error};
 use crate::crd::{FIELD_MANAGER, NodeNetworkPolicy};
-use crate::metrics::WriteLabels;
 use crate::plan::FleetPlan;
 
 /// Writes every policy status that changed; returns how many it wrote.
@@ -55,10 +54,7 @@ pub(super) async fn write_statuses(
                 &Patch::Apply(&body),
             )
             .await?;
-        ctx.metrics
-            .writes
-            .get_or_create(&WriteLabels { target: "status" })
-            .inc();
+        super::apply::count_write(ctx, "status");
         written += 1;
         // The watch will bring the same object; taking it now keeps the next pass from
         // patching again before it arrives.

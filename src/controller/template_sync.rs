@@ -9,13 +9,12 @@ use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
 use super::Context;
-use super::apply::publish;
+use super::apply::{count_write, publish};
 use super::launch_templates::{
     nodes_by_instance, sync_template, synced_condition, unreachable_template,
 };
 use super::status::LaunchTemplateReport;
 use crate::crd::NodeNetworkPolicy;
-use crate::metrics::WriteLabels;
 use crate::plan::{FleetPlan, NodeFacts, TemplateStep, launch_template_step};
 
 /// Syncs every policy's launch templates to its maxPods and returns the status parts.
@@ -68,12 +67,7 @@ pub(super) async fn sync_launch_templates(
                 }
             };
             if let Some(note) = &result.updated {
-                ctx.metrics
-                    .writes
-                    .get_or_create(&WriteLabels {
-                        target: "launch_template",
-                    })
-                    .inc();
+                count_write(ctx, "launch_template");
                 info!(policy = %name, %note, "launch template updated");
                 publish(
                     ctx,

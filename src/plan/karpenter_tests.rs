@@ -1,6 +1,6 @@
 use super::*;
 use crate::crd::{KarpenterSpec, NodeNetworkPolicySpec};
-use crate::testing::{DEFAULT_ENV, PREFIX_ENV, aws_node_ds, node};
+use crate::testing::{DEFAULT_ENV, PREFIX_ENV, aws_node_ds, node, policy_inputs};
 
 fn req(key: &str, operator: &str, values: &[&str]) -> Requirement {
     Requirement {
@@ -55,15 +55,7 @@ fn plan(
             .with_capacity(8),
     ];
     let nodes: Vec<&NodeFacts> = karpenter_nodes.iter().collect();
-    let inputs: Vec<PolicyInput<'_>> = policies
-        .iter()
-        .map(|(name, created, spec)| PolicyInput {
-            name,
-            created: Some((*created).to_owned()),
-            generation: Some(1),
-            spec,
-        })
-        .collect();
+    let inputs = policy_inputs(policies);
     let mut plans: BTreeMap<String, PolicyPlan> = policies
         .iter()
         .map(|(name, _, _)| {
@@ -108,17 +100,28 @@ fn small_pool() -> NodePoolFacts {
 
 use crate::karpenter;
 
+/// The policy `p` listing `default` (sized by [`small_pool`]), which carries `found`.
+fn one_policy(
+    enforcement: Enforcement,
+    found: Option<i64>,
+    availability: KarpenterAvailability,
+    env: &[(&str, &str)],
+) -> BTreeMap<String, PolicyPlan> {
+    plan(
+        &[("p", "2026-01-01T00:00:00Z", spec(&["default"], enforcement))],
+        &[small_pool()],
+        &[("default", found)],
+        availability,
+        env,
+    )
+}
+
 #[test]
 fn enforce_writes_the_smallest_types_value_with_the_prefix_delegation_aws_node_has() {
     for (env, wanted) in [(DEFAULT_ENV, 8), (PREFIX_ENV, 98)] {
-        let plans = plan(
-            &[(
-                "p",
-                "2026-01-01T00:00:00Z",
-                spec(&["default"], Enforcement::Enforce),
-            )],
-            &[small_pool()],
-            &[("default", Some(110))],
+        let plans = one_policy(
+            Enforcement::Enforce,
+            Some(110),
             KarpenterAvailability::Ready,
             env,
         );
@@ -151,14 +154,9 @@ fn enforce_writes_the_smallest_types_value_with_the_prefix_delegation_aws_node_h
 
 #[test]
 fn steady_state_writes_nothing() {
-    let plans = plan(
-        &[(
-            "p",
-            "2026-01-01T00:00:00Z",
-            spec(&["default"], Enforcement::Enforce),
-        )],
-        &[small_pool()],
-        &[("default", Some(8))],
+    let plans = one_policy(
+        Enforcement::Enforce,
+        Some(8),
         KarpenterAvailability::Ready,
         DEFAULT_ENV,
     );
@@ -172,14 +170,9 @@ fn steady_state_writes_nothing() {
 
 #[test]
 fn dry_run_reports_a_user_value_the_ips_cannot_carry() {
-    let plans = plan(
-        &[(
-            "p",
-            "2026-01-01T00:00:00Z",
-            spec(&["default"], Enforcement::DryRun),
-        )],
-        &[small_pool()],
-        &[("default", Some(110))],
+    let plans = one_policy(
+        Enforcement::DryRun,
+        Some(110),
         KarpenterAvailability::Ready,
         DEFAULT_ENV,
     );
@@ -306,17 +299,7 @@ fn without_karpenter_the_condition_says_why() {
             Reason::KarpenterNotInstalled,
         ),
     ] {
-        let plans = plan(
-            &[(
-                "p",
-                "2026-01-01T00:00:00Z",
-                spec(&["default"], Enforcement::Enforce),
-            )],
-            &[small_pool()],
-            &[("default", Some(110))],
-            availability,
-            DEFAULT_ENV,
-        );
+        let plans = one_policy(Enforcement::Enforce, Some(110), availability, DEFAULT_ENV);
         let report = plans["p"].karpenter.clone().unwrap();
         assert_eq!(report.condition.reason, reason);
         assert!(!report.condition.status);

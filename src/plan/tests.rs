@@ -1,6 +1,6 @@
 use super::*;
 use crate::crd::{MaxPods, MaxPodsPolicy, PrefixDelegation};
-use crate::testing::{DEFAULT_ENV, aws_node_ds, node};
+use crate::testing::{DEFAULT_ENV, aws_node_ds, node, policy_inputs};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 fn env(entries: &[(&str, &str)]) -> Vec<EnvEntry> {
@@ -43,16 +43,7 @@ impl Fixture {
         let catalog = InstanceCatalog::embedded();
         let extra = BTreeMap::new();
         let input = FleetInput {
-            policies: self
-                .specs
-                .iter()
-                .map(|(name, created, spec)| PolicyInput {
-                    name,
-                    created: Some((*created).to_owned()),
-                    generation: Some(1),
-                    spec,
-                })
-                .collect(),
+            policies: policy_inputs(&self.specs),
             nodes: self.nodes.iter().collect(),
             aws_node: self.aws_node.as_ref(),
             managed_daemonset: &managed,
