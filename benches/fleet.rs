@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 use support::fleet::realistic_node;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::runtime::watcher;
 use serde_json::json;
 use support::fake_api::{DS_PATH, FakeApi, MockApi, NODES_PATH};
 use vpc_cni_tuner::controller::facts::{aws_node_facts, node_facts};
+use vpc_cni_tuner::controller::node_view::NodeView as Node;
 use vpc_cni_tuner::controller::{Context, plan_now, reconcile_fleet};
 use vpc_cni_tuner::crd::DaemonSetRef;
 use vpc_cni_tuner::instance::InstanceCatalog;

@@ -22,6 +22,12 @@ pub struct InstanceTypeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListModeLabels {
+    /// `streaming` (sendInitialEvents) or `paged` (LIST pages).
+    pub mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
     pub target: &'static str,
 }
@@ -35,6 +41,8 @@ pub struct Metrics {
     pub recommended_max_pods: Family<InstanceTypeLabels, Gauge>,
     pub nodes_not_at_target: Family<InstanceTypeLabels, Gauge>,
     pub cached_nodes: Gauge,
+    /// 1 for the way the Node watch gets its initial list.
+    pub node_initial_list: Family<ListModeLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -47,6 +55,7 @@ impl Default for Metrics {
         let recommended_max_pods = Family::<InstanceTypeLabels, Gauge>::default();
         let nodes_not_at_target = Family::<InstanceTypeLabels, Gauge>::default();
         let cached_nodes = Gauge::default();
+        let node_initial_list = Family::<ListModeLabels, Gauge>::default();
         registry.register("reconciles", "Fleet reconciles run", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -78,6 +87,11 @@ impl Default for Metrics {
             "Nodes in the node cache",
             cached_nodes.clone(),
         );
+        registry.register(
+            "node_initial_list",
+            "How the Node watch lists: streaming (sendInitialEvents) or paged",
+            node_initial_list.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -87,6 +101,7 @@ impl Default for Metrics {
             recommended_max_pods,
             nodes_not_at_target,
             cached_nodes,
+            node_initial_list,
         }
     }
 }

@@ -158,9 +158,9 @@ async fn throttling_429_with_retry_after_waits_at_least_that_long() {
 #[tokio::test]
 async fn watch_expired_with_410_relists_and_the_cache_follows() {
     use futures::StreamExt;
-    use k8s_openapi::api::core::v1::Node;
     use kube::Api;
     use vpc_cni_tuner::controller::facts::node_facts;
+    use vpc_cni_tuner::controller::node_view::NodeView as Node;
 
     let (ctx, api) = MockApi::new();
     let node = |name: &str| {

@@ -226,3 +226,61 @@ async fn busy_admin_port_stops_the_operator_with_an_error() {
     );
     drop(taken);
 }
+
+/// The Node watch asks for a streaming initial list (one watch, no LIST pages); an API server
+/// that refuses it (422, no WatchList) gets a paged list instead, and the operator plans either
+/// way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_stream_their_initial_list_or_fall_back_to_pages() {
+    for refuse in [false, true] {
+        let api = FakeApi::new();
+        if refuse {
+            api.refuse_streaming_lists();
+        }
+        api.insert(&aws_node_ds(&[("ENABLE_PREFIX_DELEGATION", "false")], &[]));
+        api.insert(&default_policy());
+        api.insert(&json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "n1", "labels": {"node.kubernetes.io/instance-type": "t3.medium"}}}));
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let operator = tokio::spawn(vpc_cni_tuner::operator::run_with_ec2(
+            api.client("default"),
+            run_args(),
+            None,
+            shutdown,
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !api
+            .requests()
+            .iter()
+            .any(|r| r.method == Method::PATCH && r.path == status_path("default"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no status written (refuse: {refuse})"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop_and_join(stop, operator).await;
+        let node_requests: Vec<String> = api
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/api/v1/nodes")
+            .map(|r| r.query.clone())
+            .collect();
+        let streamed = node_requests
+            .iter()
+            .any(|q| q.contains("sendInitialEvents=true"));
+        let paged = node_requests
+            .iter()
+            .any(|q| !q.contains("watch=true") && q.contains("limit=100"));
+        assert!(
+            streamed,
+            "a streaming list is tried first: {node_requests:?}"
+        );
+        assert_eq!(
+            paged, refuse,
+            "LIST pages only when refused: {node_requests:?}"
+        );
+        api.assert_clean();
+    }
+}

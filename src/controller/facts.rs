@@ -3,30 +3,30 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 
+use super::node_view::NodeView;
 use crate::crd::{DaemonSetRef, FIELD_MANAGER};
 use crate::plan::{AwsNodeFacts, EnvEntry, NodeFacts};
 
 /// The container in the aws-node DaemonSet whose env the operator manages.
 pub const AWS_NODE_CONTAINER: &str = "aws-node";
 
-/// A Node's labels and `status.capacity.pods`; images, conditions, managedFields and the rest
-/// are dropped.
-pub fn node_facts(node: &Node) -> NodeFacts {
+/// A Node's labels, `status.capacity.pods` and EC2 instance id; the watch never parses the rest
+/// ([`NodeView`]).
+pub fn node_facts(node: &NodeView) -> NodeFacts {
     NodeFacts {
-        labels: node.labels().clone(),
+        labels: node.metadata.labels.clone().unwrap_or_default(),
         capacity_pods: node
             .status
+            .capacity
             .as_ref()
-            .and_then(|s| s.capacity.as_ref())
-            .and_then(|c| c.get("pods"))
+            .and_then(|c| c.pods.as_ref())
             .and_then(|q| q.0.trim().parse().ok()),
         instance_id: node
             .spec
-            .as_ref()
-            .and_then(|s| s.provider_id.as_deref())
+            .provider_id
+            .as_deref()
             .and_then(|id| id.strip_prefix("aws://"))
             .and_then(|rest| rest.rsplit('/').next())
             .filter(|id| id.starts_with("i-"))
@@ -157,7 +157,7 @@ mod tests {
 
     #[test]
     fn node_keeps_labels_and_pod_capacity_only() {
-        let node: Node = serde_json::from_value(serde_json::json!({
+        let node: NodeView = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "n1", "labels": {"node.kubernetes.io/instance-type": "m5.large"}},
             "spec": {"providerID": "aws:///us-west-2a/i-0123456789abcdef0"},
             "status": {"capacity": {"pods": "29", "cpu": "2"}, "images": [{"names": ["a"]}]}
@@ -167,7 +167,7 @@ mod tests {
         assert_eq!(facts.capacity_pods, Some(29));
         assert_eq!(facts.instance_type(), Ok("m5.large"));
         assert_eq!(facts.instance_id.as_deref(), Some("i-0123456789abcdef0"));
-        let bad: Node = serde_json::from_value(serde_json::json!({
+        let bad: NodeView = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "n2"}, "status": {"capacity": {"pods": "lots"}}
         }))
         .expect("node");

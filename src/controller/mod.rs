@@ -14,6 +14,7 @@ pub mod facts;
 pub mod instance_lookup;
 pub mod karpenter;
 pub mod launch_templates;
+pub mod node_view;
 pub mod permissions;
 pub mod status;
 pub mod status_write;
@@ -31,7 +32,7 @@ use tracing::debug;
 pub use context::Context;
 pub use error::{Error, retry_delay};
 pub use permissions::{API_CALLS, ApiCall, EC2_ACTIONS, Scope};
-pub use watch::{LoopConfig, node_watch_config, run};
+pub use watch::{LoopConfig, node_streaming_config, node_watch_config, run};
 
 use crate::crd::NodeNetworkPolicy;
 use crate::metrics::{ErrorLabels, InstanceTypeLabels, Metrics};

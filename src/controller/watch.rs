@@ -9,7 +9,6 @@ use std::time::Duration;
 use backon::BackoffBuilder;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::Node;
 use kube::Resource;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -17,9 +16,11 @@ use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
 use super::facts::{aws_node_facts, node_facts};
+use super::node_view::NodeView;
 use super::{Context, ReconcileReport, karpenter, reconcile_fleet, retry_delay};
 use crate::crd::NodeNetworkPolicy;
 use crate::karpenter::resources::{node_class_facts, node_pool_facts};
+use crate::metrics::ListModeLabels;
 use tokio::task::JoinHandle;
 
 /// Settings of the run loop.
@@ -37,7 +38,6 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
     let trigger = Arc::new(Notify::new());
     let watchers = {
         let policies: Api<NodeNetworkPolicy> = Api::all(ctx.client.clone());
-        let nodes: Api<Node> = Api::all(ctx.client.clone());
         let daemonsets: Api<DaemonSet> =
             Api::namespaced(ctx.client.clone(), &ctx.managed.namespace);
         let ds_config =
@@ -55,16 +55,7 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
                 )
                 .await
             }),
-            tokio::spawn(async move {
-                feed(
-                    nodes,
-                    node_watch_config(),
-                    &t2,
-                    |e| c2.nodes.apply(e, node_facts),
-                    |_| false,
-                )
-                .await
-            }),
+            tokio::spawn(async move { watch_nodes(&c2, &t2).await }),
             tokio::spawn(async move {
                 feed(
                     daemonsets,
@@ -186,10 +177,94 @@ async fn became_leader(leader: &AtomicBool, was_leader: bool) {
     }
 }
 
-/// Nodes are listed 100 at a time: kubelet-written Nodes are 10-20 KiB each, and smaller pages
-/// keep the transient memory of a (re-)list low in large clusters.
+/// The Node watch's paged initial list: 100 at a time, as kubelet-written Nodes are 10-20 KiB
+/// each and smaller pages keep the transient memory of a (re-)list low in large clusters.
 pub fn node_watch_config() -> watcher::Config {
     watcher::Config::default().page_size(100)
+}
+
+/// The Node watch's streaming initial list (`sendInitialEvents=true`, the WatchList feature):
+/// one watch the API server answers from its watch cache, instead of a LIST of pages.
+pub fn node_streaming_config() -> watcher::Config {
+    watcher::Config::default().streaming_lists()
+}
+
+/// Whether the API server refused a streaming initial list: WatchList off or a Kubernetes before
+/// 1.27 (`sendInitialEvents` and `resourceVersionMatch` are invalid on a watch: 400 or 422), or
+/// storage that cannot serve it (etcd before 3.4.31 / 3.5.13 lacks the progress notifications
+/// it needs: 500 "the required storage feature RequestWatchProgress is disabled").
+fn streaming_refused(err: &watcher::Error) -> bool {
+    let status = match err {
+        watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status,
+        watcher::Error::WatchError(status) => status,
+        _ => return false,
+    };
+    matches!(status.code, 400 | 422)
+        || ["RequestWatchProgress", "sendInitialEvents", "WatchList"]
+            .iter()
+            .any(|word| status.message.contains(word))
+}
+
+/// Streaming initial lists that fail this many times in a row, before ever completing, are
+/// given up for paged lists.
+const STREAMING_ATTEMPTS: u32 = 3;
+
+/// Feeds Nodes into the cache: a streaming initial list where the API server serves one, else
+/// (it refuses `sendInitialEvents`) a paged list, for the rest of the process.
+async fn watch_nodes(ctx: &Arc<Context>, trigger: &Notify) {
+    let nodes: Api<NodeView> = Api::all(ctx.client.clone());
+    let mode = |streaming: bool| ListModeLabels {
+        mode: if streaming { "streaming" } else { "paged" },
+    };
+    let mut streaming = true;
+    loop {
+        ctx.metrics.node_initial_list.clear();
+        ctx.metrics
+            .node_initial_list
+            .get_or_create(&mode(streaming))
+            .set(1);
+        let config = if streaming {
+            node_streaming_config()
+        } else {
+            node_watch_config()
+        };
+        let mut refused = false;
+        let mut listed = false;
+        let mut failures = 0;
+        let mut events = watcher(nodes.clone(), config).default_backoff().boxed();
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) => {
+                    if matches!(event, watcher::Event::InitDone) {
+                        listed = true;
+                        info!(
+                            mode = mode(streaming).mode,
+                            nodes = ctx.nodes.len(),
+                            "listed nodes"
+                        );
+                    }
+                    if ctx.nodes.apply(event, node_facts) {
+                        trigger.notify_one();
+                    }
+                }
+                Err(err) if streaming && !listed => {
+                    failures += 1;
+                    if streaming_refused(&err) || failures >= STREAMING_ATTEMPTS {
+                        warn!(%err, "the API server does not serve streaming lists; listing nodes in pages");
+                        refused = true;
+                        break;
+                    }
+                    warn!(%err, "streaming node list failed; retrying");
+                }
+                Err(err) => warn!(%err, "watch error; the watcher retries with backoff"),
+            }
+        }
+        if !refused {
+            return;
+        }
+        streaming = false;
+    }
 }
 
 fn retry_backoff() -> impl Iterator<Item = Duration> {

@@ -7,7 +7,8 @@
 //! - objects stored as JSON under their API path, with a resource version bumped on each write;
 //! - GET of an object (404 when absent), LIST with `limit`/`continue` paging and the
 //!   `metadata.name` field selector, WATCH (the stream ends at once, or with 410 Gone once
-//!   after [`FakeApi::expire_next_watch`]);
+//!   after [`FakeApi::expire_next_watch`]), and the streaming initial list of a watch with
+//!   `sendInitialEvents=true` (or 422 after [`FakeApi::refuse_streaming_lists`]);
 //! - POST (409 when the object exists; Events are echoed), PUT with optimistic concurrency
 //!   (409 on a stale `resourceVersion`), DELETE;
 //! - server-side apply of the aws-node container's env (entries set, entries this manager
@@ -105,6 +106,7 @@ struct State {
     problems: Vec<String>,
     rules: Vec<Rule>,
     expire_watch: Vec<String>,
+    refuse_streaming_lists: bool,
 }
 
 /// The fake API server. Clones share the same state.
@@ -138,6 +140,7 @@ impl FakeApi {
                 problems: Vec::new(),
                 rules: Vec::new(),
                 expire_watch: Vec::new(),
+                refuse_streaming_lists: false,
             })),
         }
     }
@@ -252,6 +255,12 @@ impl FakeApi {
             action: Action::Hold { delay, arrived },
         });
         receiver
+    }
+
+    /// Answers a watch with `sendInitialEvents=true` with 422, as an API server without the
+    /// WatchList feature does.
+    pub fn refuse_streaming_lists(&self) {
+        self.state().refuse_streaming_lists = true;
     }
 
     /// The next watch of `collection` ends with 410 Gone (resource version too old).
@@ -410,6 +419,12 @@ impl State {
                         let gone = json!({"type": "ERROR", "object": status_body(410, "Expired")});
                         return (200, Answer::Raw(format!("{gone}\n").into_bytes()));
                     }
+                    if params.get("sendInitialEvents").is_some_and(|v| v == "true") {
+                        if self.refuse_streaming_lists {
+                            return json(422, status_body(422, "Invalid"));
+                        }
+                        return (200, Answer::Raw(self.initial_events(&route, &params)));
+                    }
                     return (200, Answer::Raw(Vec::new()));
                 }
                 json(200, self.list(&route, &params))
@@ -472,6 +487,26 @@ impl State {
             },
             _ => json(405, status_body(405, "MethodNotAllowed")),
         }
+    }
+
+    /// A streaming initial list: an ADDED event per object, then the BOOKMARK that ends it.
+    fn initial_events(&self, route: &Route, params: &BTreeMap<String, String>) -> Vec<u8> {
+        let mut unpaged = params.clone();
+        unpaged.remove("limit");
+        unpaged.remove("continue");
+        let list = self.list(route, &unpaged);
+        let mut out = Vec::new();
+        for item in list["items"].as_array().into_iter().flatten() {
+            out.extend(json!({"type": "ADDED", "object": item}).to_string().bytes());
+            out.push(b'\n');
+        }
+        let bookmark = json!({"type": "BOOKMARK", "object": {
+            "apiVersion": route.api_version(), "kind": kind_of(&route.resource),
+            "metadata": {"resourceVersion": self.resource_version.to_string(),
+                         "annotations": {"k8s.io/initial-events-end": "true"}}}});
+        out.extend(bookmark.to_string().bytes());
+        out.push(b'\n');
+        out
     }
 
     fn list(&self, route: &Route, params: &BTreeMap<String, String>) -> Value {
