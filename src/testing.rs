@@ -9,8 +9,6 @@
 //! - [`policy`]: a `NodeNetworkPolicy` from a JSON spec; [`default_policy`] and
 //!   [`pool_policies`] for the common fleets.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::apps::v1::DaemonSet;
 use serde_json::{Value, json};
 
@@ -146,10 +144,12 @@ pub fn aws_node_ds(env: &[(&str, &str)], owned: &[&str]) -> DaemonSet {
 /// A Linux node of `instance_type`, as the plan sees it; no pods capacity reported.
 pub fn node(instance_type: &str) -> NodeFacts {
     NodeFacts {
-        labels: BTreeMap::from([
-            (labels::INSTANCE_TYPE.to_owned(), instance_type.to_owned()),
-            (labels::OS.to_owned(), "linux".to_owned()),
-        ]),
+        labels: [
+            (labels::INSTANCE_TYPE, instance_type),
+            (labels::OS, "linux"),
+        ]
+        .into_iter()
+        .collect(),
         capacity_pods: None,
         instance_id: None,
     }
@@ -158,7 +158,7 @@ pub fn node(instance_type: &str) -> NodeFacts {
 impl NodeFacts {
     /// The node with one more label.
     pub fn with_label(mut self, key: &str, value: &str) -> Self {
-        self.labels.insert(key.to_owned(), value.to_owned());
+        self.labels = self.labels.with(key, value);
         self
     }
 

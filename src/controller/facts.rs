@@ -16,7 +16,7 @@ pub const AWS_NODE_CONTAINER: &str = "aws-node";
 /// ([`NodeView`]).
 pub fn node_facts(node: &NodeView) -> NodeFacts {
     NodeFacts {
-        labels: node.metadata.labels.clone().unwrap_or_default(),
+        labels: node.metadata.labels.iter().flatten().collect(),
         capacity_pods: node
             .status
             .capacity

@@ -39,9 +39,10 @@ pub(super) fn evaluate<'a>(
         }
     };
 
+    let expressions: Vec<kube::core::Expression> = selector.into_iter().collect();
     let mut nodes_by_type: BTreeMap<&str, Vec<Option<u32>>> = BTreeMap::new();
     for node in &input.nodes {
-        if !selector.matches(&node.labels) {
+        if !node.labels.matches(&expressions) {
             continue;
         }
         match node.instance_type() {

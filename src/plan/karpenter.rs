@@ -244,12 +244,7 @@ fn node_class(
     let of_class: Vec<&&NodeFacts> = input
         .nodes
         .iter()
-        .filter(|n| {
-            n.labels
-                .get(karpenter_labels::NODE_CLASS)
-                .map(String::as_str)
-                == Some(name)
-        })
+        .filter(|n| n.labels.get(karpenter_labels::NODE_CLASS) == Some(name))
         .collect();
     status.nodes = of_class.len() as u32;
     status.nodes_behind = of_class

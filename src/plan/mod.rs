@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kube::core::{Selector, SelectorExt};
+use kube::core::Selector;
 
 use crate::crd::condition::Reason;
 use crate::crd::{DaemonSetRef, Enforcement, InstanceTypeStatus, NodeNetworkPolicySpec, condition};
@@ -45,7 +45,7 @@ impl Exclusion {
 /// What the plan needs of a Node: its labels and `status.capacity.pods`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeFacts {
-    pub labels: BTreeMap<String, String>,
+    pub labels: NodeLabels,
     pub capacity_pods: Option<u32>,
     /// The EC2 instance id from `spec.providerID` (`aws:///us-west-2a/i-0abc...`).
     pub instance_id: Option<String>,
@@ -54,7 +54,7 @@ pub struct NodeFacts {
 impl NodeFacts {
     /// The node's instance type, or why the VPC CNI does not serve it.
     pub fn instance_type(&self) -> Result<&str, Exclusion> {
-        let label = |key: &str| self.labels.get(key).map(String::as_str);
+        let label = |key: &str| self.labels.get(key);
         match label(labels::COMPUTE_TYPE) {
             Some("fargate") => return Err(Exclusion::Fargate),
             Some("hybrid") => return Err(Exclusion::HybridNode),
@@ -257,6 +257,7 @@ mod env;
 mod evaluate;
 pub mod karpenter;
 pub mod launch_templates;
+pub mod node_labels;
 
 use conditions::finish_conditions;
 use env::{describe_env_diff, env_changes, foreign_overrides};
@@ -265,6 +266,7 @@ pub use karpenter::{
     KarpenterAvailability, KarpenterInput, KarpenterReport, NodeClassWrite, plan_node_classes,
 };
 pub use launch_templates::{LaunchTemplateReport, TemplateStep, launch_template_step};
+pub use node_labels::NodeLabels;
 
 /// Decides the aws-node env and every policy's status.
 pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
