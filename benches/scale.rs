@@ -1,7 +1,10 @@
 //! Scale on a real kube-apiserver + etcd (tests/support/envtest.rs): N kubelet-sized Nodes, the
 //! shipped binary as a process, figures printed (not asserted; not part of the test command).
 //!
-//!     KUBEBUILDER_ASSETS=$(../shared/k8s/assets) SCALE_NODES=10000 cargo bench --bench scale
+//!     KUBEBUILDER_ASSETS=$(../shared/k8s/assets) SCALE_NODES=10000 SCALE_RUNS=3 cargo bench --bench scale
+//!
+//! With SCALE_RUNS > 1 the binary is started that many times against the same nodes (a fresh
+//! policy each time) and the medians are printed too.
 //!
 //! Prints: node creation rate; process start -> /readyz and -> policy Ready; peak RSS (VmHWM)
 //! after Ready and after churn; the API server's requests by verb and resource
@@ -173,6 +176,46 @@ async fn run(nodes_wanted: usize) {
         nodes_wanted as f64 / created.as_secs_f64()
     );
 
+    let runs: usize = std::env::var("SCALE_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let mut figures = Vec::new();
+    for run in 0..runs {
+        println!("run {}:", run + 1);
+        figures.push(operator_run(&api, &admin, nodes_wanted, run).await);
+    }
+    if runs > 1 {
+        let median = |pick: fn(&Figures) -> f64| {
+            let mut values: Vec<f64> = figures.iter().map(pick).collect();
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        println!(
+            "median of {runs} runs: /readyz {:.2} s, policy Ready {:.2} s, peak RSS {:.1} MiB \
+             (after churn {:.1} MiB), reaction {:.2} s",
+            median(|f| f.ready.as_secs_f64()),
+            median(|f| f.policy_ready.as_secs_f64()),
+            median(|f| f.rss_ready_mib),
+            median(|f| f.rss_churn_mib),
+            median(|f| f.reaction.as_secs_f64()),
+        );
+    }
+}
+
+/// One process run's figures.
+struct Figures {
+    ready: Duration,
+    policy_ready: Duration,
+    rss_ready_mib: f64,
+    rss_churn_mib: f64,
+    reaction: Duration,
+}
+
+/// Starts the release binary against the cluster, with a fresh policy `all`, and measures it;
+/// leaves the cluster as it found it (the policy and the churn node deleted).
+async fn operator_run(api: &ApiServer, admin: &Client, nodes_wanted: usize, run: usize) -> Figures {
+    let nodes: Api<Node> = Api::all(admin.clone());
     let policies: Api<NodeNetworkPolicy> = Api::all(admin.clone());
     policies
         .create(
@@ -185,7 +228,7 @@ async fn run(nodes_wanted: usize) {
         .await
         .unwrap();
 
-    let before_start = request_counts(&admin).await;
+    let before_start = request_counts(admin).await;
     let admin_port = support::free_port();
     let start = Instant::now();
     let mut child: Child = Command::new(env!("CARGO_BIN_EXE_vpc-cni-tuner"))
@@ -213,32 +256,26 @@ async fn run(nodes_wanted: usize) {
     })
     .await;
     println!("  process start -> /readyz {ready:.2?}, -> policy Ready {policy_ready:.2?}");
-    println!(
-        "  peak RSS after Ready: {:.1} MiB",
-        vm_hwm_kib(pid) as f64 / 1024.0
-    );
-    let after_start = request_counts(&admin).await;
+    let rss_ready_mib = vm_hwm_kib(pid) as f64 / 1024.0;
+    println!("  peak RSS after Ready: {rss_ready_mib:.1} MiB");
+    let after_start = request_counts(admin).await;
     print_delta("during start-up", &before_start, &after_start);
 
     // Steady state: nothing changes for a few seconds.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let steady = request_counts(&admin).await;
+    let steady = request_counts(admin).await;
     print_delta("in 5 s of steady state", &after_start, &steady);
 
     // Churn: a Node of a Xen type lowers maxPods; the policy's status follows (the env stays).
     let reaction_start = Instant::now();
-    let mut xen = realistic_node(nodes_wanted + 1, "m4.large");
+    let mut xen = realistic_node(nodes_wanted + 1 + run, "m4.large");
     xen["metadata"]
         .as_object_mut()
         .unwrap()
         .retain(|k, _| k == "name" || k == "labels");
-    nodes
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(xen).unwrap(),
-        )
-        .await
-        .unwrap();
+    let xen: Node = serde_json::from_value(xen).unwrap();
+    let xen_name = xen.metadata.name.clone().unwrap();
+    nodes.create(&PostParams::default(), &xen).await.unwrap();
     let reaction = wait(Duration::from_secs(60), || async {
         let p = policies.get("all").await.ok()?;
         (p.status?.max_pods == Some(20)).then(|| reaction_start.elapsed())
@@ -247,14 +284,25 @@ async fn run(nodes_wanted: usize) {
     println!(
         "  reaction: new Xen node -> policy maxPods 20 in {reaction:.2?} (500 ms debounce included)"
     );
-    let after_churn = request_counts(&admin).await;
+    let after_churn = request_counts(admin).await;
     print_delta("during churn", &steady, &after_churn);
-    println!(
-        "  peak RSS after churn: {:.1} MiB",
-        vm_hwm_kib(pid) as f64 / 1024.0
-    );
+    let rss_churn_mib = vm_hwm_kib(pid) as f64 / 1024.0;
+    println!("  peak RSS after churn: {rss_churn_mib:.1} MiB");
     let _ = child.kill();
     let _ = child.wait();
+    nodes.delete(&xen_name, &Default::default()).await.unwrap();
+    policies.delete("all", &Default::default()).await.unwrap();
+    wait(Duration::from_secs(30), || async {
+        policies.get_opt("all").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    Figures {
+        ready,
+        policy_ready,
+        rss_ready_mib,
+        rss_churn_mib,
+        reaction,
+    }
 }
 
 fn main() {
