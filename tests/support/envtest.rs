@@ -203,6 +203,12 @@ impl ApiServer {
         }
     }
 
+    /// The process ids of etcd and (when running) kube-apiserver, for benchmarks that read
+    /// their CPU time.
+    pub fn pids(&self) -> (u32, Option<u32>) {
+        (self.etcd.id(), self.apiserver.as_ref().map(Child::id))
+    }
+
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
     }
