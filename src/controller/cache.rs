@@ -100,6 +100,13 @@ impl<T> ProjectedCache<T> {
         items
     }
 
+    /// Every projection, without the keys (no key is copied: at 100,000 nodes the keys alone
+    /// are megabytes), in no particular order.
+    pub fn values(&self) -> Vec<Arc<T>> {
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        state.items.values().cloned().collect()
+    }
+
     pub fn get(&self, key: &str) -> Option<Arc<T>> {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         state.items.get(key).cloned()

@@ -19,7 +19,7 @@ pub(super) const UNKNOWN_INSTANCE_TYPE_TTL: Duration = Duration::from_secs(600);
 /// brand-new types work without a release. Batched; answers are cached with a TTL.
 pub(super) async fn refresh_unknown_instance_types(
     ctx: &Context,
-    nodes: &[(String, Arc<NodeFacts>)],
+    nodes: &[Arc<NodeFacts>],
 ) {
     let Some(provider) = &ctx.ec2 else {
         return;
@@ -27,7 +27,7 @@ pub(super) async fn refresh_unknown_instance_types(
     // Distinct types first: thousands of nodes share a handful of types.
     let types: BTreeSet<&str> = nodes
         .iter()
-        .filter_map(|(_, n)| n.instance_type().ok())
+        .filter_map(|n| n.instance_type().ok())
         .collect();
     let due: Vec<String> = {
         let known = ctx

@@ -329,10 +329,10 @@ impl SyncCache {
 }
 
 /// Instance id -> capacity.pods, for rollout reports.
-pub fn nodes_by_instance(nodes: &[(String, Arc<NodeFacts>)]) -> BTreeMap<String, Option<u32>> {
+pub fn nodes_by_instance(nodes: &[Arc<NodeFacts>]) -> BTreeMap<String, Option<u32>> {
     nodes
         .iter()
-        .filter_map(|(_, n)| n.instance_id.clone().map(|id| (id, n.capacity_pods)))
+        .filter_map(|n| n.instance_id.clone().map(|id| (id, n.capacity_pods)))
         .collect()
 }
 

@@ -67,13 +67,13 @@ pub async fn reconcile_fleet(ctx: &Context) -> Result<ReconcileReport, Error> {
 
 /// Plans from the current caches without writing anything.
 pub fn plan_now(ctx: &Context) -> (Vec<Arc<NodeNetworkPolicy>>, FleetPlan) {
-    plan_with(ctx, &ctx.nodes.snapshot())
+    plan_with(ctx, &ctx.nodes.values())
 }
 
 /// Plans from the policy and DaemonSet caches and a node snapshot.
 fn plan_with(
     ctx: &Context,
-    nodes: &[(String, Arc<NodeFacts>)],
+    nodes: &[Arc<NodeFacts>],
 ) -> (Vec<Arc<NodeNetworkPolicy>>, FleetPlan) {
     let policies: Vec<Arc<NodeNetworkPolicy>> = ctx
         .policies
@@ -94,7 +94,7 @@ fn plan_with(
             .zip(&names)
             .map(|(p, name)| PolicyInput::from_policy(p, name))
             .collect(),
-        nodes: nodes.iter().map(|(_, n)| n.as_ref()).collect(),
+        nodes: nodes.iter().map(AsRef::as_ref).collect(),
         aws_node: aws_node.as_deref(),
         managed_daemonset: &ctx.managed,
         catalog: &ctx.catalog,
@@ -129,7 +129,7 @@ fn plan_with(
 async fn reconcile_inner(ctx: &Context) -> Result<ReconcileReport, Error> {
     // Observe: one node snapshot per reconcile, shared by every step; types the table lacks are
     // looked up live (by the leader only: it is the one that acts on them).
-    let nodes = ctx.nodes.snapshot();
+    let nodes = ctx.nodes.values();
     if ctx.leader.load(Ordering::Acquire) {
         instance_lookup::refresh_unknown_instance_types(ctx, &nodes).await;
     }

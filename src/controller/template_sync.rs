@@ -22,7 +22,7 @@ pub(super) async fn sync_launch_templates(
     ctx: &Context,
     policies: &[Arc<NodeNetworkPolicy>],
     plan: &FleetPlan,
-    nodes: &[(String, Arc<NodeFacts>)],
+    nodes: &[Arc<NodeFacts>],
 ) -> BTreeMap<String, LaunchTemplateReport> {
     let mut reports = BTreeMap::new();
     if policies.iter().all(|p| p.spec.launch_templates.is_empty()) {

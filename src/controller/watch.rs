@@ -177,10 +177,12 @@ async fn became_leader(leader: &AtomicBool, was_leader: bool) {
     }
 }
 
-/// The Node watch's paged initial list: 100 at a time, as kubelet-written Nodes are 10-20 KiB
-/// each and smaller pages keep the transient memory of a (re-)list low in large clusters.
+/// The Node watch's paged initial list, 500 Nodes a page: the watch parses only what it keeps
+/// (`NodeView`), so a page costs a few MiB while it is read; and every page makes etcd count the
+/// rest of the range (`remainingItemCount`), so fewer pages cost etcd far less (at 100,000
+/// nodes, 1,000 pages of 100 took etcd 22 CPU seconds).
 pub fn node_watch_config() -> watcher::Config {
-    watcher::Config::default().page_size(100)
+    watcher::Config::default().page_size(500)
 }
 
 /// The Node watch's streaming initial list (`sendInitialEvents=true`, the WatchList feature):
