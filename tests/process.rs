@@ -272,7 +272,7 @@ async fn nodes_stream_their_initial_list_or_fall_back_to_pages() {
             .any(|q| q.contains("sendInitialEvents=true"));
         let paged = node_requests
             .iter()
-            .any(|q| !q.contains("watch=true") && q.contains("limit=500"));
+            .any(|q| !q.contains("watch=true") && q.contains("limit=250"));
         assert!(
             streamed,
             "a streaming list is tried first: {node_requests:?}"

@@ -17,10 +17,7 @@ pub(super) const UNKNOWN_INSTANCE_TYPE_TTL: Duration = Duration::from_secs(600);
 
 /// Looks up, with EC2 `DescribeInstanceTypes`, node instance types the embedded table lacks, so
 /// brand-new types work without a release. Batched; answers are cached with a TTL.
-pub(super) async fn refresh_unknown_instance_types(
-    ctx: &Context,
-    nodes: &[Arc<NodeFacts>],
-) {
+pub(super) async fn refresh_unknown_instance_types(ctx: &Context, nodes: &[Arc<NodeFacts>]) {
     let Some(provider) = &ctx.ec2 else {
         return;
     };

@@ -71,10 +71,7 @@ pub fn plan_now(ctx: &Context) -> (Vec<Arc<NodeNetworkPolicy>>, FleetPlan) {
 }
 
 /// Plans from the policy and DaemonSet caches and a node snapshot.
-fn plan_with(
-    ctx: &Context,
-    nodes: &[Arc<NodeFacts>],
-) -> (Vec<Arc<NodeNetworkPolicy>>, FleetPlan) {
+fn plan_with(ctx: &Context, nodes: &[Arc<NodeFacts>]) -> (Vec<Arc<NodeNetworkPolicy>>, FleetPlan) {
     let policies: Vec<Arc<NodeNetworkPolicy>> = ctx
         .policies
         .snapshot()
