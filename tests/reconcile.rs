@@ -421,7 +421,9 @@ mod karpenter {
                         let synced = condition(body, "KarpenterSynced");
                         assert_eq!(synced["status"], "False");
                         assert_eq!(synced["reason"], "NodeClassWriteFailed");
-                        assert_eq!(body["status"]["ec2NodeClasses"][0]["inSync"], false);
+                        let class = &body["status"]["ec2NodeClasses"][0];
+                        assert_eq!(class["inSync"], false);
+                        assert_eq!(class["maxPodsFound"], 110, "the value it still carries");
                     }),
                 ],
             )

@@ -142,7 +142,7 @@ pub(super) async fn apply_node_classes(
                 Err(kube::Error::Api(status)) if matches!(status.code, 403 | 404 | 422) => {
                     warn!(node_class = %write.node_class, %status.message, "EC2NodeClass write refused");
                     report.write_failed(
-                        &write.node_class,
+                        &write,
                         format!(
                             "writing spec.kubelet.maxPods failed ({} {}): {}",
                             status.code, status.reason, status.message

@@ -57,10 +57,16 @@ pub struct KarpenterReport {
 }
 
 impl KarpenterReport {
-    /// A write failed: the node class is not in sync, and the condition says why.
-    pub fn write_failed(&mut self, node_class: &str, message: String) {
-        if let Some(status) = self.statuses.iter_mut().find(|s| s.name == node_class) {
+    /// A write failed: the node class still carries its old value and is not in sync, and the
+    /// condition says why.
+    pub fn write_failed(&mut self, write: &NodeClassWrite, message: String) {
+        if let Some(status) = self
+            .statuses
+            .iter_mut()
+            .find(|s| s.name == write.node_class)
+        {
             status.in_sync = false;
+            status.max_pods_found = write.from;
             status.message = Some(message);
         }
         self.condition = synced_condition(&self.statuses, Some(Reason::NodeClassWriteFailed));
