@@ -236,6 +236,9 @@ fn main() {
         .expect("runtime");
     // Memory first, before anything else has grown the heap.
     runtime.block_on(bench_node_cache());
+    // The fake API server's client spawns its buffer task: plan inside the runtime.
+    let guard = runtime.enter();
     bench_plan();
+    drop(guard);
     runtime.block_on(bench_reaction());
 }

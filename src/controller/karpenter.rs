@@ -30,8 +30,16 @@ pub struct KarpenterState {
     pub node_classes: ProjectedCache<NodeClassFacts>,
     /// The watches run (started once a policy lists a node class).
     pub(super) started: AtomicBool,
-    /// Why the watches cannot list (a CRD missing, RBAC), until they can.
-    unavailable: Mutex<Option<(Reason, String)>>,
+    /// Why each watch (NodePools, EC2NodeClasses) cannot list (a CRD missing, RBAC), until it
+    /// can.
+    unavailable: Mutex<[Option<(Reason, String)>; 2]>,
+}
+
+/// Which Karpenter watch a list result is about.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Watched {
+    NodePools = 0,
+    NodeClasses = 1,
 }
 
 impl KarpenterState {
@@ -39,12 +47,15 @@ impl KarpenterState {
         if !self.enabled {
             return KarpenterAvailability::Disabled;
         }
-        if let Some((reason, message)) = self
+        let problem = self
             .unavailable
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-        {
+            .iter()
+            .flatten()
+            .next()
+            .cloned();
+        if let Some((reason, message)) = problem {
             return KarpenterAvailability::Unavailable { reason, message };
         }
         if self.node_pools.is_ready() && self.node_classes.is_ready() {
@@ -60,12 +71,17 @@ impl KarpenterState {
             || self.availability() != KarpenterAvailability::Pending
     }
 
-    /// Records a watch's list result; returns whether availability changed.
-    pub(super) fn set_unavailable(&self, problem: Option<(Reason, String)>) -> bool {
-        let mut current = self
+    /// Records a watch's list result; returns whether it changed.
+    pub(super) fn set_unavailable(
+        &self,
+        watch: Watched,
+        problem: Option<(Reason, String)>,
+    ) -> bool {
+        let mut all = self
             .unavailable
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let current = &mut all[watch as usize];
         let changed = *current != problem;
         *current = problem;
         changed
@@ -199,4 +215,38 @@ async fn patch_max_pods(ctx: &Context, write: &NodeClassWrite) -> Result<(), kub
 /// The watches' resources, for `watch::run`.
 pub(super) fn apis(ctx: &Context) -> (Api<NodePool>, Api<EC2NodeClass>) {
     (Api::all(ctx.client.clone()), Api::all(ctx.client.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One watch listing fine does not clear the other's problem.
+    #[test]
+    fn each_watch_keeps_its_own_problem() {
+        let state = KarpenterState {
+            enabled: true,
+            ..Default::default()
+        };
+        assert_eq!(state.availability(), KarpenterAvailability::Pending);
+        let missing = (
+            Reason::KarpenterNotInstalled,
+            "no EC2NodeClass CRD".to_owned(),
+        );
+        assert!(state.set_unavailable(Watched::NodeClasses, Some(missing.clone())));
+        assert!(!state.set_unavailable(Watched::NodePools, None));
+        assert_eq!(
+            state.availability(),
+            KarpenterAvailability::Unavailable {
+                reason: missing.0,
+                message: missing.1
+            }
+        );
+        assert!(state.set_unavailable(Watched::NodeClasses, None));
+        state.node_pools.replace_all([]);
+        state.node_classes.replace_all([]);
+        assert_eq!(state.availability(), KarpenterAvailability::Ready);
+        let disabled = KarpenterState::default();
+        assert_eq!(disabled.availability(), KarpenterAvailability::Disabled);
+    }
 }

@@ -16,6 +16,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
 use super::facts::{aws_node_facts, node_facts};
+use super::karpenter::Watched;
 use super::node_view::NodeView;
 use super::{Context, ReconcileReport, karpenter, reconcile_fleet, retry_delay};
 use crate::crd::NodeNetworkPolicy;
@@ -36,7 +37,7 @@ pub struct LoopConfig {
 /// on every change until `shutdown` flips. A reconcile in progress finishes before it returns.
 pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Receiver<bool>) {
     let trigger = Arc::new(Notify::new());
-    let watchers = {
+    let mut watchers = {
         let policies: Api<NodeNetworkPolicy> = Api::all(ctx.client.clone());
         let daemonsets: Api<DaemonSet> =
             Api::namespaced(ctx.client.clone(), &ctx.managed.namespace);
@@ -68,7 +69,6 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
             }),
         ]
     };
-    let mut watchers = watchers;
 
     let mut backoff = retry_backoff();
     loop {
@@ -137,11 +137,11 @@ fn watch_karpenter(ctx: &Arc<Context>, trigger: &Arc<Notify>) -> Vec<JoinHandle<
                 |e| {
                     let done = matches!(e, watcher::Event::InitDone);
                     let changed = c1.karpenter.node_pools.apply(e, node_pool_facts);
-                    (done && c1.karpenter.set_unavailable(None)) || changed
+                    (done && c1.karpenter.set_unavailable(Watched::NodePools, None)) || changed
                 },
                 |err| {
                     karpenter::list_problem("NodePool (karpenter.sh/v1)", err)
-                        .is_some_and(|p| c1.karpenter.set_unavailable(Some(p)))
+                        .is_some_and(|p| c1.karpenter.set_unavailable(Watched::NodePools, Some(p)))
                 },
             )
             .await
@@ -154,11 +154,12 @@ fn watch_karpenter(ctx: &Arc<Context>, trigger: &Arc<Notify>) -> Vec<JoinHandle<
                 |e| {
                     let done = matches!(e, watcher::Event::InitDone);
                     let changed = c2.karpenter.node_classes.apply(e, node_class_facts);
-                    (done && c2.karpenter.set_unavailable(None)) || changed
+                    (done && c2.karpenter.set_unavailable(Watched::NodeClasses, None)) || changed
                 },
                 |err| {
-                    karpenter::list_problem("EC2NodeClass (karpenter.k8s.aws/v1)", err)
-                        .is_some_and(|p| c2.karpenter.set_unavailable(Some(p)))
+                    karpenter::list_problem("EC2NodeClass (karpenter.k8s.aws/v1)", err).is_some_and(
+                        |p| c2.karpenter.set_unavailable(Watched::NodeClasses, Some(p)),
+                    )
                 },
             )
             .await
