@@ -91,12 +91,11 @@ impl KarpenterState {
 /// Whether a policy lists an EC2NodeClass, so the watches are wanted.
 pub(super) fn wanted(ctx: &Context) -> bool {
     ctx.karpenter.enabled
-        && ctx.policies.snapshot().iter().any(|(_, p)| {
-            p.spec
-                .karpenter
-                .as_ref()
-                .is_some_and(|k| !k.ec2_node_classes.is_empty())
-        })
+        && ctx
+            .policies
+            .snapshot()
+            .iter()
+            .any(|(_, p)| !p.spec.ec2_node_classes().is_empty())
 }
 
 /// What a failed list of `what` means for the status, if it is a lasting problem.

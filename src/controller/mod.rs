@@ -99,12 +99,11 @@ fn plan_with(ctx: &Context, nodes: &[Arc<NodeFacts>]) -> (Vec<Arc<NodeNetworkPol
     };
     let mut plan = plan_fleet(&input);
     // Karpenter node classes, for the policies that list any.
-    if input.policies.iter().any(|p| {
-        p.spec
-            .karpenter
-            .as_ref()
-            .is_some_and(|k| !k.ec2_node_classes.is_empty())
-    }) {
+    if input
+        .policies
+        .iter()
+        .any(|p| !p.spec.ec2_node_classes().is_empty())
+    {
         let pools = ctx.karpenter.node_pools.snapshot();
         let classes = ctx.karpenter.node_classes.snapshot();
         let karpenter = KarpenterInput {

@@ -20,6 +20,15 @@ pub struct KarpenterSpec {
     pub ec2_node_classes: Vec<String>,
 }
 
+impl super::NodeNetworkPolicySpec {
+    /// The EC2NodeClasses this policy manages (none without `spec.karpenter`).
+    pub fn ec2_node_classes(&self) -> &[String] {
+        self.karpenter
+            .as_ref()
+            .map_or(&[], |k| k.ec2_node_classes.as_slice())
+    }
+}
+
 /// What the operator found in, and wrote to, one EC2NodeClass.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -80,14 +80,10 @@ pub fn plan_node_classes(
     plans: &mut BTreeMap<String, PolicyPlan>,
     input: &KarpenterInput<'_>,
 ) {
-    let mut ordered: Vec<&PolicyInput<'_>> = policies.iter().collect();
-    ordered.sort_by(|a, b| (&a.created, a.name).cmp(&(&b.created, b.name)));
     let mut claimed: BTreeMap<&str, &str> = BTreeMap::new();
-    for policy in ordered {
-        let Some(spec) = policy.spec.karpenter.as_ref() else {
-            continue;
-        };
-        if spec.ec2_node_classes.is_empty() {
+    for policy in PolicyInput::oldest_first(policies) {
+        let classes = policy.spec.ec2_node_classes();
+        if classes.is_empty() {
             continue;
         }
         let Some(plan) = plans.get_mut(policy.name) else {
@@ -97,7 +93,7 @@ pub fn plan_node_classes(
         let mut statuses = Vec::new();
         let mut writes = Vec::new();
         let mut blocked: Option<Reason> = None;
-        for name in &spec.ec2_node_classes {
+        for name in classes {
             let owner = *claimed.entry(name.as_str()).or_insert(policy.name);
             let (status, write, reason) = if owner != policy.name {
                 let message = format!("managed by policy {owner}, which is older; remove it here");

@@ -129,6 +129,13 @@ impl AwsNodeFacts {
 }
 
 impl<'a> PolicyInput<'a> {
+    /// The policies oldest first (then by name): the order conflicts are decided in.
+    pub fn oldest_first<'p>(policies: &'p [PolicyInput<'a>]) -> Vec<&'p PolicyInput<'a>> {
+        let mut ordered: Vec<&PolicyInput<'a>> = policies.iter().collect();
+        ordered.sort_by(|a, b| (&a.created, a.name).cmp(&(&b.created, b.name)));
+        ordered
+    }
+
     /// The plan's view of a policy; `name` is the policy's name, borrowed from the caller.
     pub fn from_policy(policy: &'a crate::crd::NodeNetworkPolicy, name: &'a str) -> Self {
         Self {
@@ -270,9 +277,7 @@ pub use node_labels::NodeLabels;
 
 /// Decides the aws-node env and every policy's status.
 pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
-    let mut ordered: Vec<&PolicyInput<'_>> = input.policies.iter().collect();
-    ordered.sort_by(|a, b| (&a.created, a.name).cmp(&(&b.created, b.name)));
-
+    let ordered = PolicyInput::oldest_first(&input.policies);
     let mut evaluated: Vec<Evaluated<'_>> = ordered.iter().map(|p| evaluate(input, p)).collect();
 
     // The cluster-wide decision: the oldest Enforce policy with a recommendation wins.
