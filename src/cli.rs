@@ -95,6 +95,23 @@ pub struct RunArgs {
     /// maxPods. Needs the RBAC the chart grants with `karpenter.enabled=true`.
     #[arg(long)]
     pub karpenter: bool,
+
+    /// Where the aws-node env is written: `auto` writes the EKS managed add-on's
+    /// configurationValues (eks:UpdateAddon) when EKS applies aws-node and the add-on exists, and
+    /// the DaemonSet otherwise; `daemonset` always writes the DaemonSet (add-on updates with
+    /// resolveConflicts NONE then fail); `eks-addon` always writes the add-on.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub cni_config_via: crate::eks_addon::CniConfigVia,
+
+    /// The EKS cluster's name, for the add-on calls. Unset: aws-node's `CLUSTER_NAME` env, which
+    /// the EKS add-on sets.
+    #[arg(long, env = "EKS_CLUSTER_NAME")]
+    pub eks_cluster_name: Option<String>,
+
+    /// EKS endpoint URL (a VPC interface endpoint, a FIPS or test endpoint). Unset: aws-config's
+    /// chain (`AWS_ENDPOINT_URL_EKS`, `AWS_ENDPOINT_URL`), else the region's public endpoint.
+    #[arg(long)]
+    pub eks_endpoint_url: Option<String>,
 }
 
 fn parse_daemonset_ref(value: &str) -> Result<crate::crd::DaemonSetRef, String> {

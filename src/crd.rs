@@ -19,7 +19,10 @@ pub mod manifest;
 pub mod status;
 
 pub use karpenter::{KarpenterSpec, NodeClassStatus};
-pub use status::{InstanceTypeStatus, LaunchTemplateStatus, NodeNetworkPolicyStatus};
+pub use status::{
+    CniConfigStatus, EksAddonStatus, InstanceTypeStatus, LaunchTemplateStatus,
+    NodeNetworkPolicyStatus,
+};
 
 /// What the operator should manage for the nodes a selector picks.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -18,6 +18,7 @@ pub mod codegen;
 pub mod controller;
 #[cfg(feature = "operator")]
 pub mod crd;
+pub mod eks_addon;
 pub mod engine;
 pub mod instance;
 pub mod karpenter;

@@ -43,8 +43,16 @@ pub async fn run_with_ec2(
     let mut ctx = Context::new(client.clone(), args.daemonset.clone(), leader_flag.clone());
     ctx.ec2 = ec2;
     ctx.karpenter.enabled = args.karpenter;
+    ctx.addon = crate::controller::eks_addon::AddonState::new(
+        args.cni_config_via,
+        args.eks_cluster_name.clone(),
+        Ec2Endpoint {
+            region: args.aws_region.clone(),
+            endpoint_url: args.eks_endpoint_url.clone(),
+        },
+    );
     let ctx = Arc::new(ctx);
-    info!(daemonset = %args.daemonset, leader_elect = args.leader_elect, karpenter = args.karpenter, "starting vpc-cni-tuner");
+    info!(daemonset = %args.daemonset, leader_elect = args.leader_elect, karpenter = args.karpenter, cni_config_via = ?args.cni_config_via, "starting vpc-cni-tuner");
 
     // One stop signal for every task: the caller's shutdown, or a task that ended unexpectedly.
     let (stop, stopped) = watch::channel(false);

@@ -216,6 +216,7 @@ pub fn policy_inputs<'a>(
             created: Some((*created).to_owned()),
             generation: Some(1),
             spec,
+            addon_env: None,
         })
         .collect()
 }

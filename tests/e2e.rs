@@ -24,6 +24,7 @@ use kube::api::{
 };
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
+use support::eks_double::{self, EksDouble};
 use support::envtest::ApiServer;
 use support::operator::{ChartContainer, Operator};
 use vpc_cni_tuner::crd::{NodeNetworkPolicy, condition};
@@ -52,9 +53,9 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// aws-node as the EKS managed add-on applies it (server-side apply, field manager `eks`).
+    /// aws-node as a self-managed VPC CNI has it (applied by Helm): DaemonSet mode.
     async fn start(values: Value) -> Option<Self> {
-        Self::start_with(values, "eks").await
+        Self::start_with(values, "helm").await
     }
 
     /// aws-node applied by `aws_node_manager` (`helm` for a self-managed VPC CNI).
@@ -120,7 +121,24 @@ impl Cluster {
 
     /// `vpc-cni-tuner run` as the chart's pod `name` would run it.
     fn operator(&self, name: &str, extra_env: &[(&str, String)]) -> Operator {
-        let container = ChartContainer::from_rendered(&self.rendered, NS, name);
+        self.operator_with(name, extra_env, &[])
+    }
+
+    /// [`Cluster::operator`] with some of the chart's `--flag=value` arguments replaced (or
+    /// added).
+    fn operator_with(
+        &self,
+        name: &str,
+        extra_env: &[(&str, String)],
+        flags: &[(&str, String)],
+    ) -> Operator {
+        let mut container = ChartContainer::from_rendered(&self.rendered, NS, name);
+        for (flag, value) in flags {
+            container
+                .args
+                .retain(|a| !a.starts_with(&format!("{flag}=")));
+            container.args.push(format!("{flag}={value}"));
+        }
         let mut env = no_aws();
         env.extend(extra_env.iter().cloned());
         Operator::start(
@@ -1343,21 +1361,64 @@ async fn admission_policies_let_the_operator_change_only_its_env() {
         .expect("an admin may change the image");
 }
 
-/// On an aws-node the EKS add-on manages, the env the operator force-applies makes an add-on
-/// update with `resolveConflicts: NONE` fail (amazon-vpc-cni-k8s #2607); the policy says so in
-/// its Degraded condition, with the fix. The update is what EKS sends: a server-side apply of
-/// the add-on's env as manager `eks`, not forced.
+/// The add-on's configuration as an infrastructure-as-code tool wrote it.
+const IAC_CONFIGURATION: &str =
+    r#"{"env":{"AWS_VPC_K8S_CNI_LOGLEVEL":"INFO"},"resources":{"requests":{"cpu":"30m"}}}"#;
+
+/// AWS settings for the EKS test double: fake credentials, a region, and nothing else.
+fn eks_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", "us-west-2".into()),
+    ]
+}
+
+/// A real API server whose aws-node the EKS test double applies as the add-on, and the double.
+async fn eks_cluster(configuration: Option<&str>) -> Option<(Cluster, EksDouble)> {
+    let cluster =
+        Cluster::start_with(json!({"eks": {"clusterName": eks_double::CLUSTER}}), "eks").await?;
+    let eks = EksDouble::start(cluster.admin.clone(), configuration).await;
+    Some((cluster, eks))
+}
+
+fn managers(ds: &DaemonSet) -> Vec<String> {
+    ds.managed_fields()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect()
+}
+
+fn cni_config(policy: &NodeNetworkPolicy) -> Value {
+    serde_json::to_value(&policy.status.as_ref().unwrap().cni_config).unwrap()
+}
+
+/// EKS add-on coexistence (#12), through the binary, the real API server and the EKS test
+/// double: DaemonSet mode next to the add-on reproduces the failing `resolveConflicts: NONE`
+/// update and says so; add-on mode releases the operator's DaemonSet fields, writes the policy's
+/// env into configurationValues with one UpdateAddon (other keys kept), owns nothing on
+/// aws-node, lets a NONE update succeed, writes nothing in steady state, and restores its keys
+/// after an infrastructure-as-code tool writes its own configurationValues back.
 #[tokio::test]
-async fn eks_addon_update_conflict_is_explained_in_the_status() {
-    let Some(cluster) = Cluster::start(json!({})).await else {
+async fn eks_addon_mode_writes_configuration_values_and_add_on_updates_keep_working() {
+    let Some((cluster, eks)) = eks_cluster(Some(IAC_CONFIGURATION)).await else {
         return;
     };
     cluster.single_node_fleet(json!({})).await;
-    let operator = cluster.operator("tuner-0", &[]);
+    let flags = |via: &str| {
+        [
+            ("--cni-config-via", via.to_owned()),
+            ("--eks-endpoint-url", eks.url()),
+        ]
+    };
+
+    // 1. DaemonSet mode, asked for: the operator owns env on aws-node, Degraded explains what
+    //    that does to add-on updates, and an add-on update with NONE fails.
+    let mut ds_mode = cluster.operator_with("tuner-ds", &eks_env(), &flags("daemonset"));
     let policy = eventually(
         "Degraded names the add-on conflict",
         CONVERGE,
-        &[&operator],
+        &[&ds_mode],
         || async {
             let p = cluster.get_policy("all").await;
             condition_of(&p, condition::DEGRADED)
@@ -1367,10 +1428,91 @@ async fn eks_addon_update_conflict_is_explained_in_the_status() {
     )
     .await;
     let message = &condition_of(&policy, condition::DEGRADED).unwrap().message;
-    assert!(
-        message.contains("PRESERVE") && message.contains("configurationValues"),
-        "{message}"
+    assert!(message.contains("--cni-config-via"), "{message}");
+    assert_eq!(cni_config(&policy)["via"], "DaemonSet");
+    assert_eq!(
+        cluster
+            .env_value("ENABLE_PREFIX_DELEGATION")
+            .await
+            .as_deref(),
+        Some("true")
     );
+    let failed = eks
+        .user_update(Some("v1.19.3-eksbuild.1"), None, "NONE")
+        .await;
+    assert_eq!(failed.status, "Failed", "{failed:?}");
+    assert!(
+        failed.errors[0].1.contains("vpc-cni-tuner")
+            && failed.errors[0].1.contains("ENABLE_PREFIX_DELEGATION"),
+        "{failed:?}"
+    );
+    assert_eq!(
+        eks.requests(),
+        Vec::<String>::new(),
+        "DaemonSet mode calls no EKS API"
+    );
+    ds_mode.terminate(Duration::from_secs(10));
+
+    // 2. Add-on mode (auto: EKS applies aws-node): one UpdateAddon, other keys kept, nothing
+    //    of aws-node owned by the operator any more.
+    let operator = cluster.operator_with("tuner-0", &eks_env(), &flags("auto"));
+    let policy = eventually(
+        "CNIConfigured through the add-on",
+        CONVERGE,
+        &[&operator],
+        || async {
+            let p = cluster.get_policy("all").await;
+            condition_of(&p, condition::CNI_CONFIGURED)
+                .filter(|c| c.status == "True" && c.message.contains("configurationValues"))
+                .map(|_| p.clone())
+        },
+    )
+    .await;
+    let sent: Value = serde_json::from_str(&eks.configuration_values().unwrap()).unwrap();
+    assert_eq!(
+        sent,
+        json!({"env": {"AWS_VPC_K8S_CNI_LOGLEVEL": "INFO", "ENABLE_PREFIX_DELEGATION": "true",
+                       "WARM_PREFIX_TARGET": "1"},
+               "resources": {"requests": {"cpu": "30m"}}})
+    );
+    assert_eq!(eks.update_calls(), 1, "{:?}", eks.requests());
+    let config = cni_config(&policy);
+    assert_eq!(config["via"], "EksAddon");
+    assert_eq!(config["eksAddon"]["clusterName"], eks_double::CLUSTER);
+    assert_eq!(
+        config["eksAddon"]["env"],
+        json!({"ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "1"})
+    );
+    assert!(config["eksAddon"]["lastUpdateId"].is_string(), "{config}");
+    let ds = daemonsets(&cluster.admin).get("aws-node").await.unwrap();
+    assert!(
+        !managers(&ds).contains(&"vpc-cni-tuner".to_owned()),
+        "{:?}",
+        managers(&ds)
+    );
+    assert_eq!(
+        cluster.env_value("WARM_PREFIX_TARGET").await.as_deref(),
+        Some("1")
+    );
+    assert!(
+        cluster
+            .events("all")
+            .await
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("EksAddonUpdated")
+                && e.note
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("ENABLE_PREFIX_DELEGATION")),
+        "an EksAddonUpdated Event"
+    );
+    let converged = eks.requests().len();
+
+    // 3. The next add-on update with resolveConflicts NONE succeeds and keeps the settings.
+    let update = eks
+        .user_update(Some("v1.19.3-eksbuild.1"), None, "NONE")
+        .await;
+    assert_eq!(update.status, "Successful", "{update:?}");
     assert_eq!(
         cluster
             .env_value("ENABLE_PREFIX_DELEGATION")
@@ -1379,29 +1521,196 @@ async fn eks_addon_update_conflict_is_explained_in_the_status() {
         Some("true")
     );
 
-    let addon_update = json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
-        "metadata": {"name": "aws-node", "namespace": "kube-system"},
-        "spec": {"template": {"spec": {"containers": [{"name": "aws-node", "env": [
-            {"name": "ENABLE_PREFIX_DELEGATION", "value": "false"}]}]}}}});
-    let none = daemonsets(&cluster.admin)
-        .patch(
-            "aws-node",
-            &PatchParams::apply("eks"),
-            &Patch::Apply(&addon_update),
+    // 4. Steady state: another node joins, the add-on update lands; nothing is written.
+    cluster
+        .node(
+            "n-2",
+            json!({"node.kubernetes.io/instance-type": "m5.large"}),
         )
         .await;
-    match none {
-        Err(kube::Error::Api(status)) => {
-            assert_eq!(status.code, 409, "{status:?}");
-            assert!(
-                status.message.contains("vpc-cni-tuner")
-                    && status.message.contains("ENABLE_PREFIX_DELEGATION"),
-                "{}",
-                status.message
-            );
-        }
-        other => panic!("an add-on update with NONE conflicts with the operator: {other:?}"),
-    }
+    eventually(
+        "the new node is counted",
+        CONVERGE,
+        &[&operator],
+        || async {
+            let p = cluster.get_policy("all").await;
+            (p.status.as_ref().unwrap().matched_nodes == 2).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(eks.update_calls(), 1, "{:?}", eks.requests());
+    let steady = eks.requests().len() - converged;
+
+    // 5. Infrastructure as code writes its own configurationValues back: drift, reported and
+    //    corrected once, after the backoff.
+    let revert = eks
+        .user_update(None, Some(IAC_CONFIGURATION), "OVERWRITE")
+        .await;
+    assert_eq!(revert.status, "Successful", "{revert:?}");
+    assert_eq!(
+        cluster
+            .env_value("ENABLE_PREFIX_DELEGATION")
+            .await
+            .as_deref(),
+        Some("false")
+    );
+    cluster
+        .wait_for_env(
+            "ENABLE_PREFIX_DELEGATION",
+            "true",
+            "drift corrected",
+            CONVERGE,
+            &[&operator],
+        )
+        .await;
+    let drift_event = cluster
+        .events("all")
+        .await
+        .into_iter()
+        .find(|e| e.reason.as_deref() == Some("EksAddonDriftRestored"))
+        .expect("an EksAddonDriftRestored Event");
+    assert!(
+        drift_event
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("env.ENABLE_PREFIX_DELEGATION: (unset) -> true"),
+        "{drift_event:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        eks.update_calls(),
+        2,
+        "one correction: {:?}",
+        eks.requests()
+    );
+    let ds = daemonsets(&cluster.admin).get("aws-node").await.unwrap();
+    assert!(!managers(&ds).contains(&"vpc-cni-tuner".to_owned()));
+    eprintln!(
+        "EKS requests by the operator: converge {converged}, steady state {steady}, in all {}: {:?}",
+        eks.requests().len(),
+        eks.requests()
+    );
+}
+
+/// EKS add-on mode, DryRun and IAM: a DryRun policy shows the exact configurationValues it would
+/// send and sends nothing; in Enforce, an UpdateAddon the IAM policy refuses is reported with
+/// the missing action, and aws-node is not touched. Without a cluster name the operator writes
+/// nothing to an EKS-managed aws-node and says how to fix it.
+#[tokio::test]
+async fn eks_addon_dry_run_shows_configuration_values_and_access_denied_names_the_action() {
+    let Some((cluster, eks)) = eks_cluster(None).await else {
+        return;
+    };
+    cluster
+        .single_node_fleet(json!({"enforcement": "DryRun"}))
+        .await;
+    eks.deny("UpdateAddon");
+    // Without a cluster name (the chart sets EKS_CLUSTER_NAME; this run clears it, and this
+    // aws-node has no CLUSTER_NAME) nothing is written and Ready says what to set.
+    let container_env_has_name = ChartContainer::from_rendered(&cluster.rendered, NS, "x")
+        .env
+        .iter()
+        .any(|(k, v)| k == "EKS_CLUSTER_NAME" && v == eks_double::CLUSTER);
+    assert!(container_env_has_name, "the chart sets EKS_CLUSTER_NAME");
+    let mut env = eks_env();
+    env.push(("EKS_CLUSTER_NAME", String::new()));
+    let mut unnamed =
+        cluster.operator_with("tuner-unnamed", &env, &[("--eks-endpoint-url", eks.url())]);
+    let policy = eventually("EksClusterUnknown", CONVERGE, &[&unnamed], || async {
+        let p = cluster.get_policy("all").await;
+        condition_of(&p, condition::CNI_CONFIGURED)
+            .filter(|c| c.reason == "EksClusterUnknown")
+            .map(|_| p.clone())
+    })
+    .await;
+    let message = &condition_of(&policy, condition::CNI_CONFIGURED)
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("--eks-cluster-name") && message.contains("eks.clusterName"),
+        "{message}"
+    );
+    unnamed.terminate(Duration::from_secs(10));
+    assert!(eks.requests().is_empty());
+
+    let operator =
+        cluster.operator_with("tuner-0", &eks_env(), &[("--eks-endpoint-url", eks.url())]);
+    let policy = eventually(
+        "DryRun shows configurationValues",
+        CONVERGE,
+        &[&operator],
+        || async {
+            let p = cluster.get_policy("all").await;
+            condition_of(&p, condition::CNI_CONFIGURED)
+                .filter(|c| c.reason == "DryRun" && c.message.contains("configurationValues"))
+                .map(|_| p.clone())
+        },
+    )
+    .await;
+    let want = r#"{"env":{"ENABLE_PREFIX_DELEGATION":"true","WARM_PREFIX_TARGET":"1"}}"#;
+    assert_eq!(cni_config(&policy)["eksAddon"]["configurationValues"], want);
+    assert!(
+        condition_of(&policy, condition::CNI_CONFIGURED)
+            .unwrap()
+            .message
+            .contains(want)
+    );
+    assert_eq!(eks.update_calls(), 0);
+
+    // Enforce, without eks:UpdateAddon.
+    policies(&cluster.admin)
+        .patch(
+            "all",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"enforcement": "Enforce"}})),
+        )
+        .await
+        .unwrap();
+    let policy = eventually("AccessDenied", CONVERGE, &[&operator], || async {
+        let p = cluster.get_policy("all").await;
+        condition_of(&p, condition::CNI_CONFIGURED)
+            .filter(|c| c.reason == "AccessDenied")
+            .map(|_| p.clone())
+    })
+    .await;
+    let message = &condition_of(&policy, condition::CNI_CONFIGURED)
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("eks:UpdateAddon") && message.contains("IAM"),
+        "{message}"
+    );
+    // A refused document is not sent again on every reconcile.
+    assert_eq!(eks.update_calls(), 1, "{:?}", eks.requests());
+    cluster
+        .node(
+            "n-2",
+            json!({"node.kubernetes.io/instance-type": "m5.large"}),
+        )
+        .await;
+    eventually(
+        "the new node is counted",
+        CONVERGE,
+        &[&operator],
+        || async {
+            let p = cluster.get_policy("all").await;
+            (p.status.as_ref().unwrap().matched_nodes == 2).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(eks.update_calls(), 1, "{:?}", eks.requests());
+    assert_eq!(
+        cluster
+            .env_value("ENABLE_PREFIX_DELEGATION")
+            .await
+            .as_deref(),
+        Some("false")
+    );
+    let ds = daemonsets(&cluster.admin).get("aws-node").await.unwrap();
+    assert!(!managers(&ds).contains(&"vpc-cni-tuner".to_owned()));
+    eprintln!("EKS requests by the operator: {:?}", eks.requests());
 }
 
 /// Karpenter: a policy listing an EC2NodeClass before Karpenter's CRDs exist says so and stays

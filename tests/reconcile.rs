@@ -72,7 +72,8 @@ async fn first_apply_patches_only_owned_env_then_status() {
         ReconcileReport {
             daemonset_written: true,
             node_classes_written: 0,
-            statuses_written: 1
+            statuses_written: 1,
+            ..Default::default()
         }
     );
     assert_eq!(

@@ -40,6 +40,8 @@ pub struct Context {
     pub template_ttl: Duration,
     /// NodePools and EC2NodeClasses, with `--karpenter`.
     pub karpenter: KarpenterState,
+    /// Where the aws-node env goes (`--cni-config-via`) and the EKS add-on, in add-on mode.
+    pub addon: super::eks_addon::AddonState,
     /// When each unknown instance type was last looked up live, and whether EC2 knew it.
     pub(super) type_lookups: std::sync::Mutex<std::collections::HashMap<String, (Instant, bool)>>,
 }
@@ -65,6 +67,7 @@ impl Context {
             template_cache: SyncCache::default(),
             template_ttl: Duration::from_secs(300),
             karpenter: KarpenterState::default(),
+            addon: Default::default(),
             type_lookups: Default::default(),
         }
     }

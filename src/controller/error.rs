@@ -7,6 +7,9 @@ use std::time::Duration;
 pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// Throttling or a server fault of EKS, after the SDK's own retries.
+    #[error("EKS: {0}")]
+    Eks(#[from] crate::aws::eks::EksError),
 }
 
 impl Error {
@@ -22,6 +25,7 @@ impl Error {
                 _ => "client",
             },
             Self::Kube(_) => "transport",
+            Self::Eks(_) => "aws",
         }
     }
 
@@ -35,7 +39,7 @@ impl Error {
                 .map(|d| d.retry_after_seconds)
                 .filter(|s| *s > 0)
                 .map(|s| Duration::from_secs(u64::from(s))),
-            Self::Kube(_) => None,
+            Self::Kube(_) | Self::Eks(_) => None,
         }
     }
 }

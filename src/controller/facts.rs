@@ -74,6 +74,13 @@ pub fn aws_node_facts(ds: &DaemonSet) -> AwsNodeFacts {
             .managed_fields()
             .iter()
             .any(|m| m.manager.as_deref() == Some(EKS_FIELD_MANAGER)),
+        owned_field_entries: ds
+            .managed_fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.manager.as_deref() == Some(FIELD_MANAGER) && m.subresource.is_none())
+            .map(|(i, _)| i)
+            .collect(),
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod cache;
 pub mod context;
+pub mod eks_addon;
 pub mod error;
 pub mod facts;
 pub mod instance_lookup;
@@ -37,7 +38,8 @@ pub use watch::{LoopConfig, node_streaming_config, node_watch_config, run};
 use crate::crd::NodeNetworkPolicy;
 use crate::metrics::{ErrorLabels, InstanceTypeLabels, Metrics};
 use crate::plan::{
-    FleetInput, FleetPlan, KarpenterInput, NodeFacts, PolicyInput, plan_fleet, plan_node_classes,
+    CniTarget, FleetInput, FleetPlan, KarpenterInput, NodeFacts, PolicyInput, plan_fleet,
+    plan_node_classes,
 };
 
 /// What one reconcile wrote.
@@ -46,7 +48,11 @@ pub struct ReconcileReport {
     pub daemonset_written: bool,
     /// Karpenter EC2NodeClasses whose maxPods was written.
     pub node_classes_written: usize,
+    /// An eks:UpdateAddon was sent.
+    pub addon_updated: bool,
     pub statuses_written: usize,
+    /// Look again this soon (an EKS add-on update is being followed).
+    pub requeue_after: Option<std::time::Duration>,
 }
 
 /// Observes the caches, plans, applies the aws-node env if it must change, and patches each
@@ -67,11 +73,15 @@ pub async fn reconcile_fleet(ctx: &Context) -> Result<ReconcileReport, Error> {
 
 /// Plans from the current caches without writing anything.
 pub fn plan_now(ctx: &Context) -> (Vec<Arc<NodeNetworkPolicy>>, FleetPlan) {
-    plan_with(ctx, &ctx.nodes.values())
+    plan_with(ctx, &ctx.nodes.values(), &ctx.addon.last_target())
 }
 
 /// Plans from the policy and DaemonSet caches and a node snapshot.
-fn plan_with(ctx: &Context, nodes: &[Arc<NodeFacts>]) -> (Vec<Arc<NodeNetworkPolicy>>, FleetPlan) {
+fn plan_with(
+    ctx: &Context,
+    nodes: &[Arc<NodeFacts>],
+    cni_target: &CniTarget,
+) -> (Vec<Arc<NodeNetworkPolicy>>, FleetPlan) {
     let policies: Vec<Arc<NodeNetworkPolicy>> = ctx
         .policies
         .snapshot()
@@ -96,6 +106,7 @@ fn plan_with(ctx: &Context, nodes: &[Arc<NodeFacts>]) -> (Vec<Arc<NodeNetworkPol
         managed_daemonset: &ctx.managed,
         catalog: &ctx.catalog,
         extra_facts: &extra,
+        cni_target,
     };
     let mut plan = plan_fleet(&input);
     // Karpenter node classes, for the policies that list any.
@@ -129,16 +140,32 @@ async fn reconcile_inner(ctx: &Context) -> Result<ReconcileReport, Error> {
     if ctx.leader.load(Ordering::Acquire) {
         instance_lookup::refresh_unknown_instance_types(ctx, &nodes).await;
     }
+    // Where the env goes: the DaemonSet, or the EKS add-on (read by the leader only).
+    let leader = ctx.leader.load(Ordering::Acquire);
+    let aws_node = ctx.aws_node.get(&ctx.aws_node_key());
+    let mut target = if leader {
+        eks_addon::resolve(ctx, aws_node.as_deref(), false).await?
+    } else {
+        ctx.addon.last_target()
+    };
     // Plan (pure).
-    let (policies, mut plan) = plan_with(ctx, &nodes);
+    let (mut policies, mut plan) = plan_with(ctx, &nodes, &target);
+    // An add-on write is planned from the add-on as it is now, never from a cached copy.
+    if leader && matches!(target, CniTarget::EksAddon(_)) && eks_addon::wants_fresh_facts(&plan) {
+        target = eks_addon::resolve(ctx, aws_node.as_deref(), true).await?;
+        (policies, plan) = plan_with(ctx, &nodes, &target);
+    }
     ctx.metrics.cached_nodes.set(nodes.len() as i64);
     update_gauges(&ctx.metrics, &plan);
-    if !ctx.leader.load(Ordering::Acquire) {
+    if !leader {
         debug!("not the leader: planned, writing nothing");
         return Ok(ReconcileReport::default());
     }
-    // Apply: the aws-node env, then the launch templates and Karpenter node classes.
+    // Apply: the aws-node env (or the EKS add-on), then the launch templates and Karpenter node
+    // classes.
     let daemonset_written = apply::apply_env(ctx, &policies, &plan).await?;
+    let (addon_updated, requeue_after) =
+        eks_addon::apply(ctx, &policies, &mut plan, &target).await?;
     let templates = template_sync::sync_launch_templates(ctx, &policies, &plan, &nodes).await;
     let node_classes_written = karpenter::apply_node_classes(ctx, &policies, &mut plan).await?;
     // Status.
@@ -146,7 +173,9 @@ async fn reconcile_inner(ctx: &Context) -> Result<ReconcileReport, Error> {
     Ok(ReconcileReport {
         daemonset_written,
         node_classes_written,
+        addon_updated,
         statuses_written,
+        requeue_after,
     })
 }
 

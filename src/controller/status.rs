@@ -59,6 +59,7 @@ pub fn desired_status(
             .as_ref()
             .map(|k| k.statuses.clone())
             .unwrap_or_default(),
+        cni_config: plan.cni_config.clone(),
     }
 }
 

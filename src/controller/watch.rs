@@ -71,10 +71,18 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
     };
 
     let mut backoff = retry_backoff();
+    let mut requeue: Option<Duration> = None;
     loop {
         let was_leader = ctx.leader.load(Ordering::Acquire);
+        let requeued = async {
+            match requeue {
+                Some(after) => tokio::time::sleep(after).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = trigger.notified() => {}
+            _ = requeued => debug!("following an EKS add-on update"),
             _ = tokio::time::sleep(config.resync) => debug!("periodic resync"),
             // What a follower saw (drift, new nodes) is acted on as soon as it leads, not at the
             // next resync.
@@ -99,7 +107,12 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
         match reconcile_fleet(&ctx).await {
             Ok(report) => {
                 backoff = retry_backoff();
-                if report != ReconcileReport::default() {
+                requeue = report.requeue_after;
+                if (ReconcileReport {
+                    requeue_after: None,
+                    ..report.clone()
+                }) != ReconcileReport::default()
+                {
                     info!(?report, "reconciled");
                 }
             }

@@ -112,6 +112,22 @@ reasons! {
     InvalidNodePool,
     /// Writing the EC2NodeClass failed.
     NodeClassWriteFailed,
+    // The EKS managed add-on vpc-cni (Ready and CNIConfigured; also AccessDenied, AwsError,
+    // NoAwsRegion, DryRun, InSync)
+    /// aws-node is the EKS add-on but no cluster name is known (`--eks-cluster-name`).
+    EksClusterUnknown,
+    /// `--cni-config-via eks-addon`, and EKS has no add-on `vpc-cni` in the cluster.
+    AddonNotFound,
+    /// The add-on's `configurationValues` cannot be parsed, or the edit fails the add-on's
+    /// configuration schema.
+    AddonConfigurationInvalid,
+    /// An add-on update is in progress (this operator's or someone else's).
+    AddonUpdating,
+    /// The add-on update failed; the message has EKS's errors.
+    AddonUpdateFailed,
+    /// Someone changed the operator's keys in `configurationValues` back; corrected after a
+    /// backoff (Enforce), reported (DryRun).
+    AddonDrift,
 }
 
 impl std::fmt::Display for Reason {

@@ -46,6 +46,43 @@ pub struct NodeNetworkPolicyStatus {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub ec2_node_classes: Vec<super::NodeClassStatus>,
+    /// Where the aws-node env is written: the DaemonSet, or the EKS add-on's configurationValues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_config: Option<CniConfigStatus>,
+}
+
+/// How the operator writes the aws-node env (`--cni-config-via`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CniConfigStatus {
+    /// `DaemonSet` (server-side apply of the aws-node env) or `EksAddon` (the EKS managed add-on
+    /// vpc-cni's configurationValues, through eks:UpdateAddon).
+    pub via: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eks_addon: Option<EksAddonStatus>,
+}
+
+/// The EKS managed add-on as the operator last saw it, and what it sets there.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EksAddonStatus {
+    pub cluster_name: String,
+    pub addon_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addon_version: Option<String>,
+    /// The `configurationValues.env` keys this policy set (Enforce); the operator removes a key
+    /// of these when the policy no longer wants it, and reports a changed one as drift.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// DryRun: the exact configurationValues the operator would send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration_values: Option<String>,
+    /// The operator's last UpdateAddon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_id: Option<String>,
+    /// InProgress, Successful, Failed or Cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_status: Option<String>,
 }
 
 /// What the operator found in, and wrote to, one launch template.

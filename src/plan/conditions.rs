@@ -149,10 +149,11 @@ pub(super) fn finish_conditions(
             foreign.join(", ")
         ));
     }
-    // Until the operator writes through the add-on's configurationValues, the env entries it
-    // owns on an EKS-managed aws-node make add-on updates with resolveConflicts NONE fail.
-    if let Some(ds) = input.aws_node
-        && ds.eks_addon
+    // Told to write an EKS-managed aws-node directly (--cni-config-via daemonset), the env
+    // entries the operator owns make add-on updates with resolveConflicts NONE fail.
+    if let CniTarget::DaemonSet {
+        addon_warning: true,
+    } = input.cni_target
         && !dry_run
         && ready_ok
         && conflict_free
@@ -162,9 +163,10 @@ pub(super) fn finish_conditions(
         degraded.push(format!(
             "{} is the EKS managed add-on vpc-cni (field manager eks) and this operator owns its \
              env entries {}: an add-on update with resolveConflicts NONE fails with a conflict \
-             on them, and OVERWRITE resets them until the next reconcile. Update the add-on \
-             with --resolve-conflicts PRESERVE, or set these values in the add-on's \
-             configurationValues",
+             on them, and OVERWRITE resets them until the next reconcile. Run the operator with \
+             --cni-config-via auto or eks-addon (chart value cniConfigVia) so it writes the \
+             add-on's configurationValues instead, or update the add-on with \
+             --resolve-conflicts PRESERVE",
             input.managed_daemonset,
             names.join(", ")
         ));

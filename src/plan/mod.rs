@@ -79,6 +79,8 @@ pub struct PolicyInput<'a> {
     pub created: Option<String>,
     pub generation: Option<i64>,
     pub spec: &'a NodeNetworkPolicySpec,
+    /// The `configurationValues.env` keys this policy wrote into the EKS add-on (its status).
+    pub addon_env: Option<&'a BTreeMap<String, String>>,
 }
 
 /// One env entry of the aws-node container.
@@ -103,10 +105,12 @@ pub struct AwsNodeFacts {
     /// The EKS managed add-on applies this DaemonSet: `managedFields` has an entry of EKS's
     /// field manager, `eks`.
     pub eks_addon: bool,
+    /// Indexes in `managedFields` of this operator's entries (to release them in add-on mode).
+    pub owned_field_entries: Vec<usize>,
 }
 
 impl AwsNodeFacts {
-    fn env_value(&self, name: &str) -> Option<&EnvEntry> {
+    pub fn env_value(&self, name: &str) -> Option<&EnvEntry> {
         self.env.iter().find(|e| e.name == name)
     }
 
@@ -147,6 +151,12 @@ impl<'a> PolicyInput<'a> {
                 .map(|t| t.0.to_string()),
             generation: policy.metadata.generation,
             spec: &policy.spec,
+            addon_env: policy
+                .status
+                .as_ref()
+                .and_then(|s| s.cni_config.as_ref())
+                .and_then(|c| c.eks_addon.as_ref())
+                .map(|a| &a.env),
         }
     }
 }
@@ -163,6 +173,8 @@ pub struct FleetInput<'a> {
     pub catalog: &'a InstanceCatalog,
     /// Facts looked up live for types the catalog lacks.
     pub extra_facts: &'a BTreeMap<String, InstanceLimits>,
+    /// Where the env is written: the DaemonSet or the EKS add-on.
+    pub cni_target: &'a CniTarget,
 }
 
 /// A condition the plan wants, without timestamps (the status step adds those).
@@ -223,13 +235,17 @@ pub struct PolicyPlan {
     pub warnings: Vec<String>,
     /// The policy's Karpenter EC2NodeClasses (`plan_node_classes`), when it lists any.
     pub karpenter: Option<KarpenterReport>,
+    /// Where the env is written (`status.cniConfig`).
+    pub cni_config: Option<crate::crd::CniConfigStatus>,
 }
 
 /// The whole decision.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FleetPlan {
-    /// `Some` when the aws-node env must change.
+    /// `Some` when the aws-node env must change (DaemonSet mode).
     pub daemonset_write: Option<DaemonSetWrite>,
+    /// The EKS add-on update and field release (add-on mode).
+    pub addon: AddonPlan,
     /// By policy name.
     pub policies: BTreeMap<String, PolicyPlan>,
 }
@@ -260,6 +276,7 @@ struct Evaluated<'a> {
     outcome: Result<Option<Recommendation>, Blocked>,
 }
 mod conditions;
+pub mod eks_addon;
 mod env;
 mod evaluate;
 pub mod karpenter;
@@ -267,6 +284,7 @@ pub mod launch_templates;
 pub mod node_labels;
 
 use conditions::finish_conditions;
+pub use eks_addon::{AddonFacts, AddonPlan, AddonWrite, CniTarget, UpdateFacts};
 use env::{describe_env_diff, env_changes, foreign_overrides};
 use evaluate::{evaluate, recompute};
 pub use karpenter::{
@@ -311,6 +329,33 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
             Err(blocked) => env_blocker = Some(blocked),
         }
     }
+    match input.cni_target {
+        CniTarget::DaemonSet { .. } => {}
+        CniTarget::EksAddon(facts) => {
+            write = None;
+            if let Err(err) =
+                crate::eks_addon::ConfigurationValues::parse(facts.configuration_values.as_deref())
+                && env_blocker.is_none()
+            {
+                env_blocker = Some(Blocked {
+                    reason: Reason::AddonConfigurationInvalid,
+                    message: format!(
+                        "the EKS add-on {} of cluster {}: {err}; fix it with aws eks update-addon \
+                         --configuration-values",
+                        crate::eks_addon::ADDON_NAME,
+                        facts.cluster
+                    ),
+                });
+            }
+        }
+        CniTarget::Unavailable { reason, message } => {
+            write = None;
+            env_blocker.get_or_insert(Blocked {
+                reason: *reason,
+                message: message.clone(),
+            });
+        }
+    }
     let foreign = input
         .aws_node
         .zip(winner.as_ref())
@@ -340,10 +385,46 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
             }
         }
         finish_conditions(e, input, conflict, env_blocker.as_ref(), &foreign);
+        e.plan.cni_config = Some(crate::crd::CniConfigStatus {
+            via: match input.cni_target {
+                CniTarget::DaemonSet { .. } => "DaemonSet",
+                _ => "EksAddon",
+            }
+            .to_owned(),
+            eks_addon: None,
+        });
         policies.insert(e.input.name.to_owned(), e.plan.clone());
+    }
+    // DryRun policies are Ready without the add-on; what keeps them from showing what they
+    // would send goes in CNIConfigured.
+    if let CniTarget::Unavailable { reason, message } = input.cni_target {
+        for p in policies.values_mut() {
+            let dry_run = p
+                .conditions
+                .iter()
+                .any(|c| c.type_ == condition::READY && c.reason == Reason::DryRun);
+            if dry_run {
+                eks_addon::set_condition(
+                    p,
+                    condition::CNI_CONFIGURED,
+                    false,
+                    *reason,
+                    message.clone(),
+                );
+            }
+        }
+    }
+    let mut addon = AddonPlan::default();
+    if let CniTarget::EksAddon(facts) = input.cni_target
+        && env_blocker.is_none()
+    {
+        let winner = winner.as_ref().map(|w| (w.policy.as_str(), &w.env));
+        // The document parsed above, so this cannot be blocked.
+        addon = eks_addon::plan_addon(input, facts, winner, &mut policies).unwrap_or_default();
     }
     FleetPlan {
         daemonset_write: write,
+        addon,
         policies,
     }
 }

@@ -23,6 +23,7 @@ struct Fixture {
     specs: Vec<(&'static str, &'static str, NodeNetworkPolicySpec)>,
     nodes: Vec<NodeFacts>,
     aws_node: Option<AwsNodeFacts>,
+    target: CniTarget,
 }
 
 impl Fixture {
@@ -35,6 +36,7 @@ impl Fixture {
             )],
             nodes,
             aws_node,
+            target: CniTarget::default(),
         }
     }
 
@@ -49,6 +51,7 @@ impl Fixture {
             managed_daemonset: &managed,
             catalog: &catalog,
             extra_facts: &extra,
+            cni_target: &self.target,
         };
         plan_fleet(&input)
     }
@@ -329,12 +332,14 @@ fn live_facts_fill_in_unknown_types() {
             created: None,
             generation: Some(1),
             spec: &spec,
+            addon_env: None,
         }],
         nodes: fixture.nodes.iter().collect(),
         aws_node: fixture.aws_node.as_ref(),
         managed_daemonset: &managed,
         catalog: &catalog,
         extra_facts: &extra,
+        cni_target: &fixture.target,
     };
     let plan = plan_fleet(&input);
     assert_eq!(plan.policies["default"].max_pods, Some(110));
@@ -532,10 +537,9 @@ fn owning_env_on_an_eks_managed_aws_node_is_degraded_with_the_fix() {
         ("ENABLE_PREFIX_DELEGATION", "false"),
         ("WARM_ENI_TARGET", "1"),
     ];
-    for (eks_addon, want_warning) in [(true, true), (false, false)] {
-        let mut ds = aws_node(env, &[]);
-        ds.eks_addon = eks_addon;
-        let fixture = Fixture::new(vec![node("m5.large")], Some(ds));
+    for (addon_warning, want_warning) in [(true, true), (false, false)] {
+        let mut fixture = Fixture::new(vec![node("m5.large")], Some(aws_node(env, &[])));
+        fixture.target = CniTarget::DaemonSet { addon_warning };
         let plan = fixture.plan();
         assert!(plan.daemonset_write.is_some(), "the env is still written");
         let degraded = condition(&plan.policies["default"], "Degraded");
@@ -544,6 +548,7 @@ fn owning_env_on_an_eks_managed_aws_node_is_degraded_with_the_fix() {
             for needle in [
                 "EKS managed add-on",
                 "resolveConflicts NONE",
+                "--cni-config-via",
                 "PRESERVE",
                 "ENABLE_PREFIX_DELEGATION",
             ] {

@@ -5,6 +5,7 @@
 pub mod argocd;
 pub mod chart;
 pub mod crd_schema;
+pub mod eks_double;
 pub mod envtest;
 pub mod fake_api;
 pub mod fleet;

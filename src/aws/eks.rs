@@ -1,0 +1,227 @@
+//! The EKS add-on calls: DescribeAddon, DescribeAddonConfiguration, UpdateAddon and
+//! DescribeUpdate on the add-on `vpc-cni`, through one client built on first use (aws-config's
+//! chain, with `--aws-region` and `--eks-endpoint-url`). Above this layer only plain values
+//! ([`AddonFacts`], [`UpdateFacts`]) are seen.
+
+use aws_sdk_eks::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_eks::types::ResolveConflicts;
+
+use super::{Ec2Endpoint, retry_config, timeout_config};
+use crate::eks_addon::ADDON_NAME;
+use crate::plan::{AddonFacts, UpdateFacts};
+
+/// An EKS call that failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EksError {
+    #[error("eks:{action} failed: {code}: {message}")]
+    Api {
+        /// The IAM action (`UpdateAddon`), which is also the API operation.
+        action: &'static str,
+        code: String,
+        message: String,
+        status: Option<u16>,
+    },
+    #[error(
+        "no AWS region is configured for EKS: set AWS_REGION (Helm value aws.region, flag \
+         --aws-region), or run where the EC2 instance metadata service answers"
+    )]
+    NoRegion,
+}
+
+impl EksError {
+    fn from_sdk<E>(action: &'static str, error: SdkError<E>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let status = error.raw_response().map(|r| r.status().as_u16());
+        let code = error.code().unwrap_or("Unknown").to_owned();
+        let message = error
+            .message()
+            .map(str::to_owned)
+            .unwrap_or_else(|| aws_sdk_eks::error::DisplayErrorContext(&error).to_string());
+        Self::Api {
+            action,
+            code,
+            message,
+            status,
+        }
+    }
+
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Api { code, .. } => Some(code),
+            Self::NoRegion => None,
+        }
+    }
+
+    /// The IAM policy does not allow the action.
+    pub fn is_access_denied(&self) -> bool {
+        matches!(self, Self::Api { code, status, .. }
+            if code.contains("AccessDenied") || code == "UnauthorizedOperation" || *status == Some(403))
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.code() == Some("ResourceNotFoundException")
+    }
+
+    /// The IAM action that failed (`eks:UpdateAddon`).
+    pub fn action(&self) -> Option<String> {
+        match self {
+            Self::Api { action, .. } => Some(format!("eks:{action}")),
+            Self::NoRegion => None,
+        }
+    }
+
+    /// Throttling or a server fault: worth a retry after a backoff, not a condition.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Api { code, status, .. } => {
+                code.contains("Throttl")
+                    || code == "TooManyRequestsException"
+                    || code == "ServerException"
+                    || code == "ServiceUnavailableException"
+                    || status.is_some_and(|s| s == 429 || s >= 500)
+            }
+            Self::NoRegion => false,
+        }
+    }
+}
+
+/// The EKS API of one cluster's `vpc-cni` add-on.
+#[derive(Clone, Debug)]
+pub struct EksAddonApi {
+    client: aws_sdk_eks::Client,
+    pub cluster: String,
+}
+
+impl EksAddonApi {
+    /// A client from aws-config's chain with `endpoint`'s overrides (the EKS endpoint URL in
+    /// `endpoint.endpoint_url`), or [`EksError::NoRegion`].
+    pub async fn new(cluster: &str, endpoint: &Ec2Endpoint) -> Result<Self, EksError> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .retry_config(retry_config())
+            .timeout_config(timeout_config());
+        if let Some(region) = &endpoint.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        let config = loader.load().await;
+        if config.region().is_none() {
+            return Err(EksError::NoRegion);
+        }
+        let mut builder = aws_sdk_eks::config::Builder::from(&config);
+        if let Some(url) = &endpoint.endpoint_url {
+            builder = builder.endpoint_url(url.clone());
+        }
+        Ok(Self {
+            client: aws_sdk_eks::Client::from_conf(builder.build()),
+            cluster: cluster.to_owned(),
+        })
+    }
+
+    /// The add-on (`None`: the cluster has no `vpc-cni` add-on).
+    pub async fn describe_addon(&self) -> Result<Option<AddonFacts>, EksError> {
+        let out = match self
+            .client
+            .describe_addon()
+            .cluster_name(&self.cluster)
+            .addon_name(ADDON_NAME)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(err) => {
+                let err = EksError::from_sdk("DescribeAddon", err);
+                return if err.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(err)
+                };
+            }
+        };
+        let addon = out.addon();
+        Ok(Some(AddonFacts {
+            cluster: self.cluster.clone(),
+            version: addon.and_then(|a| a.addon_version()).map(str::to_owned),
+            status: addon
+                .and_then(|a| a.status())
+                .map(|s| s.as_str().to_owned()),
+            configuration_values: addon
+                .and_then(|a| a.configuration_values())
+                .map(str::to_owned),
+            last_update: None,
+        }))
+    }
+
+    /// The add-on version's configuration JSON schema.
+    pub async fn configuration_schema(&self, version: &str) -> Result<Option<String>, EksError> {
+        let out = self
+            .client
+            .describe_addon_configuration()
+            .addon_name(ADDON_NAME)
+            .addon_version(version)
+            .send()
+            .await
+            .map_err(|e| EksError::from_sdk("DescribeAddonConfiguration", e))?;
+        Ok(out.configuration_schema().map(str::to_owned))
+    }
+
+    /// Sends `configuration_values` with `resolveConflicts: PRESERVE` (fields other managers own
+    /// on the DaemonSet keep their values), leaving the add-on version and role as they are.
+    pub async fn update_addon(
+        &self,
+        configuration_values: &str,
+        client_request_token: &str,
+    ) -> Result<UpdateFacts, EksError> {
+        let out = self
+            .client
+            .update_addon()
+            .cluster_name(&self.cluster)
+            .addon_name(ADDON_NAME)
+            .configuration_values(configuration_values)
+            .resolve_conflicts(ResolveConflicts::Preserve)
+            .client_request_token(client_request_token)
+            .send()
+            .await
+            .map_err(|e| EksError::from_sdk("UpdateAddon", e))?;
+        Ok(update_facts(out.update()))
+    }
+
+    pub async fn describe_update(&self, id: &str) -> Result<UpdateFacts, EksError> {
+        let out = self
+            .client
+            .describe_update()
+            .name(&self.cluster)
+            .update_id(id)
+            .addon_name(ADDON_NAME)
+            .send()
+            .await
+            .map_err(|e| EksError::from_sdk("DescribeUpdate", e))?;
+        let mut facts = update_facts(out.update());
+        if facts.id.is_empty() {
+            facts.id = id.to_owned();
+        }
+        Ok(facts)
+    }
+}
+
+fn update_facts(update: Option<&aws_sdk_eks::types::Update>) -> UpdateFacts {
+    UpdateFacts {
+        id: update.and_then(|u| u.id()).unwrap_or_default().to_owned(),
+        status: update
+            .and_then(|u| u.status())
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_else(|| "InProgress".to_owned()),
+        errors: update
+            .map(|u| u.errors())
+            .unwrap_or_default()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e.error_code().map(|c| c.as_str()).unwrap_or("Error"),
+                    e.error_message().unwrap_or_default()
+                )
+            })
+            .collect(),
+    }
+}
