@@ -1,9 +1,10 @@
 //! vpc-cni-tuner: keeps the Amazon VPC CNI (aws-node) env and kubelet maxPods right for the EKS
 //! fleet that is actually running.
 //!
-//! Layout: [`instance`] (embedded instance-type facts), [`engine`] (formulas and recommendation)
-//! and [`userdata`] (maxPods in node user data) are the pure core, with no kube, AWS SDK or tokio
-//! imports, built even without the `operator` feature. With it (the default): [`crd`] (the API),
+//! Layout: [`instance`] (embedded instance-type facts), [`engine`] (formulas and recommendation),
+//! [`userdata`] (maxPods in node user data) and [`eks_addon`] (the EKS add-on's
+//! configurationValues) are the pure core, with no kube, AWS SDK or tokio imports, built even
+//! without the `operator` feature. With it (the default): [`crd`] (the API),
 //! [`plan`] (the pure decide step), [`controller`] (watch, apply, status), [`aws`] (EC2),
 //! [`cli`], [`admin`], [`leader`], [`metrics`] and [`operator`] (wiring).
 

@@ -1,6 +1,6 @@
 use super::*;
 use crate::crd::{MaxPods, MaxPodsPolicy, PrefixDelegation};
-use crate::testing::{DEFAULT_ENV, aws_node_ds, node, policy_inputs};
+use crate::testing::{DEFAULT_ENV, PREFIX_ENV, aws_node_ds, node, policy_inputs};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 fn env(entries: &[(&str, &str)]) -> Vec<EnvEntry> {
@@ -560,4 +560,139 @@ fn owning_env_on_an_eks_managed_aws_node_is_degraded_with_the_fix() {
             }
         }
     }
+}
+
+/// The add-on as DescribeAddon gives it, with `configuration_values`.
+fn addon(configuration_values: Option<&str>) -> CniTarget {
+    CniTarget::EksAddon(AddonFacts {
+        cluster: "prod".into(),
+        version: Some("v1.19.2-eksbuild.1".into()),
+        status: Some("ACTIVE".into()),
+        configuration_values: configuration_values.map(str::to_owned),
+        last_update: None,
+    })
+}
+
+#[test]
+fn add_on_mode_writes_configuration_values_not_the_daemonset() {
+    let mut fixture = Fixture::new(
+        vec![node("t3.medium")],
+        Some(aws_node(DEFAULT_ENV, &["ENABLE_PREFIX_DELEGATION"])),
+    );
+    fixture.target = addon(Some(
+        r#"{"env":{"AWS_VPC_K8S_CNI_LOGLEVEL":"INFO"},"resources":{}}"#,
+    ));
+    let plan = fixture.plan();
+    assert_eq!(plan.daemonset_write, None, "aws-node is not written");
+    let write = plan.addon.write.as_ref().expect("an add-on update");
+    assert_eq!(
+        write.configuration_values,
+        r#"{"env":{"AWS_VPC_K8S_CNI_LOGLEVEL":"INFO","ENABLE_PREFIX_DELEGATION":"true","WARM_PREFIX_TARGET":"1"},"resources":{}}"#
+    );
+    assert_eq!(
+        plan.addon.release.iter().collect::<Vec<_>>(),
+        ["ENABLE_PREFIX_DELEGATION"]
+    );
+    assert!(plan.addon.pending);
+    let policy = &plan.policies["default"];
+    let cni = condition(policy, "CNIConfigured");
+    assert!(!cni.status);
+    assert_eq!(cni.reason, Reason::AddonUpdating);
+    assert!(
+        cni.message.contains("env.WARM_PREFIX_TARGET: (unset) -> 1"),
+        "{}",
+        cni.message
+    );
+    assert!(
+        !condition(policy, "Degraded").status,
+        "no add-on warning in add-on mode"
+    );
+    let status = policy.cni_config.as_ref().expect("cniConfig");
+    assert_eq!(status.via, "EksAddon");
+    let a = status.eks_addon.as_ref().expect("eksAddon");
+    assert_eq!(a.cluster_name, "prod");
+    assert_eq!(a.env.len(), 2);
+}
+
+#[test]
+fn add_on_mode_in_sync_waiting_failed_and_unavailable() {
+    let prefix = r#"{"env":{"ENABLE_PREFIX_DELEGATION":"true","WARM_PREFIX_TARGET":"1"}}"#;
+    // aws-node carries what configurationValues has: in sync, nothing to do.
+    let mut fixture = Fixture::new(vec![node("t3.medium")], Some(aws_node(PREFIX_ENV, &[])));
+    fixture.target = addon(Some(prefix));
+    let plan = fixture.plan();
+    assert_eq!(plan.addon, AddonPlan::default());
+    let cni = condition(&plan.policies["default"], "CNIConfigured");
+    assert!(
+        cni.status && cni.message.contains("configurationValues"),
+        "{}",
+        cni.message
+    );
+
+    // configurationValues has it, aws-node not yet: waiting, or the update's errors.
+    fixture.aws_node = Some(aws_node(DEFAULT_ENV, &[]));
+    let plan = fixture.plan();
+    assert_eq!(plan.addon.write, None);
+    assert!(plan.addon.pending);
+    assert_eq!(
+        condition(&plan.policies["default"], "CNIConfigured").reason,
+        Reason::AddonUpdating
+    );
+    if let CniTarget::EksAddon(facts) = &mut fixture.target {
+        facts.last_update = Some(UpdateFacts {
+            id: "u-1".into(),
+            status: "Failed".into(),
+            errors: vec!["ConfigurationConflict: conflict with \"helm\"".into()],
+        });
+    }
+    let plan = fixture.plan();
+    let cni = condition(&plan.policies["default"], "CNIConfigured");
+    assert_eq!(cni.reason, Reason::AddonUpdateFailed);
+    assert!(
+        cni.message.contains("conflict with \"helm\""),
+        "{}",
+        cni.message
+    );
+
+    // A document that is not an object blocks, naming it.
+    fixture.target = addon(Some("[1]"));
+    let plan = fixture.plan();
+    let ready = condition(&plan.policies["default"], "Ready");
+    assert_eq!(ready.reason, Reason::AddonConfigurationInvalid);
+    assert_eq!(plan.addon, AddonPlan::default());
+
+    // The add-on cannot be read: nothing is written anywhere.
+    fixture.target = CniTarget::Unavailable {
+        reason: Reason::EksClusterUnknown,
+        message: "set --eks-cluster-name".into(),
+    };
+    let plan = fixture.plan();
+    assert_eq!(plan.daemonset_write, None);
+    assert_eq!(plan.addon, AddonPlan::default());
+    let ready = condition(&plan.policies["default"], "Ready");
+    assert!(!ready.status);
+    assert_eq!(ready.reason, Reason::EksClusterUnknown);
+}
+
+#[test]
+fn add_on_mode_dry_run_shows_the_document_and_drift_is_flagged() {
+    let mut fixture = Fixture::new(vec![node("t3.medium")], Some(aws_node(DEFAULT_ENV, &[])));
+    fixture.specs[0].2.enforcement = crate::crd::Enforcement::DryRun;
+    fixture.target = addon(Some("env:\n  AWS_VPC_K8S_CNI_LOGLEVEL: INFO\n"));
+    let plan = fixture.plan();
+    assert_eq!(plan.addon.write, None, "DryRun sends nothing");
+    let policy = &plan.policies["default"];
+    let shown = policy
+        .cni_config
+        .as_ref()
+        .and_then(|c| c.eks_addon.as_ref())
+        .and_then(|a| a.configuration_values.clone())
+        .expect("the document DryRun would send");
+    assert_eq!(
+        shown,
+        "env:\n  AWS_VPC_K8S_CNI_LOGLEVEL: INFO\n  ENABLE_PREFIX_DELEGATION: 'true'\n  WARM_PREFIX_TARGET: '1'\n"
+    );
+    let cni = condition(policy, "CNIConfigured");
+    assert_eq!(cni.reason, Reason::DryRun);
+    assert!(cni.message.contains(&shown), "{}", cni.message);
 }
