@@ -186,6 +186,52 @@ fn edge_cases_map_to_argo_health() {
         ),
         (
             with_conditions(
+                2,
+                Some(2),
+                json!([
+                    ready(),
+                    c(
+                        cond::CNI_CONFIGURED,
+                        "False",
+                        "AddonUpdating",
+                        "waiting for EKS"
+                    )
+                ]),
+            ),
+            "Progressing",
+            "AddonUpdating: waiting for EKS",
+        ),
+        (
+            with_conditions(
+                2,
+                Some(2),
+                json!([
+                    ready(),
+                    c(
+                        cond::CNI_CONFIGURED,
+                        "False",
+                        "AccessDenied",
+                        "eks:UpdateAddon denied"
+                    )
+                ]),
+            ),
+            "Degraded",
+            "EKS add-on: AccessDenied: eks:UpdateAddon",
+        ),
+        (
+            with_conditions(
+                2,
+                Some(2),
+                json!([
+                    ready(),
+                    c(cond::CNI_CONFIGURED, "False", "DryRun", "would send")
+                ]),
+            ),
+            "Healthy",
+            "Reconciled",
+        ),
+        (
+            with_conditions(
                 1,
                 Some(1),
                 json!([
@@ -322,6 +368,7 @@ fn health_check_uses_the_operators_condition_types() {
         cond::DEGRADED,
         cond::LAUNCH_TEMPLATES_SYNCED,
         cond::KARPENTER_SYNCED,
+        cond::CNI_CONFIGURED,
     ] {
         assert!(script.contains(&format!("\"{type_}\"")), "{type_}");
     }

@@ -56,6 +56,8 @@ fn everything_on() -> Value {
         "aws": {"region": "eu-west-1", "ec2EndpointUrl": "https://ec2.eu-west-1.amazonaws.com"},
         "admissionPolicies": {"enabled": true},
         "karpenter": {"enabled": true},
+        "cniConfigVia": "eks-addon",
+        "eks": {"clusterName": "prod-1", "endpointUrl": "https://eks.eu-west-1.amazonaws.com"},
         "serviceAccount": {"name": "tuner",
                            "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/vpc-cni-tuner"}},
         "crds": {"install": true, "keep": false},
@@ -179,6 +181,24 @@ fn non_default_values_lint_and_validate() {
             .unwrap()
             .contains(&json!({"name": "AWS_REGION", "value": "eu-west-1"}))
     );
+    // EKS add-on mode: the flag, the cluster name and the endpoint.
+    let env = pod["containers"][0]["env"].as_array().unwrap();
+    assert!(env.contains(&json!({"name": "EKS_CLUSTER_NAME", "value": "prod-1"})));
+    let args: Vec<&str> = pod["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for want in [
+        "--cni-config-via=eks-addon",
+        "--eks-endpoint-url=https://eks.eu-west-1.amazonaws.com",
+    ] {
+        assert!(args.contains(&want), "{want}: {args:?}");
+    }
+    // The binary takes every argument the chart renders.
+    let parsed = Cli::try_parse_from(std::iter::once("vpc-cni-tuner").chain(args.iter().copied()));
+    assert!(parsed.is_ok(), "{parsed:?}");
     let account = one(&objects, "ServiceAccount");
     assert_eq!(account["metadata"]["name"], "tuner");
     assert_eq!(
@@ -527,6 +547,11 @@ fn bad_values_fail_naming_the_value() {
         (json!({"controller": {"adminPort": 80}}), "adminPort"),
         (json!({"image": {"digest": "latest"}}), "digest"),
         (json!({"crds": {"instal": false}}), "instal"),
+        (json!({"cniConfigVia": "addon"}), "cniConfigVia"),
+        (
+            json!({"eks": {"clusterName": "prod cluster"}}),
+            "clusterName",
+        ),
         (
             json!({"resources": {"limits": {"memory": "lots"}}}),
             "memory",

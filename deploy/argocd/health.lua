@@ -5,6 +5,9 @@
 --   no status yet, or status older than the spec   -> Progressing
 --   Conflict=True                                  -> Degraded (another policy decides the env)
 --   Ready=False                                    -> Degraded (blocked: reason and what to do)
+--   CNIConfigured=False AddonUpdating              -> Progressing (an EKS add-on update runs)
+--   CNIConfigured=False, an EKS add-on failure      -> Degraded (AddonUpdateFailed, AddonDrift,
+--                                                     AccessDenied, AddonConfigurationInvalid, ...)
 --   LaunchTemplatesSynced=False (not DryRun)       -> Degraded (e.g. AccessDenied)
 --   KarpenterSynced=False (not DryRun)             -> Degraded (e.g. KarpenterNotInstalled)
 --   Degraded=True                                  -> Degraded (warnings)
@@ -51,6 +54,11 @@ local conflict = condition(conditions, "Conflict")
 local degraded = condition(conditions, "Degraded")
 local templates = condition(conditions, "LaunchTemplatesSynced")
 local karpenter = condition(conditions, "KarpenterSynced")
+local cni = condition(conditions, "CNIConfigured")
+local addon_failures = {
+  AddonUpdateFailed = true, AddonDrift = true, AccessDenied = true,
+  AddonConfigurationInvalid = true, AwsError = true, NoAwsRegion = true, EksClusterUnknown = true,
+}
 
 if conflict ~= nil and conflict.status == "True" then
   hs.status = "Degraded"
@@ -65,6 +73,16 @@ end
 if ready.status == "False" then
   hs.status = "Degraded"
   hs.message = describe(ready)
+  return hs
+end
+if cni ~= nil and cni.status == "False" and cni.reason == "AddonUpdating" then
+  hs.status = "Progressing"
+  hs.message = describe(cni)
+  return hs
+end
+if cni ~= nil and cni.status == "False" and addon_failures[cni.reason] then
+  hs.status = "Degraded"
+  hs.message = "EKS add-on: " .. describe(cni)
   return hs
 end
 if templates ~= nil and templates.status == "False" and templates.reason ~= "DryRun" then
