@@ -118,6 +118,14 @@ impl EksAddonApi {
         })
     }
 
+    /// The API through a given client (tests: a mocked HTTP layer).
+    pub fn from_client(client: aws_sdk_eks::Client, cluster: &str) -> Self {
+        Self {
+            client,
+            cluster: cluster.to_owned(),
+        }
+    }
+
     /// The add-on (`None`: the cluster has no `vpc-cni` add-on).
     pub async fn describe_addon(&self) -> Result<Option<AddonFacts>, EksError> {
         let out = match self
