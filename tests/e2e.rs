@@ -1587,8 +1587,43 @@ async fn eks_addon_mode_writes_configuration_values_and_add_on_updates_keep_work
     );
     let ds = daemonsets(&cluster.admin).get("aws-node").await.unwrap();
     assert!(!managers(&ds).contains(&"vpc-cni-tuner".to_owned()));
+    let first_drift = eks.requests().len() - converged - steady;
+
+    // 6. Reverted again at once: no correction inside the backoff (20 s after the last write
+    //    now), the condition says when, then one correction.
+    let again = Instant::now();
+    eks.user_update(None, Some(IAC_CONFIGURATION), "OVERWRITE")
+        .await;
+    eventually(
+        "AddonDrift waits for the backoff",
+        CONVERGE,
+        &[&operator],
+        || async {
+            let p = cluster.get_policy("all").await;
+            condition_of(&p, condition::CNI_CONFIGURED)
+                .filter(|c| c.reason == "AddonDrift" && c.message.contains("backoff"))
+                .map(|_| ())
+        },
+    )
+    .await;
+    assert_eq!(eks.update_calls(), 2, "nothing sent inside the backoff");
+    cluster
+        .wait_for_env(
+            "ENABLE_PREFIX_DELEGATION",
+            "true",
+            "drift corrected after the backoff",
+            CONVERGE,
+            &[&operator],
+        )
+        .await;
+    assert!(
+        again.elapsed() >= Duration::from_secs(10),
+        "{:?}",
+        again.elapsed()
+    );
+    assert_eq!(eks.update_calls(), 3, "{:?}", eks.requests());
     eprintln!(
-        "EKS requests by the operator: converge {converged}, steady state {steady}, in all {}: {:?}",
+        "EKS requests by the operator: converge {converged}, steady state {steady}, first drift {first_drift}, in all {}: {:?}",
         eks.requests().len(),
         eks.requests()
     );

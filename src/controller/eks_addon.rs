@@ -126,11 +126,7 @@ async fn resolve_inner(
         }
         _ => {}
     }
-    let from_daemonset = ds
-        .and_then(|d| d.env_value(CLUSTER_NAME_ENV))
-        .and_then(|e| e.value.clone())
-        .filter(|v| !v.trim().is_empty());
-    let Some(cluster) = state.cluster.clone().or(from_daemonset) else {
+    let Some(cluster) = cluster_name(state.cluster.as_deref(), ds) else {
         return Ok(CniTarget::Unavailable {
             reason: Reason::EksClusterUnknown,
             message: format!(
@@ -175,6 +171,26 @@ async fn resolve_inner(
             addon_warning: false,
         },
     })
+}
+
+/// The cluster of the add-on calls: `--eks-cluster-name` / `EKS_CLUSTER_NAME`, else aws-node's
+/// `CLUSTER_NAME` env.
+fn cluster_name(flag: Option<&str>, ds: Option<&AwsNodeFacts>) -> Option<String> {
+    let from_daemonset = ds
+        .and_then(|d| d.env_value(CLUSTER_NAME_ENV))
+        .and_then(|e| e.value.as_deref());
+    flag.or(from_daemonset)
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+}
+
+/// How long after its last write the operator waits before it restores drifted keys, after
+/// `streak` restorations in a row: 10 s, 20 s, 40 s, ... at most 15 minutes.
+fn drift_wait(streak: u32) -> Duration {
+    DRIFT_BACKOFF
+        .saturating_mul(1 << streak.min(10))
+        .min(DRIFT_BACKOFF_MAX)
 }
 
 /// DescribeAddon, and DescribeUpdate of the operator's update while it runs.
@@ -301,9 +317,7 @@ pub(super) async fn apply(
         {
             inner.drift_streak = 0;
         }
-        let wait = DRIFT_BACKOFF
-            .saturating_mul(1 << inner.drift_streak.min(10))
-            .min(DRIFT_BACKOFF_MAX);
+        let wait = drift_wait(inner.drift_streak);
         let since = inner.last_write.map(|at| at.elapsed()).unwrap_or(wait);
         if since < wait {
             let left = wait - since;
@@ -517,6 +531,32 @@ async fn release_daemonset_fields(ctx: &Context) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_name_from_the_flag_then_aws_node() {
+        let ds = |env: &[(&str, &str)]| {
+            crate::controller::facts::aws_node_facts(&crate::testing::aws_node_ds(env, &[]))
+        };
+        let named = ds(&[("CLUSTER_NAME", "prod-eu")]);
+        assert_eq!(
+            cluster_name(Some("flag"), Some(&named)).as_deref(),
+            Some("flag")
+        );
+        assert_eq!(cluster_name(None, Some(&named)).as_deref(), Some("prod-eu"));
+        assert_eq!(
+            cluster_name(None, Some(&ds(&[("CLUSTER_NAME", " ")]))),
+            None
+        );
+        assert_eq!(cluster_name(None, Some(&ds(&[]))), None);
+        assert_eq!(cluster_name(None, None), None);
+    }
+
+    #[test]
+    fn drift_restorations_back_off_to_fifteen_minutes() {
+        let waits: Vec<u64> = (0..9).map(|n| drift_wait(n).as_secs()).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 900, 900]);
+        assert_eq!(drift_wait(u32::MAX), DRIFT_BACKOFF_MAX);
+    }
 
     #[test]
     fn schema_problems_name_the_path() {
