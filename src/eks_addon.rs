@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
+use crate::engine::EnvChange;
+
 /// The add-on's name in EKS.
 pub const ADDON_NAME: &str = "vpc-cni";
 
@@ -161,29 +163,6 @@ impl ConfigurationValues {
     }
 }
 
-/// One `configurationValues.env` key a write changes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyChange {
-    pub name: String,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    /// The operator had written this key and someone else changed it since (IaC drift).
-    pub drift: bool,
-}
-
-impl std::fmt::Display for KeyChange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".to_owned());
-        write!(
-            f,
-            "env.{}: {} -> {}",
-            self.name,
-            show(&self.from),
-            show(&self.to)
-        )
-    }
-}
-
 /// The edit that gives the add-on `wanted` in `configurationValues.env`: the new document and
 /// the keys it changes, or `None` when it already has them. `written` is what this operator
 /// wrote before: keys of it that `wanted` no longer has are removed, and a key of it whose value
@@ -192,13 +171,13 @@ pub fn edit(
     current: &ConfigurationValues,
     wanted: &BTreeMap<String, String>,
     written: &BTreeMap<String, String>,
-) -> Option<(ConfigurationValues, Vec<KeyChange>)> {
+) -> Option<(ConfigurationValues, Vec<EnvChange>)> {
     let env = current.env();
     let mut changes = Vec::new();
     for (name, value) in wanted {
         let from = env.get(name).cloned();
         if from.as_ref() != Some(value) {
-            changes.push(KeyChange {
+            changes.push(EnvChange {
                 name: name.clone(),
                 drift: written.get(name) == Some(value),
                 from,
@@ -212,7 +191,7 @@ pub fn edit(
         .cloned()
         .collect();
     for name in &stale {
-        changes.push(KeyChange {
+        changes.push(EnvChange {
             name: name.clone(),
             from: env.get(name).cloned(),
             to: None,
@@ -264,8 +243,8 @@ mod tests {
         assert_eq!(
             changes.iter().map(ToString::to_string).collect::<Vec<_>>(),
             [
-                "env.ENABLE_PREFIX_DELEGATION: false -> true",
-                "env.WARM_PREFIX_TARGET: (unset) -> 1"
+                "ENABLE_PREFIX_DELEGATION: false -> true",
+                "WARM_PREFIX_TARGET: (unset) -> 1"
             ]
         );
         assert!(changes.iter().all(|c| !c.drift));

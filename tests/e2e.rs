@@ -172,6 +172,39 @@ impl Cluster {
         self.policy("all", spec).await;
     }
 
+    /// Waits until the policy `all` has a `type_` condition that `matches`, and returns it.
+    async fn wait_for_condition(
+        &self,
+        type_: &str,
+        operator: &Operator,
+        matches: impl Fn(&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition) -> bool,
+    ) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        eventually(
+            &format!("a matching {type_} condition"),
+            CONVERGE,
+            &[operator],
+            || async {
+                let p = self.get_policy("all").await;
+                condition_of(&p, type_).filter(|c| matches(c)).cloned()
+            },
+        )
+        .await
+    }
+
+    /// An m5.large node `name` joins; waits until the policy `all` counts `matched` nodes.
+    async fn node_joins(&self, name: &str, matched: u32, operator: &Operator) {
+        self.node(
+            name,
+            json!({"node.kubernetes.io/instance-type": "m5.large"}),
+        )
+        .await;
+        eventually("the new node is counted", CONVERGE, &[operator], || async {
+            let p = self.get_policy("all").await;
+            (p.status.as_ref().unwrap().matched_nodes == matched).then_some(())
+        })
+        .await;
+    }
+
     async fn policy(&self, name: &str, spec: Value) {
         policies(&self.admin)
             .create(
@@ -1415,19 +1448,13 @@ async fn eks_addon_mode_writes_configuration_values_and_add_on_updates_keep_work
     // 1. DaemonSet mode, asked for: the operator owns env on aws-node, Degraded explains what
     //    that does to add-on updates, and an add-on update with NONE fails.
     let mut ds_mode = cluster.operator_with("tuner-ds", &eks_env(), &flags("daemonset"));
-    let policy = eventually(
-        "Degraded names the add-on conflict",
-        CONVERGE,
-        &[&ds_mode],
-        || async {
-            let p = cluster.get_policy("all").await;
-            condition_of(&p, condition::DEGRADED)
-                .filter(|c| c.status == "True" && c.message.contains("EKS managed add-on"))
-                .map(|_| p.clone())
-        },
-    )
-    .await;
-    let message = &condition_of(&policy, condition::DEGRADED).unwrap().message;
+    let message = cluster
+        .wait_for_condition(condition::DEGRADED, &ds_mode, |c| {
+            c.status == "True" && c.message.contains("EKS managed add-on")
+        })
+        .await
+        .message;
+    let policy = cluster.get_policy("all").await;
     assert!(message.contains("--cni-config-via"), "{message}");
     assert_eq!(cni_config(&policy)["via"], "DaemonSet");
     assert_eq!(
@@ -1456,18 +1483,12 @@ async fn eks_addon_mode_writes_configuration_values_and_add_on_updates_keep_work
     // 2. Add-on mode (auto: EKS applies aws-node): one UpdateAddon, other keys kept, nothing
     //    of aws-node owned by the operator any more.
     let operator = cluster.operator_with("tuner-0", &eks_env(), &flags("auto"));
-    let policy = eventually(
-        "CNIConfigured through the add-on",
-        CONVERGE,
-        &[&operator],
-        || async {
-            let p = cluster.get_policy("all").await;
-            condition_of(&p, condition::CNI_CONFIGURED)
-                .filter(|c| c.status == "True" && c.message.contains("configurationValues"))
-                .map(|_| p.clone())
-        },
-    )
-    .await;
+    cluster
+        .wait_for_condition(condition::CNI_CONFIGURED, &operator, |c| {
+            c.status == "True" && c.message.contains("configurationValues")
+        })
+        .await;
+    let policy = cluster.get_policy("all").await;
     let sent: Value = serde_json::from_str(&eks.configuration_values().unwrap()).unwrap();
     assert_eq!(
         sent,
@@ -1522,22 +1543,7 @@ async fn eks_addon_mode_writes_configuration_values_and_add_on_updates_keep_work
     );
 
     // 4. Steady state: another node joins, the add-on update lands; nothing is written.
-    cluster
-        .node(
-            "n-2",
-            json!({"node.kubernetes.io/instance-type": "m5.large"}),
-        )
-        .await;
-    eventually(
-        "the new node is counted",
-        CONVERGE,
-        &[&operator],
-        || async {
-            let p = cluster.get_policy("all").await;
-            (p.status.as_ref().unwrap().matched_nodes == 2).then_some(())
-        },
-    )
-    .await;
+    cluster.node_joins("n-2", 2, &operator).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(eks.update_calls(), 1, "{:?}", eks.requests());
     let steady = eks.requests().len() - converged;
@@ -1575,7 +1581,7 @@ async fn eks_addon_mode_writes_configuration_values_and_add_on_updates_keep_work
             .note
             .as_deref()
             .unwrap_or_default()
-            .contains("env.ENABLE_PREFIX_DELEGATION: (unset) -> true"),
+            .contains("configurationValues.env: ENABLE_PREFIX_DELEGATION: (unset) -> true"),
         "{drift_event:?}"
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -1594,18 +1600,11 @@ async fn eks_addon_mode_writes_configuration_values_and_add_on_updates_keep_work
     let again = Instant::now();
     eks.user_update(None, Some(IAC_CONFIGURATION), "OVERWRITE")
         .await;
-    eventually(
-        "AddonDrift waits for the backoff",
-        CONVERGE,
-        &[&operator],
-        || async {
-            let p = cluster.get_policy("all").await;
-            condition_of(&p, condition::CNI_CONFIGURED)
-                .filter(|c| c.reason == "AddonDrift" && c.message.contains("backoff"))
-                .map(|_| ())
-        },
-    )
-    .await;
+    cluster
+        .wait_for_condition(condition::CNI_CONFIGURED, &operator, |c| {
+            c.reason == "AddonDrift" && c.message.contains("backoff")
+        })
+        .await;
     assert_eq!(eks.update_calls(), 2, "nothing sent inside the backoff");
     cluster
         .wait_for_env(
@@ -1653,15 +1652,11 @@ async fn eks_addon_dry_run_shows_configuration_values_and_access_denied_names_th
     env.push(("EKS_CLUSTER_NAME", String::new()));
     let mut unnamed =
         cluster.operator_with("tuner-unnamed", &env, &[("--eks-endpoint-url", eks.url())]);
-    let policy = eventually("EksClusterUnknown", CONVERGE, &[&unnamed], || async {
-        let p = cluster.get_policy("all").await;
-        condition_of(&p, condition::CNI_CONFIGURED)
-            .filter(|c| c.reason == "EksClusterUnknown")
-            .map(|_| p.clone())
-    })
-    .await;
-    let message = &condition_of(&policy, condition::CNI_CONFIGURED)
-        .unwrap()
+    let message = cluster
+        .wait_for_condition(condition::CNI_CONFIGURED, &unnamed, |c| {
+            c.reason == "EksClusterUnknown"
+        })
+        .await
         .message;
     assert!(
         message.contains("--eks-cluster-name") && message.contains("eks.clusterName"),
@@ -1672,18 +1667,12 @@ async fn eks_addon_dry_run_shows_configuration_values_and_access_denied_names_th
 
     let operator =
         cluster.operator_with("tuner-0", &eks_env(), &[("--eks-endpoint-url", eks.url())]);
-    let policy = eventually(
-        "DryRun shows configurationValues",
-        CONVERGE,
-        &[&operator],
-        || async {
-            let p = cluster.get_policy("all").await;
-            condition_of(&p, condition::CNI_CONFIGURED)
-                .filter(|c| c.reason == "DryRun" && c.message.contains("configurationValues"))
-                .map(|_| p.clone())
-        },
-    )
-    .await;
+    cluster
+        .wait_for_condition(condition::CNI_CONFIGURED, &operator, |c| {
+            c.reason == "DryRun" && c.message.contains("configurationValues")
+        })
+        .await;
+    let policy = cluster.get_policy("all").await;
     let want = r#"{"env":{"ENABLE_PREFIX_DELEGATION":"true","WARM_PREFIX_TARGET":"1"}}"#;
     assert_eq!(cni_config(&policy)["eksAddon"]["configurationValues"], want);
     assert!(
@@ -1703,15 +1692,11 @@ async fn eks_addon_dry_run_shows_configuration_values_and_access_denied_names_th
         )
         .await
         .unwrap();
-    let policy = eventually("AccessDenied", CONVERGE, &[&operator], || async {
-        let p = cluster.get_policy("all").await;
-        condition_of(&p, condition::CNI_CONFIGURED)
-            .filter(|c| c.reason == "AccessDenied")
-            .map(|_| p.clone())
-    })
-    .await;
-    let message = &condition_of(&policy, condition::CNI_CONFIGURED)
-        .unwrap()
+    let message = cluster
+        .wait_for_condition(condition::CNI_CONFIGURED, &operator, |c| {
+            c.reason == "AccessDenied"
+        })
+        .await
         .message;
     assert!(
         message.contains("eks:UpdateAddon") && message.contains("IAM"),
@@ -1719,22 +1704,7 @@ async fn eks_addon_dry_run_shows_configuration_values_and_access_denied_names_th
     );
     // A refused document is not sent again on every reconcile.
     assert_eq!(eks.update_calls(), 1, "{:?}", eks.requests());
-    cluster
-        .node(
-            "n-2",
-            json!({"node.kubernetes.io/instance-type": "m5.large"}),
-        )
-        .await;
-    eventually(
-        "the new node is counted",
-        CONVERGE,
-        &[&operator],
-        || async {
-            let p = cluster.get_policy("all").await;
-            (p.status.as_ref().unwrap().matched_nodes == 2).then_some(())
-        },
-    )
-    .await;
+    cluster.node_joins("n-2", 2, &operator).await;
     assert_eq!(eks.update_calls(), 1, "{:?}", eks.requests());
     assert_eq!(
         cluster

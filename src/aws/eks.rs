@@ -33,12 +33,7 @@ impl EksError {
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        let status = error.raw_response().map(|r| r.status().as_u16());
-        let code = error.code().unwrap_or("Unknown").to_owned();
-        let message = error
-            .message()
-            .map(str::to_owned)
-            .unwrap_or_else(|| aws_sdk_eks::error::DisplayErrorContext(&error).to_string());
+        let (code, message, status) = super::sdk_error_parts(&error);
         Self::Api {
             action,
             code,

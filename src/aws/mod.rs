@@ -112,16 +112,29 @@ impl Ec2Error {
     where
         E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
     {
-        use aws_sdk_ec2::error::ProvideErrorMetadata;
-        let code = error.code().unwrap_or("Unknown").to_owned();
-        let message = error
-            .message()
-            .map(str::to_owned)
-            .unwrap_or_else(|| aws_sdk_ec2::error::DisplayErrorContext(&error).to_string());
+        let (code, message, _) = sdk_error_parts(&error);
         Self::Api {
             operation,
             code,
             message,
         }
     }
+}
+
+/// An SDK error's AWS code (`Unknown` when there is none), message and HTTP status; every
+/// service client shares these smithy types.
+pub(crate) fn sdk_error_parts<E>(
+    error: &aws_sdk_ec2::error::SdkError<E>,
+) -> (String, String, Option<u16>)
+where
+    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    use aws_sdk_ec2::error::ProvideErrorMetadata;
+    let code = error.code().unwrap_or("Unknown").to_owned();
+    let message = error
+        .message()
+        .map(str::to_owned)
+        .unwrap_or_else(|| aws_sdk_ec2::error::DisplayErrorContext(error).to_string());
+    let status = error.raw_response().map(|r| r.status().as_u16());
+    (code, message, status)
 }

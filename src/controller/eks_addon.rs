@@ -39,6 +39,9 @@ const REFUSED_RETRY: Duration = Duration::from_secs(300);
 /// A reconcile that needs the add-on as it is now still reuses an answer this young, so node
 /// churn does not turn into a DescribeAddon per reconcile.
 const FRESH_ENOUGH: Duration = Duration::from_secs(5);
+/// A DescribeAddon that failed for a reason a retry does not fix soon (access denied, no
+/// region) is asked again after this long, not on every reconcile.
+const FAILED_READ_RETRY: Duration = Duration::from_secs(60);
 
 /// The add-on mode's settings and what the operator knows of the add-on.
 pub struct AddonState {
@@ -57,14 +60,28 @@ struct Inner {
     api: Option<EksAddonApi>,
     /// The last DescribeAddon (`None` inside: no such add-on) and when it was made.
     described: Option<(Instant, Option<AddonFacts>)>,
+    /// The last DescribeAddon that failed (not transiently), and what it made of it.
+    failed_read: Option<(Instant, CniTarget)>,
     schemas: HashMap<String, Option<String>>,
     last_update: Option<UpdateFacts>,
     last_write: Option<Instant>,
     drift_streak: u32,
-    /// Reconciles in a row that found the settings not yet on aws-node.
-    pending_streak: u32,
+    /// Since when the settings have not been on aws-node.
+    pending_since: Option<Instant>,
     /// The last refused document: when, the text, and the condition that says why.
     refused: Option<(Instant, String, Reason, String)>,
+}
+
+impl Inner {
+    /// Remembers that `document` was refused, and why, so it is not sent again for a while.
+    fn refuse(&mut self, document: &str, reason: Reason, message: &str) {
+        self.refused = Some((
+            Instant::now(),
+            document.to_owned(),
+            reason,
+            message.to_owned(),
+        ));
+    }
 }
 
 impl Default for AddonState {
@@ -140,15 +157,27 @@ async fn resolve_inner(
         });
     };
     let mut inner = ctx.addon.inner.lock().await;
+    if let Some((at, target)) = &inner.failed_read
+        && at.elapsed() < FAILED_READ_RETRY
+    {
+        return Ok(target.clone());
+    }
     let stale = inner
         .described
         .as_ref()
         .is_none_or(|(at, _)| at.elapsed() > if fresh { FRESH_ENOUGH } else { ADDON_TTL });
     if stale {
         match describe(ctx, &mut inner, &cluster).await {
-            Ok(described) => inner.described = Some((Instant::now(), described)),
+            Ok(described) => {
+                inner.described = Some((Instant::now(), described));
+                inner.failed_read = None;
+            }
             Err(err) if err.is_transient() => return Err(Error::Eks(err)),
-            Err(err) => return Ok(unavailable(&err, &cluster)),
+            Err(err) => {
+                let target = unavailable(&err, &cluster);
+                inner.failed_read = Some((Instant::now(), target.clone()));
+                return Ok(target);
+            }
         }
     }
     let described = inner.described.as_ref().and_then(|(_, d)| d.clone());
@@ -209,7 +238,16 @@ async fn describe(
     };
     let facts = api.describe_addon().await?;
     if let Some(update) = inner.last_update.clone().filter(UpdateFacts::in_progress) {
-        inner.last_update = Some(api.describe_update(&update.id).await?);
+        match api.describe_update(&update.id).await {
+            Ok(update) => inner.last_update = Some(update),
+            Err(err) if err.is_transient() => return Err(err),
+            // Not followed any further (the add-on's own status still says UPDATING while it
+            // runs); aws-node shows whether it landed.
+            Err(err) => {
+                warn!(%err, update = %update.id, "cannot follow the add-on update");
+                inner.last_update = None;
+            }
+        }
     }
     Ok(facts)
 }
@@ -271,16 +309,19 @@ pub(super) async fn apply(
         // Not on aws-node yet: look again, soon while an update runs, then less and less often
         // (another manager may hold a value that EKS preserves).
         if !plan.addon.pending {
-            inner.pending_streak = 0;
+            inner.pending_since = None;
             return Ok((false, None));
         }
-        inner.pending_streak = inner.pending_streak.saturating_add(1);
+        // As long again as it has been pending: 5 s, then growing to the TTL. The add-on is
+        // read again then (the cached answer is older than FRESH_ENOUGH by that time).
+        let pending_for = inner
+            .pending_since
+            .get_or_insert_with(Instant::now)
+            .elapsed();
         let after = if following {
             FOLLOW_EVERY
         } else {
-            FRESH_ENOUGH
-                .saturating_mul(1 << inner.pending_streak.min(8))
-                .min(ADDON_TTL)
+            pending_for.clamp(FRESH_ENOUGH, ADDON_TTL)
         };
         return Ok((false, Some(after)));
     };
@@ -362,12 +403,7 @@ pub(super) async fn apply(
             Err(err) if err.is_transient() => return Err(Error::Eks(err)),
             Err(err) => {
                 let (reason, message) = (reason_of(&err), access_message(&err, &facts.cluster));
-                inner.refused = Some((
-                    Instant::now(),
-                    write.configuration_values.clone(),
-                    reason,
-                    message.clone(),
-                ));
+                inner.refuse(&write.configuration_values, reason, &message);
                 set(plan, reason, message);
                 return Ok((false, None));
             }
@@ -381,12 +417,11 @@ pub(super) async fn apply(
              schema of the EKS add-on {ADDON_NAME} {version}: {problems}; nothing was sent",
             write.configuration_values
         );
-        inner.refused = Some((
-            Instant::now(),
-            write.configuration_values.clone(),
+        inner.refuse(
+            &write.configuration_values,
             Reason::AddonConfigurationInvalid,
-            message.clone(),
-        ));
+            &message,
+        );
         set(plan, Reason::AddonConfigurationInvalid, message);
         return Ok((false, None));
     }
@@ -399,6 +434,7 @@ pub(super) async fn apply(
             inner.last_write = Some(Instant::now());
             inner.last_update = Some(update.clone());
             inner.refused = None;
+            inner.pending_since = None;
             // The next plan reads the add-on again.
             inner.described = None;
             drop(inner);
@@ -420,7 +456,7 @@ pub(super) async fn apply(
                     reason,
                     type_,
                     format!(
-                        "EKS add-on {ADDON_NAME} (cluster {}): {}; update {}",
+                        "EKS add-on {ADDON_NAME} (cluster {}) configurationValues.env: {}; update {}",
                         facts.cluster,
                         describe_changes(&write.changes),
                         update.id
@@ -434,12 +470,7 @@ pub(super) async fn apply(
         Err(err) => {
             warn!(%err, "eks:UpdateAddon refused");
             let (reason, message) = (reason_of(&err), access_message(&err, &facts.cluster));
-            inner.refused = Some((
-                Instant::now(),
-                write.configuration_values.clone(),
-                reason,
-                message.clone(),
-            ));
+            inner.refuse(&write.configuration_values, reason, &message);
             set(plan, reason, message);
             Ok((false, None))
         }
@@ -454,7 +485,7 @@ fn reason_of(err: &EksError) -> Reason {
     }
 }
 
-fn describe_changes(changes: &[crate::eks_addon::KeyChange]) -> String {
+fn describe_changes(changes: &[crate::plan::EnvChange]) -> String {
     changes
         .iter()
         .map(ToString::to_string)

@@ -20,6 +20,30 @@ use crate::instance::{Hypervisor, InstanceLimits};
 use max_pods::{kube_reserved_memory_mib, max_pods_ip_limit, pod_enis, recommended_ceiling};
 use warm_pool::{ENABLE_PREFIX_DELEGATION, GroupShape};
 
+/// One change of an aws-node env entry (on the DaemonSet, or in the EKS add-on's
+/// `configurationValues.env`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvChange {
+    pub name: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// The old value was set by this operator before and someone changed it: a drift repair.
+    pub drift: bool,
+}
+
+impl std::fmt::Display for EnvChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".to_owned());
+        write!(
+            f,
+            "{}: {} -> {}",
+            self.name,
+            show(&self.from),
+            show(&self.to)
+        )
+    }
+}
+
 /// `ENABLE_PREFIX_DELEGATION` as the user asks for it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

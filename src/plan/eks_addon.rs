@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::crd::{CniConfigStatus, EksAddonStatus};
-use crate::eks_addon::{ADDON_NAME, ConfigurationValues, KeyChange, edit};
+use crate::eks_addon::{ADDON_NAME, ConfigurationValues, edit};
 
 /// The add-on as the controller last read it (eks:DescribeAddon, eks:DescribeUpdate).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,13 +66,13 @@ pub struct AddonWrite {
     pub configuration_values: String,
     /// The same as JSON, for the add-on's configuration schema.
     pub document: serde_json::Value,
-    pub changes: Vec<KeyChange>,
+    pub changes: Vec<EnvChange>,
     /// The `configurationValues.env` keys the operator owns after the update.
     pub env: BTreeMap<String, String>,
 }
 
 impl AddonWrite {
-    pub fn drift(&self) -> Vec<&KeyChange> {
+    pub fn drift(&self) -> Vec<&EnvChange> {
         self.changes.iter().filter(|c| c.drift).collect()
     }
 }
@@ -176,7 +176,7 @@ pub(super) fn plan_addon(
                         (
                             Reason::AddonUpdating,
                             format!(
-                                "setting {} in {where_} (eks:UpdateAddon)",
+                                "setting env {} in {where_} (eks:UpdateAddon)",
                                 changes
                                     .iter()
                                     .map(ToString::to_string)
@@ -188,7 +188,7 @@ pub(super) fn plan_addon(
                         (
                             Reason::AddonDrift,
                             format!(
-                                "someone else changed {} in {where_} (an infrastructure-as-code tool \
+                                "someone else changed env {} in {where_} (an infrastructure-as-code tool \
                              that owns configurationValues?); restoring the policy's values. Set \
                              them in that tool so the two stop undoing each other",
                                 drift.join(", ")

@@ -186,29 +186,6 @@ pub struct ConditionPlan {
     pub message: String,
 }
 
-/// One env change the DaemonSet write makes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EnvChange {
-    pub name: String,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    /// The old value was set by this operator before (someone changed it): a drift repair.
-    pub drift: bool,
-}
-
-impl std::fmt::Display for EnvChange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".to_owned());
-        write!(
-            f,
-            "{}: {} -> {}",
-            self.name,
-            show(&self.from),
-            show(&self.to)
-        )
-    }
-}
-
 /// The DaemonSet write, when one is needed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonSetWrite {
@@ -283,6 +260,7 @@ pub mod karpenter;
 pub mod launch_templates;
 pub mod node_labels;
 
+pub use crate::engine::EnvChange;
 use conditions::finish_conditions;
 pub use eks_addon::{AddonFacts, AddonPlan, AddonWrite, CniTarget, UpdateFacts};
 use env::{describe_env_diff, env_changes, foreign_overrides};

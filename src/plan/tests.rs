@@ -599,7 +599,7 @@ fn add_on_mode_writes_configuration_values_not_the_daemonset() {
     assert!(!cni.status);
     assert_eq!(cni.reason, Reason::AddonUpdating);
     assert!(
-        cni.message.contains("env.WARM_PREFIX_TARGET: (unset) -> 1"),
+        cni.message.contains("WARM_PREFIX_TARGET: (unset) -> 1"),
         "{}",
         cni.message
     );
