@@ -8,28 +8,40 @@ const README: &str = include_str!("../README.md");
 
 #[test]
 fn readme_iam_policy_grants_exactly_the_ec2_actions_the_operator_calls() {
-    let section = README
-        .split("### IAM policy")
-        .nth(1)
-        .expect("IAM policy section");
+    assert_eq!(
+        granted_in("### IAM policy"),
+        actions(vpc_cni_tuner::controller::EC2_ACTIONS)
+    );
+}
+
+#[test]
+fn readme_add_on_iam_policy_grants_exactly_the_eks_actions_the_operator_calls() {
+    assert_eq!(
+        granted_in("### EKS add-on mode"),
+        actions(vpc_cni_tuner::controller::EKS_ACTIONS)
+    );
+}
+
+fn actions(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|a| (*a).to_owned()).collect()
+}
+
+/// The actions the first JSON policy after `heading` grants.
+fn granted_in(heading: &str) -> BTreeSet<String> {
+    let section = README.split(heading).nth(1).expect("the section");
     let json = section
         .split("```json")
         .nth(1)
         .and_then(|rest| rest.split("```").next())
         .expect("a json block");
     let policy: serde_json::Value = serde_json::from_str(json).expect("valid JSON");
-    let granted: BTreeSet<String> = policy["Statement"]
+    policy["Statement"]
         .as_array()
         .unwrap()
         .iter()
         .flat_map(|s| s["Action"].as_array().unwrap().iter())
         .map(|a| a.as_str().unwrap().to_owned())
-        .collect();
-    let called: BTreeSet<String> = vpc_cni_tuner::controller::EC2_ACTIONS
-        .iter()
-        .map(|a| (*a).to_owned())
-        .collect();
-    assert_eq!(granted, called);
+        .collect()
 }
 
 /// Every condition reason the operator writes is explained in the README's troubleshooting table.

@@ -32,7 +32,7 @@ use tracing::debug;
 
 pub use context::Context;
 pub use error::{Error, retry_delay};
-pub use permissions::{API_CALLS, ApiCall, EC2_ACTIONS, Scope};
+pub use permissions::{API_CALLS, ApiCall, EC2_ACTIONS, EKS_ACTIONS, Scope};
 pub use watch::{LoopConfig, node_streaming_config, node_watch_config, run};
 
 use crate::crd::NodeNetworkPolicy;

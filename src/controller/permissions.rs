@@ -107,6 +107,15 @@ pub const API_CALLS: &[ApiCall] = &[
     karpenter("karpenter.k8s.aws", "ec2nodeclasses", "patch"),
 ];
 
+/// Every EKS action the operator calls in add-on mode (`crate::aws::eks`); `tests/docs.rs` checks
+/// that the README's add-on IAM policy grants exactly these.
+pub const EKS_ACTIONS: &[&str] = &[
+    "eks:DescribeAddon",
+    "eks:DescribeAddonConfiguration",
+    "eks:UpdateAddon",
+    "eks:DescribeUpdate",
+];
+
 /// Every EC2 action the operator calls; `tests/docs.rs` checks that the README's IAM policy grants
 /// exactly these.
 pub const EC2_ACTIONS: &[&str] = &[
