@@ -441,6 +441,7 @@ pub(super) async fn apply(
             if let Some(p) = plan.policies.get_mut(&write.policy)
                 && let Some(a) = p.cni_config.as_mut().and_then(|c| c.eks_addon.as_mut())
             {
+                a.env = write.env.clone();
                 a.last_update_id = Some(update.id.clone());
                 a.last_update_status = Some(update.status.clone());
             }

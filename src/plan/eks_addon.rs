@@ -196,6 +196,11 @@ pub(super) fn plan_addon(
                         )
                     };
                     plan.pending = true;
+                    // Until the update is sent, the status keeps what was written before (the
+                    // controller records the new keys once EKS takes the update).
+                    if let Some(a) = p.cni_config.as_mut().and_then(|c| c.eks_addon.as_mut()) {
+                        a.env = written.clone();
+                    }
                     plan.write = Some(AddonWrite {
                         policy: name.clone(),
                         cluster: facts.cluster.clone(),
