@@ -97,8 +97,8 @@ pub struct RunArgs {
     pub karpenter: bool,
 
     /// Where the aws-node env is written: `auto` writes the EKS managed add-on's
-    /// configurationValues (eks:UpdateAddon) when EKS applies aws-node and the add-on exists, and
-    /// the DaemonSet otherwise; `daemonset` always writes the DaemonSet (add-on updates with
+    /// configurationValues (eks:UpdateAddon) when EKS applies aws-node (nothing when EKS has no
+    /// such add-on), and the DaemonSet otherwise; `daemonset` always writes the DaemonSet (add-on updates with
     /// resolveConflicts NONE then fail); `eks-addon` always writes the add-on.
     #[arg(long, value_enum, default_value = "auto")]
     pub cni_config_via: crate::eks_addon::CniConfigVia,

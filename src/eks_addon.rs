@@ -20,7 +20,8 @@ pub const CLUSTER_NAME_ENV: &str = "CLUSTER_NAME";
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum CniConfigVia {
     /// The EKS add-on's configurationValues when EKS applies aws-node (its managedFields has the
-    /// field manager `eks`) and the add-on exists; the DaemonSet otherwise.
+    /// field manager `eks`; nothing is written if EKS has no such add-on); the DaemonSet
+    /// otherwise.
     #[default]
     Auto,
     /// Server-side apply of the aws-node env, even next to the EKS add-on.

@@ -1542,10 +1542,41 @@ async fn eks_addon_mode_writes_configuration_values_and_add_on_updates_keep_work
         Some("true")
     );
 
-    // 4. Steady state: another node joins, the add-on update lands; nothing is written.
+    // 4. Steady state: another node joins; once the status shows it and the update's end,
+    //    nothing more is written, to EKS or to the API server.
     cluster.node_joins("n-2", 2, &operator).await;
+    eventually(
+        "the update followed to its end",
+        CONVERGE,
+        &[&operator],
+        || async {
+            let p = cluster.get_policy("all").await;
+            (cni_config(&p)["eksAddon"]["lastUpdateStatus"] == "Successful").then_some(())
+        },
+    )
+    .await;
+    let policy_version = cluster.get_policy("all").await.metadata.resource_version;
+    let ds_version = daemonsets(&cluster.admin)
+        .get("aws-node")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(eks.update_calls(), 1, "{:?}", eks.requests());
+    assert_eq!(
+        cluster.get_policy("all").await.metadata.resource_version,
+        policy_version
+    );
+    assert_eq!(
+        daemonsets(&cluster.admin)
+            .get("aws-node")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        ds_version
+    );
     let steady = eks.requests().len() - converged;
 
     // 5. Infrastructure as code writes its own configurationValues back: drift, reported and
@@ -1665,6 +1696,43 @@ async fn eks_addon_dry_run_shows_configuration_values_and_access_denied_names_th
     unnamed.terminate(Duration::from_secs(10));
     assert!(eks.requests().is_empty());
 
+    // A cluster in which EKS has no vpc-cni add-on (a wrong name): `eks-addon` and `auto` both
+    // say so and write nothing.
+    let mut env = eks_env();
+    env.push(("EKS_CLUSTER_NAME", "other".into()));
+    let mut forced = cluster.operator_with(
+        "tuner-forced",
+        &env,
+        &[
+            ("--eks-endpoint-url", eks.url()),
+            ("--cni-config-via", "eks-addon".into()),
+        ],
+    );
+    cluster
+        .wait_for_condition(condition::CNI_CONFIGURED, &forced, |c| {
+            c.reason == "AddonNotFound"
+        })
+        .await;
+    forced.terminate(Duration::from_secs(10));
+    let mut auto = cluster.operator_with("tuner-auto", &env, &[("--eks-endpoint-url", eks.url())]);
+    eventually("auto asks EKS", CONVERGE, &[&auto], || async {
+        (eks.requests().len() == 2).then_some(())
+    })
+    .await;
+    let message = cluster
+        .wait_for_condition(condition::CNI_CONFIGURED, &auto, |c| {
+            c.reason == "AddonNotFound" && c.message.contains("--cni-config-via daemonset")
+        })
+        .await
+        .message;
+    assert!(message.contains("cluster other"), "{message}");
+    auto.terminate(Duration::from_secs(10));
+    assert_eq!(
+        eks.requests(),
+        ["GET /clusters/other/addons/vpc-cni"; 2],
+        "one DescribeAddon each"
+    );
+
     let operator =
         cluster.operator_with("tuner-0", &eks_env(), &[("--eks-endpoint-url", eks.url())]);
     cluster
@@ -1682,6 +1750,13 @@ async fn eks_addon_dry_run_shows_configuration_values_and_access_denied_names_th
             .contains(want)
     );
     assert_eq!(eks.update_calls(), 0);
+    assert_eq!(
+        cluster
+            .env_value("ENABLE_PREFIX_DELEGATION")
+            .await
+            .as_deref(),
+        Some("false")
+    );
 
     // Enforce, without eks:UpdateAddon.
     policies(&cluster.admin)

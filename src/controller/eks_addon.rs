@@ -186,18 +186,17 @@ async fn resolve_inner(
             facts.last_update = inner.last_update.clone();
             CniTarget::EksAddon(facts)
         }
-        None if state.via == CniConfigVia::EksAddon => CniTarget::Unavailable {
+        // Nothing is written: a wrong cluster name must not make the operator take the fields of
+        // an add-on it cannot see.
+        None => CniTarget::Unavailable {
             reason: Reason::AddonNotFound,
             message: format!(
-                "EKS has no add-on {ADDON_NAME} in cluster {cluster} (--cni-config-via \
-                 eks-addon): create it (aws eks create-addon), fix the cluster name, or use \
-                 --cni-config-via auto"
+                "{} is applied by EKS (field manager eks), but EKS has no add-on {ADDON_NAME} in \
+                 cluster {cluster}: fix the cluster name (--eks-cluster-name, chart value \
+                 eks.clusterName); if the add-on was deleted with --preserve, run with \
+                 --cni-config-via daemonset",
+                ctx.managed
             ),
-        },
-        // The `eks` field manager is left from an add-on deleted with --preserve: the
-        // DaemonSet is the cluster's own.
-        None => CniTarget::DaemonSet {
-            addon_warning: false,
         },
     })
 }

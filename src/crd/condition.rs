@@ -116,7 +116,8 @@ reasons! {
     // NoAwsRegion, DryRun, InSync)
     /// aws-node is the EKS add-on but no cluster name is known (`--eks-cluster-name`).
     EksClusterUnknown,
-    /// `--cni-config-via eks-addon`, and EKS has no add-on `vpc-cni` in the cluster.
+    /// EKS applies aws-node (or `--cni-config-via eks-addon`), and EKS has no add-on `vpc-cni` in
+    /// the cluster.
     AddonNotFound,
     /// The add-on's `configurationValues` cannot be parsed, or the edit fails the add-on's
     /// configuration schema.
