@@ -432,6 +432,15 @@ pub fn render_table(rec: &Recommendation) -> String {
     for (name, value) in &rec.env {
         out.push_str(&format!("  {name}={value}\n"));
     }
+    // The same env as the EKS managed add-on takes it. An update replaces the whole document,
+    // so it is to be merged into the add-on's own (the operator does that in add-on mode).
+    let document = crate::eks_addon::ConfigurationValues::default()
+        .with_env(&rec.env, &Default::default())
+        .render();
+    out.push_str(&format!(
+        "EKS add-on {} configurationValues (merge into the add-on's own):\n  {document}\n",
+        crate::eks_addon::ADDON_NAME
+    ));
     if !rec.warnings.is_empty() {
         out.push_str("warnings:\n");
         for warning in &rec.warnings {

@@ -69,15 +69,22 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
+/// An empty JSON document, as an add-on without configurationValues has.
+impl Default for ConfigurationValues {
+    fn default() -> Self {
+        Self {
+            root: Map::new(),
+            format: Format::Json,
+        }
+    }
+}
+
 impl ConfigurationValues {
     /// Parses the add-on's `configurationValues`; none (or blank) is an empty JSON document.
     pub fn parse(text: Option<&str>) -> Result<Self, ConfigError> {
         let text = text.unwrap_or_default();
         if text.trim().is_empty() {
-            return Ok(Self {
-                root: Map::new(),
-                format: Format::Json,
-            });
+            return Ok(Self::default());
         }
         let (value, format) = match serde_json::from_str::<Value>(text) {
             Ok(value) => (value, Format::Json),

@@ -82,6 +82,13 @@ fn table_output_is_aligned() {
     assert!(out.contains("maxPods for this group: 20"), "{out}");
     assert!(out.contains("ENABLE_PREFIX_DELEGATION=true"), "{out}");
     assert!(
+        out.contains(
+            "EKS add-on vpc-cni configurationValues (merge into the add-on's own):\n  \
+             {\"env\":{\"ENABLE_PREFIX_DELEGATION\":\"true\",\"WARM_PREFIX_TARGET\":\"1\"}}"
+        ),
+        "{out}"
+    );
+    assert!(
         out.contains("m4.large (xen) cannot use prefix delegation"),
         "{out}"
     );
