@@ -101,27 +101,33 @@ fn written_before(input: &FleetInput<'_>) -> BTreeMap<String, String> {
     written
 }
 
-/// Plans the add-on update for the winner's env and fills each policy's `cniConfig`, and the
-/// CNIConfigured condition of each policy that has a recommendation.
-pub(super) fn plan_addon(
-    input: &FleetInput<'_>,
-    facts: &AddonFacts,
-    winner: Option<(&str, &BTreeMap<String, String>)>,
-    policies: &mut BTreeMap<String, PolicyPlan>,
-) -> Result<AddonPlan, Blocked> {
-    let ds = input.aws_node;
-    let mut plan = AddonPlan {
-        release: ds.map(|d| d.owned_env.clone()).unwrap_or_default(),
-        ..Default::default()
-    };
-    let current = ConfigurationValues::parse(facts.configuration_values.as_deref()).map_err(|err| Blocked {
+/// The add-on's configurationValues, or why the operator cannot edit them.
+pub(super) fn parse_configuration(facts: &AddonFacts) -> Result<ConfigurationValues, Blocked> {
+    ConfigurationValues::parse(facts.configuration_values.as_deref()).map_err(|err| Blocked {
         reason: Reason::AddonConfigurationInvalid,
         message: format!(
             "the EKS add-on {ADDON_NAME} of cluster {}: {err}; fix it with aws eks update-addon \
              --configuration-values",
             facts.cluster
         ),
-    })?;
+    })
+}
+
+/// Plans the add-on update for the winner's env (`current`: the add-on's document) and fills
+/// each policy's `cniConfig`, and the CNIConfigured condition of each policy that has a
+/// recommendation.
+pub(super) fn plan_addon(
+    input: &FleetInput<'_>,
+    facts: &AddonFacts,
+    current: &ConfigurationValues,
+    winner: Option<(&str, &BTreeMap<String, String>)>,
+    policies: &mut BTreeMap<String, PolicyPlan>,
+) -> AddonPlan {
+    let ds = input.aws_node;
+    let mut plan = AddonPlan {
+        release: ds.map(|d| d.owned_env.clone()).unwrap_or_default(),
+        ..Default::default()
+    };
     let written = written_before(input);
     let where_ = format!(
         "the configurationValues of the EKS add-on {ADDON_NAME} (cluster {})",
@@ -165,7 +171,7 @@ pub(super) fn plan_addon(
             p.cni_config = Some(s);
             let in_sync = carries(env);
             plan.pending = !in_sync;
-            let cni = match edit(&current, env, &written) {
+            let cni = match edit(current, env, &written) {
                 Some((doc, changes)) => {
                     let drift: Vec<String> = changes
                         .iter()
@@ -262,7 +268,7 @@ pub(super) fn plan_addon(
             }
         } else if dry_run && has_env {
             let env = p.cni_env.clone();
-            let send = edit(&current, &env, &BTreeMap::new()).map(|(doc, _)| doc.render());
+            let send = edit(current, &env, &BTreeMap::new()).map(|(doc, _)| doc.render());
             if let Some(text) = &send {
                 set_condition(
                     p,
@@ -281,7 +287,7 @@ pub(super) fn plan_addon(
             p.cni_config = Some(status(BTreeMap::new(), None));
         }
     }
-    Ok(plan)
+    plan
 }
 
 /// Replaces a planned condition of `p`.

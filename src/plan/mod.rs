@@ -307,23 +307,16 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
             Err(blocked) => env_blocker = Some(blocked),
         }
     }
+    let mut addon_document = None;
     match input.cni_target {
         CniTarget::DaemonSet { .. } => {}
         CniTarget::EksAddon(facts) => {
             write = None;
-            if let Err(err) =
-                crate::eks_addon::ConfigurationValues::parse(facts.configuration_values.as_deref())
-                && env_blocker.is_none()
-            {
-                env_blocker = Some(Blocked {
-                    reason: Reason::AddonConfigurationInvalid,
-                    message: format!(
-                        "the EKS add-on {} of cluster {}: {err}; fix it with aws eks update-addon \
-                         --configuration-values",
-                        crate::eks_addon::ADDON_NAME,
-                        facts.cluster
-                    ),
-                });
+            match eks_addon::parse_configuration(facts) {
+                Ok(document) => addon_document = Some(document),
+                Err(blocked) => {
+                    env_blocker.get_or_insert(blocked);
+                }
             }
         }
         CniTarget::Unavailable { reason, message } => {
@@ -393,12 +386,11 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
         }
     }
     let mut addon = AddonPlan::default();
-    if let CniTarget::EksAddon(facts) = input.cni_target
-        && env_blocker.is_none()
+    if let (CniTarget::EksAddon(facts), Some(document), None) =
+        (input.cni_target, &addon_document, &env_blocker)
     {
         let winner = winner.as_ref().map(|w| (w.policy.as_str(), &w.env));
-        // The document parsed above, so this cannot be blocked.
-        addon = eks_addon::plan_addon(input, facts, winner, &mut policies).unwrap_or_default();
+        addon = eks_addon::plan_addon(input, facts, document, winner, &mut policies);
     }
     FleetPlan {
         daemonset_write: write,
