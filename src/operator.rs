@@ -9,7 +9,7 @@ use kube::Client;
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use crate::aws::Ec2Endpoint;
+use crate::aws::AwsEndpoint;
 use crate::aws::{Ec2Provider, SdkProvider};
 use crate::cli::RunArgs;
 use crate::controller::{self, Context, LoopConfig};
@@ -25,7 +25,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // EC2 clients are built on first use: a cluster without launch templates or unknown
     // instance types never loads AWS configuration and makes no AWS call.
-    let ec2 = SdkProvider::new(Ec2Endpoint {
+    let ec2 = SdkProvider::new(AwsEndpoint {
         region: args.aws_region.clone(),
         endpoint_url: args.ec2_endpoint_url.clone(),
     });
@@ -46,7 +46,7 @@ pub async fn run_with_ec2(
     ctx.addon = crate::controller::eks_addon::AddonState::new(
         args.cni_config_via,
         args.eks_cluster_name.clone(),
-        Ec2Endpoint {
+        AwsEndpoint {
             region: args.aws_region.clone(),
             endpoint_url: args.eks_endpoint_url.clone(),
         },

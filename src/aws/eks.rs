@@ -6,7 +6,7 @@
 use aws_sdk_eks::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_eks::types::ResolveConflicts;
 
-use super::{Ec2Endpoint, retry_config, timeout_config};
+use super::AwsEndpoint;
 use crate::eks_addon::ADDON_NAME;
 use crate::plan::{AddonFacts, UpdateFacts};
 
@@ -92,25 +92,15 @@ pub struct EksAddonApi {
 impl EksAddonApi {
     /// A client from aws-config's chain with `endpoint`'s overrides (the EKS endpoint URL in
     /// `endpoint.endpoint_url`), or [`EksError::NoRegion`].
-    pub async fn new(cluster: &str, endpoint: &Ec2Endpoint) -> Result<Self, EksError> {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .retry_config(retry_config())
-            .timeout_config(timeout_config());
-        if let Some(region) = &endpoint.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        let config = loader.load().await;
+    pub async fn new(cluster: &str, endpoint: &AwsEndpoint) -> Result<Self, EksError> {
+        let config = super::sdk_config(endpoint).await;
         if config.region().is_none() {
             return Err(EksError::NoRegion);
         }
-        let mut builder = aws_sdk_eks::config::Builder::from(&config);
-        if let Some(url) = &endpoint.endpoint_url {
-            builder = builder.endpoint_url(url.clone());
-        }
-        Ok(Self {
-            client: aws_sdk_eks::Client::from_conf(builder.build()),
-            cluster: cluster.to_owned(),
-        })
+        Ok(Self::from_client(
+            aws_sdk_eks::Client::new(&config),
+            cluster,
+        ))
     }
 
     /// The API through a given client (tests: a mocked HTTP layer).

@@ -16,10 +16,10 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 
-/// Where to reach EC2. Unset fields fall back to aws-config's standard chain (`AWS_REGION`,
-/// `AWS_ENDPOINT_URL`, profiles, IRSA / Pod Identity).
+/// Where to reach an AWS service (EC2; EKS in add-on mode). Unset fields fall back to
+/// aws-config's standard chain (`AWS_REGION`, `AWS_ENDPOINT_URL`, profiles, IRSA / Pod Identity).
 #[derive(Debug, Clone, Default)]
-pub struct Ec2Endpoint {
+pub struct AwsEndpoint {
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
 }
@@ -47,13 +47,13 @@ pub fn timeout_config() -> TimeoutConfig {
 }
 
 /// An EC2 client from aws-config's standard chain, with `endpoint`'s overrides.
-pub async fn ec2_client(endpoint: &Ec2Endpoint) -> aws_sdk_ec2::Client {
+pub async fn ec2_client(endpoint: &AwsEndpoint) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::new(&sdk_config(endpoint).await)
 }
 
 /// An EC2 client as [`ec2_client`], or [`Ec2Error::NoRegion`] when neither `endpoint` nor the
 /// chain (environment, profile, instance metadata) names a region.
-pub async fn ec2_client_in_region(endpoint: &Ec2Endpoint) -> Result<aws_sdk_ec2::Client, Ec2Error> {
+pub async fn ec2_client_in_region(endpoint: &AwsEndpoint) -> Result<aws_sdk_ec2::Client, Ec2Error> {
     let config = sdk_config(endpoint).await;
     if config.region().is_none() {
         return Err(Ec2Error::NoRegion);
@@ -61,7 +61,8 @@ pub async fn ec2_client_in_region(endpoint: &Ec2Endpoint) -> Result<aws_sdk_ec2:
     Ok(aws_sdk_ec2::Client::new(&config))
 }
 
-async fn sdk_config(endpoint: &Ec2Endpoint) -> aws_config::SdkConfig {
+/// aws-config's chain with the project's retries and timeouts and `endpoint`'s overrides.
+pub(crate) async fn sdk_config(endpoint: &AwsEndpoint) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(retry_config())
         .timeout_config(timeout_config());

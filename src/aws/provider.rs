@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::launch_templates::{LaunchTemplateApi, SdkLaunchTemplates};
-use super::{Ec2Endpoint, Ec2Error, ec2_client_in_region};
+use super::{AwsEndpoint, Ec2Error, ec2_client_in_region};
 
 /// Hands out an EC2 API per region (`None`: the operator's default region).
 #[async_trait::async_trait]
@@ -19,12 +19,12 @@ pub trait Ec2Provider: Send + Sync {
 #[derive(Default)]
 pub struct SdkProvider {
     /// `--aws-region` / `--ec2-endpoint-url`; unset parts come from the chain.
-    defaults: Ec2Endpoint,
+    defaults: AwsEndpoint,
     clients: tokio::sync::Mutex<HashMap<Option<String>, Arc<SdkLaunchTemplates>>>,
 }
 
 impl SdkProvider {
-    pub fn new(defaults: Ec2Endpoint) -> Self {
+    pub fn new(defaults: AwsEndpoint) -> Self {
         Self {
             defaults,
             clients: Default::default(),
@@ -42,7 +42,7 @@ impl Ec2Provider for SdkProvider {
         }
         // Only a client that found its region is kept: a region the metadata service could not
         // give now is asked for again on the next pass.
-        let client = ec2_client_in_region(&Ec2Endpoint {
+        let client = ec2_client_in_region(&AwsEndpoint {
             region: key.clone().or_else(|| self.defaults.region.clone()),
             endpoint_url: self.defaults.endpoint_url.clone(),
         })

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use vpc_cni_tuner::aws::{Ec2Endpoint, ec2_client, instance_types};
+use vpc_cni_tuner::aws::{AwsEndpoint, ec2_client, instance_types};
 use vpc_cni_tuner::codegen::{TableSource, merge, render_table};
 
 #[derive(Debug, Parser)]
@@ -34,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut answers = Vec::new();
     for region in &args.regions {
-        let client = ec2_client(&Ec2Endpoint {
+        let client = ec2_client(&AwsEndpoint {
             region: Some(region.clone()),
             endpoint_url: args.endpoint_url.clone(),
         })

@@ -26,7 +26,6 @@ pub(super) async fn apply_env(
         apply_daemonset(ctx, write).await?;
         if let Some(policy) = policies.iter().find(|p| p.name_any() == write.policy) {
             let drift = write.changes.iter().any(|c| c.drift);
-            let changes: Vec<String> = write.changes.iter().map(ToString::to_string).collect();
             publish(
                 ctx,
                 policy,
@@ -36,7 +35,11 @@ pub(super) async fn apply_env(
                     "AwsNodeEnvUpdated"
                 },
                 EventType::Normal,
-                format!("{}: {}", write.reference, changes.join(", ")),
+                format!(
+                    "{}: {}",
+                    write.reference,
+                    crate::plan::EnvChange::join(&write.changes)
+                ),
             )
             .await;
         }

@@ -18,12 +18,12 @@ use tracing::{info, warn};
 
 use super::apply::{count_write, publish};
 use super::{Context, Error};
-use crate::aws::Ec2Endpoint;
+use crate::aws::AwsEndpoint;
 use crate::aws::eks::{EksAddonApi, EksError};
 use crate::crd::NodeNetworkPolicy;
 use crate::crd::condition::{self, Reason};
 use crate::eks_addon::{ADDON_NAME, CLUSTER_NAME_ENV, CniConfigVia};
-use crate::plan::{AddonFacts, AwsNodeFacts, CniTarget, FleetPlan, UpdateFacts};
+use crate::plan::{AddonFacts, AwsNodeFacts, CniTarget, EnvChange, FleetPlan, UpdateFacts};
 
 /// How long a DescribeAddon answer is used before it is asked again (a plan that wants a write,
 /// or a DaemonSet that does not carry the settings, asks at once).
@@ -49,7 +49,7 @@ pub struct AddonState {
     /// `--eks-cluster-name` / `EKS_CLUSTER_NAME`.
     pub cluster: Option<String>,
     /// `--aws-region` and `--eks-endpoint-url`.
-    pub endpoint: Ec2Endpoint,
+    pub endpoint: AwsEndpoint,
     inner: tokio::sync::Mutex<Inner>,
     /// The target the last reconcile used (for plans outside a reconcile).
     last_target: std::sync::Mutex<CniTarget>,
@@ -86,12 +86,12 @@ impl Inner {
 
 impl Default for AddonState {
     fn default() -> Self {
-        Self::new(CniConfigVia::Auto, None, Ec2Endpoint::default())
+        Self::new(CniConfigVia::Auto, None, AwsEndpoint::default())
     }
 }
 
 impl AddonState {
-    pub fn new(via: CniConfigVia, cluster: Option<String>, endpoint: Ec2Endpoint) -> Self {
+    pub fn new(via: CniConfigVia, cluster: Option<String>, endpoint: AwsEndpoint) -> Self {
         Self {
             via,
             cluster: cluster.filter(|c| !c.trim().is_empty()),
@@ -343,13 +343,13 @@ pub(super) async fn apply(
             format!(
                 "an update of the EKS add-on {ADDON_NAME} is in progress; the operator sends {} \
                  when it ends",
-                describe_changes(&write.changes)
+                EnvChange::join(&write.changes)
             ),
         );
         return Ok((false, Some(FOLLOW_EVERY)));
     }
     // Drift: never correct faster than the backoff.
-    let drift = !write.drift().is_empty();
+    let drift = write.has_drift();
     if drift {
         if inner
             .last_write
@@ -428,7 +428,7 @@ pub(super) async fn apply(
     match api.update_addon(&write.configuration_values, &token).await {
         Ok(update) => {
             count_write(ctx, "eks_addon");
-            info!(cluster = %facts.cluster, update = %update.id, changes = %describe_changes(&write.changes), "updated the EKS add-on configurationValues");
+            info!(cluster = %facts.cluster, update = %update.id, changes = %EnvChange::join(&write.changes), "updated the EKS add-on configurationValues");
             inner.drift_streak = if drift { inner.drift_streak + 1 } else { 0 };
             inner.last_write = Some(Instant::now());
             inner.last_update = Some(update.clone());
@@ -458,7 +458,7 @@ pub(super) async fn apply(
                     format!(
                         "EKS add-on {ADDON_NAME} (cluster {}) configurationValues.env: {}; update {}",
                         facts.cluster,
-                        describe_changes(&write.changes),
+                        EnvChange::join(&write.changes),
                         update.id
                     ),
                 )
@@ -483,14 +483,6 @@ fn reason_of(err: &EksError) -> Reason {
     } else {
         Reason::AddonUpdateFailed
     }
-}
-
-fn describe_changes(changes: &[crate::plan::EnvChange]) -> String {
-    changes
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// `document` against the add-on's configuration schema (JSON Schema); the problems, one per

@@ -55,6 +55,16 @@ pub struct ReconcileReport {
     pub requeue_after: Option<std::time::Duration>,
 }
 
+impl ReconcileReport {
+    /// Whether the reconcile wrote anything (to Kubernetes or AWS).
+    pub fn wrote(&self) -> bool {
+        self.daemonset_written
+            || self.node_classes_written > 0
+            || self.addon_updated
+            || self.statuses_written > 0
+    }
+}
+
 /// Observes the caches, plans, applies the aws-node env if it must change, and patches each
 /// policy's status if it changed.
 pub async fn reconcile_fleet(ctx: &Context) -> Result<ReconcileReport, Error> {
@@ -152,8 +162,12 @@ async fn reconcile_inner(ctx: &Context) -> Result<ReconcileReport, Error> {
     let (mut policies, mut plan) = plan_with(ctx, &nodes, &target);
     // An add-on write is planned from the add-on as it is now, never from a cached copy.
     if leader && matches!(target, CniTarget::EksAddon(_)) && eks_addon::wants_fresh_facts(&plan) {
-        target = eks_addon::resolve(ctx, aws_node.as_deref(), true).await?;
-        (policies, plan) = plan_with(ctx, &nodes, &target);
+        let fresh = eks_addon::resolve(ctx, aws_node.as_deref(), true).await?;
+        // Planned again only when the add-on changed (not on a cached answer).
+        if fresh != target {
+            target = fresh;
+            (policies, plan) = plan_with(ctx, &nodes, &target);
+        }
     }
     ctx.metrics.cached_nodes.set(nodes.len() as i64);
     update_gauges(&ctx.metrics, &plan);

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use super::facts::{aws_node_facts, node_facts};
 use super::karpenter::Watched;
 use super::node_view::NodeView;
-use super::{Context, ReconcileReport, karpenter, reconcile_fleet, retry_delay};
+use super::{Context, karpenter, reconcile_fleet, retry_delay};
 use crate::crd::NodeNetworkPolicy;
 use crate::karpenter::resources::{node_class_facts, node_pool_facts};
 use crate::metrics::ListModeLabels;
@@ -108,11 +108,7 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
             Ok(report) => {
                 backoff = retry_backoff();
                 requeue = report.requeue_after;
-                if (ReconcileReport {
-                    requeue_after: None,
-                    ..report.clone()
-                }) != ReconcileReport::default()
-                {
+                if report.wrote() {
                     info!(?report, "reconciled");
                 }
             }

@@ -31,6 +31,17 @@ pub struct EnvChange {
     pub drift: bool,
 }
 
+impl EnvChange {
+    /// `A: x -> y, B: (unset) -> z`, for conditions, Events and logs.
+    pub fn join<'a>(changes: impl IntoIterator<Item = &'a EnvChange>) -> String {
+        changes
+            .into_iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 impl std::fmt::Display for EnvChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".to_owned());

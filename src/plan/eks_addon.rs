@@ -72,8 +72,9 @@ pub struct AddonWrite {
 }
 
 impl AddonWrite {
-    pub fn drift(&self) -> Vec<&EnvChange> {
-        self.changes.iter().filter(|c| c.drift).collect()
+    /// Some of the changes restore keys someone else changed (IaC drift).
+    pub fn has_drift(&self) -> bool {
+        self.changes.iter().any(|c| c.drift)
     }
 }
 
@@ -123,171 +124,191 @@ pub(super) fn plan_addon(
     winner: Option<(&str, &BTreeMap<String, String>)>,
     policies: &mut BTreeMap<String, PolicyPlan>,
 ) -> AddonPlan {
-    let ds = input.aws_node;
     let mut plan = AddonPlan {
-        release: ds.map(|d| d.owned_env.clone()).unwrap_or_default(),
+        release: input
+            .aws_node
+            .map(|d| d.owned_env.clone())
+            .unwrap_or_default(),
         ..Default::default()
     };
     let written = written_before(input);
+    for (name, p) in policies.iter_mut() {
+        match winner {
+            Some((w, env)) if w == name => {
+                plan_winner(input, facts, current, &written, name, env, p, &mut plan);
+            }
+            _ if is_dry_run(p) && !p.cni_env.is_empty() => {
+                let send = edit(current, &p.cni_env, &BTreeMap::new()).map(|(doc, _)| doc.render());
+                if let Some(text) = &send {
+                    set_condition(
+                        p,
+                        condition::CNI_CONFIGURED,
+                        false,
+                        Reason::DryRun,
+                        format!(
+                            "would send configurationValues {text} to the EKS add-on {ADDON_NAME} \
+                             (cluster {}, eks:UpdateAddon); set enforcement: Enforce to apply",
+                            facts.cluster
+                        ),
+                    );
+                }
+                p.cni_config = Some(addon_status(facts, BTreeMap::new(), send));
+            }
+            _ => p.cni_config = Some(addon_status(facts, BTreeMap::new(), None)),
+        }
+    }
+    plan
+}
+
+/// A policy in DryRun with a recommendation (Ready says DryRun).
+pub(super) fn is_dry_run(p: &PolicyPlan) -> bool {
+    p.conditions
+        .iter()
+        .any(|c| c.type_ == condition::READY && c.reason == Reason::DryRun)
+}
+
+/// `status.cniConfig` in add-on mode.
+fn addon_status(
+    facts: &AddonFacts,
+    env: BTreeMap<String, String>,
+    configuration_values: Option<String>,
+) -> CniConfigStatus {
+    CniConfigStatus {
+        via: "EksAddon".to_owned(),
+        eks_addon: Some(EksAddonStatus {
+            cluster_name: facts.cluster.clone(),
+            addon_name: ADDON_NAME.to_owned(),
+            addon_version: facts.version.clone(),
+            env,
+            configuration_values,
+            last_update_id: None,
+            last_update_status: None,
+        }),
+    }
+}
+
+/// `status.cniConfig` of the winning policy: with the operator's last update.
+fn winner_status(facts: &AddonFacts, env: BTreeMap<String, String>) -> CniConfigStatus {
+    let mut status = addon_status(facts, env, None);
+    if let (Some(a), Some(u)) = (status.eks_addon.as_mut(), &facts.last_update) {
+        a.last_update_id = Some(u.id.clone());
+        a.last_update_status = Some(u.status.clone());
+    }
+    status
+}
+
+/// The winning policy: the update that gives the add-on its `env`, its status and its
+/// CNIConfigured condition.
+#[allow(clippy::too_many_arguments)]
+fn plan_winner(
+    input: &FleetInput<'_>,
+    facts: &AddonFacts,
+    current: &ConfigurationValues,
+    written: &BTreeMap<String, String>,
+    name: &str,
+    env: &BTreeMap<String, String>,
+    p: &mut PolicyPlan,
+    plan: &mut AddonPlan,
+) {
     let where_ = format!(
         "the configurationValues of the EKS add-on {ADDON_NAME} (cluster {})",
         facts.cluster
     );
-    let carries = |env: &BTreeMap<String, String>| {
-        ds.is_some_and(|d| {
-            env.iter()
-                .all(|(k, v)| d.env_value(k).and_then(|e| e.value.as_ref()) == Some(v))
-        })
-    };
-    for (name, p) in policies.iter_mut() {
-        let status = |env: BTreeMap<String, String>, sent: Option<String>| CniConfigStatus {
-            via: "EksAddon".to_owned(),
-            eks_addon: Some(EksAddonStatus {
-                cluster_name: facts.cluster.clone(),
-                addon_name: ADDON_NAME.to_owned(),
-                addon_version: facts.version.clone(),
-                env,
-                configuration_values: sent,
-                last_update_id: None,
-                last_update_status: None,
-            }),
-        };
-        let ready = p
-            .conditions
-            .iter()
-            .any(|c| c.type_ == condition::READY && c.status);
-        let has_env = !p.cni_env.is_empty() && ready;
-        let is_winner = winner.is_some_and(|(w, _)| w == name);
-        let dry_run = p
-            .conditions
-            .iter()
-            .any(|c| c.type_ == condition::READY && c.reason == Reason::DryRun);
-        if is_winner && let Some((_, env)) = winner {
-            let mut s = status(env.clone(), None);
-            if let (Some(a), Some(u)) = (s.eks_addon.as_mut(), &facts.last_update) {
-                a.last_update_id = Some(u.id.clone());
-                a.last_update_status = Some(u.status.clone());
-            }
-            p.cni_config = Some(s);
-            let in_sync = carries(env);
-            plan.pending = !in_sync;
-            let cni = match edit(current, env, &written) {
-                Some((doc, changes)) => {
-                    let drift: Vec<String> = changes
-                        .iter()
-                        .filter(|c| c.drift)
-                        .map(ToString::to_string)
-                        .collect();
-                    let cond = if drift.is_empty() {
-                        (
-                            Reason::AddonUpdating,
-                            format!(
-                                "setting env {} in {where_} (eks:UpdateAddon)",
-                                changes
-                                    .iter()
-                                    .map(ToString::to_string)
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        )
-                    } else {
-                        (
-                            Reason::AddonDrift,
-                            format!(
-                                "someone else changed env {} in {where_} (an infrastructure-as-code tool \
-                             that owns configurationValues?); restoring the policy's values. Set \
-                             them in that tool so the two stop undoing each other",
-                                drift.join(", ")
-                            ),
-                        )
-                    };
-                    plan.pending = true;
-                    // Until the update is sent, the status keeps what was written before (the
-                    // controller records the new keys once EKS takes the update).
-                    if let Some(a) = p.cni_config.as_mut().and_then(|c| c.eks_addon.as_mut()) {
-                        a.env = written.clone();
-                    }
-                    plan.write = Some(AddonWrite {
-                        policy: name.clone(),
-                        cluster: facts.cluster.clone(),
-                        configuration_values: doc.render(),
-                        document: doc.as_json(),
-                        changes,
-                        env: env.clone(),
-                    });
-                    Some(cond)
-                }
-                None if in_sync => None,
-                None => Some(match &facts.last_update {
-                    Some(u) if u.status == "Failed" || u.status == "Cancelled" => (
-                        Reason::AddonUpdateFailed,
-                        format!(
-                            "add-on update {} {}: {}; {where_} has the settings but {} does not",
-                            u.id,
-                            u.status.to_lowercase(),
-                            if u.errors.is_empty() {
-                                "no error given".to_owned()
-                            } else {
-                                u.errors.join("; ")
-                            },
-                            input.managed_daemonset
-                        ),
-                    ),
-                    Some(u) if !u.in_progress() => (
-                        Reason::AddonUpdating,
-                        format!(
-                            "{where_} has the settings and update {} succeeded, but {} does not carry \
-                             them: another field manager owns these env entries on the DaemonSet and \
-                             EKS preserves its values; remove them there (kubectl edit) or update \
-                             the add-on with --resolve-conflicts OVERWRITE",
-                            u.id, input.managed_daemonset
-                        ),
-                    ),
-                    _ => (
-                        Reason::AddonUpdating,
-                        format!(
-                            "waiting for EKS to apply {where_} to {}",
-                            input.managed_daemonset
-                        ),
-                    ),
-                }),
-            };
-            if let Some((reason, message)) = cni {
-                set_condition(p, condition::CNI_CONFIGURED, false, reason, message);
-            } else if ready {
-                set_condition(
-                    p,
-                    condition::CNI_CONFIGURED,
-                    true,
-                    Reason::InSync,
-                    format!(
-                        "{} carries these settings, set in {where_}",
-                        input.managed_daemonset
-                    ),
-                );
-            }
-        } else if dry_run && has_env {
-            let env = p.cni_env.clone();
-            let send = edit(current, &env, &BTreeMap::new()).map(|(doc, _)| doc.render());
-            if let Some(text) = &send {
-                set_condition(
-                    p,
-                    condition::CNI_CONFIGURED,
-                    false,
-                    Reason::DryRun,
-                    format!(
-                        "would send configurationValues {text} to the EKS add-on {ADDON_NAME} \
-                         (cluster {}, eks:UpdateAddon); set enforcement: Enforce to apply",
-                        facts.cluster
-                    ),
-                );
-            }
-            p.cni_config = Some(status(BTreeMap::new(), send));
+    let in_sync = input.aws_node.is_some_and(|d| {
+        env.iter()
+            .all(|(k, v)| d.env_value(k).and_then(|e| e.value.as_ref()) == Some(v))
+    });
+    plan.pending = !in_sync;
+    let Some((doc, changes)) = edit(current, env, written) else {
+        // configurationValues has the settings: in sync, or waiting for EKS to apply them.
+        p.cni_config = Some(winner_status(facts, env.clone()));
+        let (status, reason, message) = if in_sync {
+            (
+                true,
+                Reason::InSync,
+                format!(
+                    "{} carries these settings, set in {where_}",
+                    input.managed_daemonset
+                ),
+            )
         } else {
-            p.cni_config = Some(status(BTreeMap::new(), None));
+            let (reason, message) = waiting(facts, &where_, input.managed_daemonset);
+            (false, reason, message)
+        };
+        if !status
+            || p.conditions
+                .iter()
+                .any(|c| c.type_ == condition::READY && c.status)
+        {
+            set_condition(p, condition::CNI_CONFIGURED, status, reason, message);
         }
+        return;
+    };
+    let (reason, message) = if changes.iter().any(|c| c.drift) {
+        (
+            Reason::AddonDrift,
+            format!(
+                "someone else changed env {} in {where_} (an infrastructure-as-code tool that \
+                 owns configurationValues?); restoring the policy's values. Set them in that tool \
+                 so the two stop undoing each other",
+                EnvChange::join(changes.iter().filter(|c| c.drift))
+            ),
+        )
+    } else {
+        (
+            Reason::AddonUpdating,
+            format!(
+                "setting env {} in {where_} (eks:UpdateAddon)",
+                EnvChange::join(&changes)
+            ),
+        )
+    };
+    set_condition(p, condition::CNI_CONFIGURED, false, reason, message);
+    // Until the update is sent, the status keeps what was written before (the controller
+    // records the new keys once EKS takes the update).
+    p.cni_config = Some(winner_status(facts, written.clone()));
+    plan.pending = true;
+    plan.write = Some(AddonWrite {
+        policy: name.to_owned(),
+        cluster: facts.cluster.clone(),
+        configuration_values: doc.render(),
+        document: doc.as_json(),
+        changes,
+        env: env.clone(),
+    });
+}
+
+/// CNIConfigured while configurationValues has the settings and aws-node does not yet.
+fn waiting(facts: &AddonFacts, where_: &str, daemonset: &DaemonSetRef) -> (Reason, String) {
+    match &facts.last_update {
+        Some(u) if u.status == "Failed" || u.status == "Cancelled" => (
+            Reason::AddonUpdateFailed,
+            format!(
+                "add-on update {} {}: {}; {where_} has the settings but {daemonset} does not",
+                u.id,
+                u.status.to_lowercase(),
+                if u.errors.is_empty() {
+                    "no error given".to_owned()
+                } else {
+                    u.errors.join("; ")
+                },
+            ),
+        ),
+        Some(u) if !u.in_progress() => (
+            Reason::AddonUpdating,
+            format!(
+                "{where_} has the settings and update {} succeeded, but {daemonset} does not \
+                 carry them: another field manager owns these env entries on the DaemonSet and \
+                 EKS preserves its values; remove them there (kubectl edit) or update the add-on \
+                 with --resolve-conflicts OVERWRITE",
+                u.id
+            ),
+        ),
+        _ => (
+            Reason::AddonUpdating,
+            format!("waiting for EKS to apply {where_} to {daemonset}"),
+        ),
     }
-    plan
 }
 
 /// Replaces a planned condition of `p`.

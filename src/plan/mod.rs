@@ -370,11 +370,7 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
     // would send goes in CNIConfigured.
     if let CniTarget::Unavailable { reason, message } = input.cni_target {
         for p in policies.values_mut() {
-            let dry_run = p
-                .conditions
-                .iter()
-                .any(|c| c.type_ == condition::READY && c.reason == Reason::DryRun);
-            if dry_run {
+            if eks_addon::is_dry_run(p) {
                 eks_addon::set_condition(
                     p,
                     condition::CNI_CONFIGURED,
