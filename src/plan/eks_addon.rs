@@ -124,9 +124,11 @@ pub(super) fn plan_addon(
     winner: Option<(&str, &BTreeMap<String, String>)>,
     policies: &mut BTreeMap<String, PolicyPlan>,
 ) -> AddonPlan {
+    // Released only for an Enforce policy's update: DryRun changes nothing on aws-node either.
     let mut plan = AddonPlan {
         release: input
             .aws_node
+            .filter(|_| winner.is_some())
             .map(|d| d.owned_env.clone())
             .unwrap_or_default(),
         ..Default::default()

@@ -680,11 +680,16 @@ fn add_on_mode_in_sync_waiting_failed_and_unavailable() {
 
 #[test]
 fn add_on_mode_dry_run_shows_the_document_and_drift_is_flagged() {
-    let mut fixture = Fixture::new(vec![node("t3.medium")], Some(aws_node(DEFAULT_ENV, &[])));
+    // aws-node still has fields this operator owned in DaemonSet mode.
+    let mut fixture = Fixture::new(
+        vec![node("t3.medium")],
+        Some(aws_node(DEFAULT_ENV, &["ENABLE_PREFIX_DELEGATION"])),
+    );
     fixture.specs[0].2.enforcement = crate::crd::Enforcement::DryRun;
     fixture.target = addon(Some("env:\n  AWS_VPC_K8S_CNI_LOGLEVEL: INFO\n"));
     let plan = fixture.plan();
     assert_eq!(plan.addon.write, None, "DryRun sends nothing");
+    assert!(plan.addon.release.is_empty(), "and releases nothing");
     let policy = &plan.policies["default"];
     let shown = policy
         .cni_config
