@@ -80,15 +80,24 @@ pub(super) fn finish_conditions(
             "nothing to configure".to_owned(),
         )
     } else if dry_run {
-        let would_change = input
-            .aws_node
-            .map(|ds| {
-                env_changes(ds, &e.plan.cni_env)
-                    .map(|c| c.len())
-                    .unwrap_or(0)
-            })
+        // DryRun stays Ready; what the write would run into (a blocker of the cluster-wide
+        // write, or of this policy's own env on aws-node) is said here.
+        let would = input.aws_node.map(|ds| env_changes(ds, &e.plan.cni_env));
+        let blocked = env_blocker
+            .cloned()
+            .or_else(|| would.clone().and_then(Result::err));
+        let would_change = would
+            .and_then(Result::ok)
+            .map(|changes| changes.len())
             .unwrap_or(0);
-        if would_change == 0 {
+        if let Some(blocked) = blocked {
+            cond(
+                condition::CNI_CONFIGURED,
+                false,
+                blocked.reason,
+                blocked.message,
+            )
+        } else if would_change == 0 {
             cond(
                 condition::CNI_CONFIGURED,
                 true,

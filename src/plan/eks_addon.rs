@@ -139,7 +139,14 @@ pub(super) fn plan_addon(
             Some((w, env)) if w == name => {
                 plan_winner(input, facts, current, &written, name, env, p, &mut plan);
             }
-            _ if is_dry_run(p) && !p.cni_env.is_empty() => {
+            // A DryRun policy whose own env is not blocked on aws-node.
+            _ if is_dry_run(p)
+                && !p.cni_env.is_empty()
+                && p.conditions.iter().any(|c| {
+                    c.type_ == condition::CNI_CONFIGURED
+                        && matches!(c.reason, Reason::DryRun | Reason::InSync)
+                }) =>
+            {
                 let send = edit(current, &p.cni_env, &BTreeMap::new()).map(|(doc, _)| doc.render());
                 if let Some(text) = &send {
                     set_condition(

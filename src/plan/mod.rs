@@ -366,21 +366,6 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
         });
         policies.insert(e.input.name.to_owned(), e.plan.clone());
     }
-    // DryRun policies are Ready without the add-on; what keeps them from showing what they
-    // would send goes in CNIConfigured.
-    if let CniTarget::Unavailable { reason, message } = input.cni_target {
-        for p in policies.values_mut() {
-            if eks_addon::is_dry_run(p) {
-                eks_addon::set_condition(
-                    p,
-                    condition::CNI_CONFIGURED,
-                    false,
-                    *reason,
-                    message.clone(),
-                );
-            }
-        }
-    }
     let mut addon = AddonPlan::default();
     if let (CniTarget::EksAddon(facts), Some(document), None) =
         (input.cni_target, &addon_document, &env_blocker)

@@ -404,10 +404,18 @@ fn env_from_configmap_or_duplicates_block_the_write() {
         (duplicate, "DuplicateEnv"),
         (no_container, "AwsNodeContainerMissing"),
     ] {
-        let plan = Fixture::new(vec![node("t3.medium")], Some(ds)).plan();
+        let mut fixture = Fixture::new(vec![node("t3.medium")], Some(ds));
+        let plan = fixture.plan();
         assert_eq!(plan.daemonset_write, None, "{reason}");
         let ready = condition(&plan.policies["default"], "Ready");
         assert_eq!((ready.status, ready.reason.as_str()), (false, reason));
+        // DryRun stays Ready; CNIConfigured names what the write would run into.
+        fixture.specs[0].2.enforcement = crate::crd::Enforcement::DryRun;
+        let plan = fixture.plan();
+        let policy = &plan.policies["default"];
+        assert_eq!(condition(policy, "Ready").reason, Reason::DryRun);
+        let cni = condition(policy, "CNIConfigured");
+        assert_eq!((cni.status, cni.reason.as_str()), (false, reason));
     }
 }
 
