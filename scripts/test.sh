@@ -49,8 +49,13 @@ if [ "$fuzz_seconds" -gt 0 ]; then
     echo "==> fuzz $target for ${fuzz_seconds}s"
     log="$cache/fuzz-$target.log"
     mkdir -p "$cache"
+    # The committed seeds (fuzz/seeds/TARGET: folded MIME headers, CRLF documents) start the
+    # run next to the generated corpus (fuzz/corpus, not committed).
+    corpora=("corpus/$target")
+    if [ -d "fuzz/seeds/$target" ]; then corpora+=("seeds/$target"); fi
+    mkdir -p "fuzz/corpus/$target"
     if ! (cd fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$cache/fuzz-target" \
-        cargo fuzz run "$target" -- -max_total_time="$fuzz_seconds" >"$log" 2>&1); then
+        cargo fuzz run "$target" "${corpora[@]}" -- -max_total_time="$fuzz_seconds" >"$log" 2>&1); then
       tail -n 60 "$log"
       echo "fuzz target $target failed: the input is in fuzz/artifacts/$target/"
       exit 1

@@ -20,8 +20,8 @@ pub mod status;
 
 pub use karpenter::{KarpenterSpec, NodeClassStatus};
 pub use status::{
-    CniConfigStatus, EksAddonStatus, InstanceTypeStatus, LaunchTemplateStatus,
-    NodeNetworkPolicyStatus,
+    AwsNodeOwnerStatus, CniConfigStatus, EksAddonStatus, HandoverStatus, InstanceTypeStatus,
+    LaunchTemplateStatus, NodeNetworkPolicyStatus,
 };
 
 /// What the operator should manage for the nodes a selector picks.

@@ -217,6 +217,8 @@ pub fn policy_inputs<'a>(
             generation: Some(1),
             spec,
             addon_env: None,
+            handover: None,
+            aws_node_rollouts: 0,
         })
         .collect()
 }

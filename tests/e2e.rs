@@ -25,7 +25,7 @@ use kube::api::{
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::eks_double::{self, EksDouble};
-use support::envtest::ApiServer;
+use support::envtest::{ApiServer, ListMode};
 use support::operator::{ChartContainer, Operator};
 use vpc_cni_tuner::crd::{NodeNetworkPolicy, condition};
 use vpc_cni_tuner::testing::{EKS_ADDON_ENV, aws_node_ds};
@@ -53,14 +53,26 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// aws-node as a self-managed VPC CNI has it (applied by Helm): DaemonSet mode.
+    /// aws-node as a self-managed VPC CNI has it (installed by Helm 3, a client-side create):
+    /// DaemonSet mode.
     async fn start(values: Value) -> Option<Self> {
         Self::start_with(values, "helm").await
     }
 
-    /// aws-node applied by `aws_node_manager` (`helm` for a self-managed VPC CNI).
+    /// aws-node created by `aws_node_manager` (`helm` for a self-managed VPC CNI); `eks` applies
+    /// it server-side, as EKS does.
     async fn start_with(values: Value, aws_node_manager: &str) -> Option<Self> {
-        let api = ApiServer::start().await?;
+        Self::start_listing(values, Some(aws_node_manager), ListMode::Streaming).await
+    }
+
+    /// As [`Cluster::start_with`], on an API server that serves initial lists as `list_mode`;
+    /// without a manager, no aws-node (the test installs its own).
+    async fn start_listing(
+        values: Value,
+        aws_node_manager: Option<&str>,
+        list_mode: ListMode,
+    ) -> Option<Self> {
+        let api = ApiServer::start_with(list_mode).await?;
         let admin = api.client().await;
         kubectl_ok(&api, &["apply", "-f", &format!("{ROOT}/crds/")]);
         kubectl_ok(
@@ -102,14 +114,28 @@ impl Cluster {
             .expect("the chart renders a ServiceAccount");
         let operator_kubeconfig =
             api.kubeconfig_as(&format!("system:serviceaccount:{NS}:{account}"));
-        daemonsets(&admin)
-            .patch(
-                "aws-node",
-                &PatchParams::apply(aws_node_manager).force(),
-                &Patch::Apply(eks_aws_node()),
-            )
-            .await
-            .unwrap();
+        if aws_node_manager.is_none() {
+        } else if aws_node_manager == Some("eks") {
+            daemonsets(&admin)
+                .patch(
+                    "aws-node",
+                    &PatchParams::apply("eks").force(),
+                    &Patch::Apply(eks_aws_node()),
+                )
+                .await
+                .unwrap();
+        } else {
+            // Helm 3 and `kubectl apply` create it client-side: their values are theirs by an
+            // Update, which the operator may take (and must not fight over).
+            let post = PostParams {
+                field_manager: aws_node_manager.map(str::to_owned),
+                ..Default::default()
+            };
+            daemonsets(&admin)
+                .create(&post, &serde_json::from_value(eks_aws_node()).unwrap())
+                .await
+                .unwrap();
+        }
         Some(Self {
             api,
             admin,
@@ -395,10 +421,53 @@ fn assert_no_warnings(what: &str, stderr: &str) {
 
 /// First apply on an EKS-shaped aws-node, a Xen node lowering maxPods, Fargate / Windows /
 /// hybrid nodes left out, drift repaired, the Argo CD health of the status the server holds, no
-/// AWS call without launch templates, and a clean exit on SIGTERM.
+/// AWS call without launch templates, and a clean exit on SIGTERM. The API server streams the
+/// initial Node list (etcd 3.6, WatchList on, as on EKS and Kubernetes 1.32 and 1.34+).
 #[tokio::test]
 async fn first_apply_xen_excluded_nodes_drift_and_argo_health() {
-    let Some(cluster) = Cluster::start(json!({})).await else {
+    first_apply_scenario(ListMode::Streaming).await;
+}
+
+/// The same scenario where the API server refuses streaming lists (`WatchList=false`, the
+/// default of Kubernetes 1.27-1.31 and 1.33): the operator falls back to paged lists.
+#[tokio::test]
+async fn first_apply_on_paged_lists() {
+    first_apply_scenario(ListMode::Paged).await;
+}
+
+/// The operator's log and its `node_initial_list` metric say which initial list it used.
+fn assert_list_mode(operator: &Operator, list_mode: ListMode) {
+    let log = operator.log();
+    let listed = format!(r#""mode":"{}""#, list_mode.label());
+    assert!(
+        log.contains("listed nodes") && log.contains(&listed),
+        "{listed} in the log:\n{log}"
+    );
+    let refused = log.contains("does not serve streaming lists");
+    assert_eq!(refused, list_mode == ListMode::Paged, "{log}");
+    let metrics = support::http_get(operator.admin_port, "/metrics")
+        .expect("metrics")
+        .1;
+    let gauge = format!(
+        r#"vpc_cni_tuner_node_initial_list{{mode="{}"}} 1"#,
+        list_mode.label()
+    );
+    assert!(
+        metrics.lines().any(|l| l == gauge),
+        "{gauge} in the metrics:\n{metrics}"
+    );
+    assert_eq!(
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("vpc_cni_tuner_node_initial_list{"))
+            .count(),
+        1,
+        "one list mode at a time:\n{metrics}"
+    );
+}
+
+async fn first_apply_scenario(list_mode: ListMode) {
+    let Some(cluster) = Cluster::start_listing(json!({}), Some("helm"), list_mode).await else {
         return;
     };
     let before = daemonsets(&cluster.admin).get("aws-node").await.unwrap();
@@ -444,13 +513,7 @@ async fn first_apply_xen_excluded_nodes_drift_and_argo_health() {
         .then_some(p)
     })
     .await;
-    // This API server's etcd (3.4.23) cannot serve a streaming list (RequestWatchProgress
-    // needs 3.4.31): the Node watch asks for one, and lists in pages instead.
-    let log = operator.log();
-    assert!(
-        log.contains("does not serve streaming lists") && log.contains(r#""mode":"paged""#),
-        "{log}"
-    );
+    assert_list_mode(&operator, list_mode);
     let status = policy.status.clone().unwrap();
     // m4.large is Xen: no prefix delegation, 2 ENIs x (10 - 1) + 2 = 20; m5.large gets 110.
     assert_eq!(status.max_pods, Some(20));
@@ -2081,4 +2144,417 @@ async fn karpenter_node_classes_follow_their_node_pools() {
         .await
         .expect_err("another kubelet setting");
     assert!(reserved.contains("another kubelet setting"), "{reserved}");
+}
+
+/// The aws-vpc-cni chart of aws/eks-charts, committed as a test fixture (its version is in
+/// tests/fixtures/aws-vpc-cni/Chart.yaml).
+const AWS_VPC_CNI_CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/aws-vpc-cni");
+
+/// `helm install|upgrade aws-vpc-cni` of the fixture chart with `values`, through the Helm 4
+/// library (server-side apply, without forcing conflicts): Ok(summary) or Err(Helm's error).
+fn helm_cni(cluster: &Cluster, command: &str, values: &Value) -> Result<Value, String> {
+    let kubeconfig = cluster.api.kubeconfig().to_str().unwrap().to_owned();
+    let values = values.to_string();
+    let (code, stdout, stderr) = support::chart::chart_py(&[
+        command,
+        "--kubeconfig",
+        &kubeconfig,
+        "--chart",
+        AWS_VPC_CNI_CHART,
+        "--name",
+        "aws-vpc-cni",
+        "--namespace",
+        "kube-system",
+        "--values",
+        &values,
+    ]);
+    if code == 0 {
+        Ok(serde_json::from_str(&stdout).unwrap())
+    } else {
+        Err(stderr)
+    }
+}
+
+async fn aws_node_generation(cluster: &Cluster) -> i64 {
+    daemonsets(&cluster.admin)
+        .get("aws-node")
+        .await
+        .unwrap()
+        .metadata
+        .generation
+        .unwrap()
+}
+
+/// The real aws-vpc-cni chart installed by Helm (4, server-side apply): the operator never takes
+/// the values Helm holds (Helm's next upgrade would fail with a conflict), names the release and
+/// the chart values to set, and once they are set, Helm and the operator agree: no aws-node
+/// rollout by the operator, and an upgrade with the same values rolls nothing.
+#[tokio::test]
+async fn helm_release_owner_gets_its_values_and_its_upgrades_never_fail() {
+    let Some(cluster) = Cluster::start_listing(json!({}), None, ListMode::Streaming).await else {
+        return;
+    };
+    helm_cni(&cluster, "install", &json!({})).expect("helm install");
+    let installed = aws_node_generation(&cluster).await;
+    cluster.single_node_fleet(json!({})).await;
+    let operator = cluster.operator("tuner-0", &[]);
+    let handed = cluster
+        .wait_for_condition(condition::CNI_CONFIGURED, &operator, |c| {
+            c.status == "False" && c.reason == "HelmOwnsAwsNode"
+        })
+        .await;
+    assert!(
+        handed
+            .message
+            .contains("helm upgrade aws-vpc-cni eks/aws-vpc-cni -n kube-system --reuse-values")
+            && handed
+                .message
+                .contains("--set-string env.ENABLE_PREFIX_DELEGATION=true"),
+        "{}",
+        handed.message
+    );
+    let policy = cluster.get_policy("all").await;
+    let status = policy.status.clone().unwrap();
+    let cni = status.cni_config.clone().unwrap();
+    let owner = cni.owner.clone().unwrap();
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_deref()),
+        ("Helm", Some("aws-vpc-cni"))
+    );
+    assert!(cni.handover.as_ref().is_some_and(|h| h.handed_over));
+    assert_eq!(cni.aws_node_rollouts, 0);
+    // Ready stays True: the policy is fine, its owner has to act. Argo CD shows the fix.
+    assert!(is_true(&policy, condition::READY));
+    let (health, message) = support::argocd::health(&serde_json::to_value(&policy).unwrap());
+    assert_eq!(health, "Degraded", "{message}");
+    eventually(
+        "an AwsNodeHandedOver Event",
+        CONVERGE,
+        &[&operator],
+        || async {
+            cluster
+                .events("all")
+                .await
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("AwsNodeHandedOver"))
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(aws_node_generation(&cluster).await, installed);
+    // Helm's upgrades keep working: nothing of aws-node is the operator's.
+    helm_cni(&cluster, "upgrade", &json!({})).expect("helm upgrade next to the operator");
+
+    // The values the operator named, set in the release.
+    let values = json!({"env": status.cni_env});
+    helm_cni(&cluster, "upgrade", &values).expect("helm upgrade with the operator's values");
+    let adopted = aws_node_generation(&cluster).await;
+    assert_eq!(adopted, installed + 1, "one rollout, Helm's");
+    cluster
+        .wait_for_condition(condition::CNI_CONFIGURED, &operator, |c| {
+            c.status == "True" && c.reason == "InSync"
+        })
+        .await;
+    let cni = cluster
+        .get_policy("all")
+        .await
+        .status
+        .unwrap()
+        .cni_config
+        .unwrap();
+    assert_eq!(cni.handover, None, "the handover ends once Helm agrees");
+    assert_eq!(cni.aws_node_rollouts, 0);
+    helm_cni(&cluster, "upgrade", &values).expect("the next upgrade");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        aws_node_generation(&cluster).await,
+        adopted,
+        "the next upgrade and the operator agree: nothing rolls"
+    );
+    let ds = daemonsets(&cluster.admin).get("aws-node").await.unwrap();
+    assert!(
+        ds.managed_fields()
+            .iter()
+            .all(|m| m.manager.as_deref() != Some("vpc-cni-tuner")),
+        "the operator never wrote aws-node"
+    );
+}
+
+/// A GitOps owner of aws-node as it writes: its field manager, apply mode, labels and
+/// annotations, and the value it puts back.
+struct GitOpsOwner {
+    manager: &'static str,
+    server_side: bool,
+    labels: Value,
+    annotations: Value,
+    reason: &'static str,
+    fix: &'static str,
+}
+
+impl GitOpsOwner {
+    fn argocd() -> Self {
+        Self {
+            manager: "argocd-controller",
+            server_side: false,
+            labels: json!({"app.kubernetes.io/instance": "vpc-cni"}),
+            annotations: json!({"argocd.argoproj.io/tracking-id":
+                "vpc-cni:apps/DaemonSet:kube-system/aws-node"}),
+            reason: "ArgoCdOwnsAwsNode",
+            fix: "managedFieldsManagers: [vpc-cni-tuner]",
+        }
+    }
+
+    fn flux_helm_release() -> Self {
+        Self {
+            manager: "helm-controller",
+            server_side: false,
+            labels: json!({"helm.toolkit.fluxcd.io/name": "vpc-cni",
+                "helm.toolkit.fluxcd.io/namespace": "flux-system",
+                "app.kubernetes.io/managed-by": "Helm"}),
+            annotations: json!({"meta.helm.sh/release-name": "aws-vpc-cni",
+                "meta.helm.sh/release-namespace": "kube-system"}),
+            reason: "FluxOwnsAwsNode",
+            fix: "HelmRelease flux-system/vpc-cni",
+        }
+    }
+
+    fn flux_kustomization() -> Self {
+        Self {
+            manager: "kustomize-controller",
+            server_side: true,
+            labels: json!({"kustomize.toolkit.fluxcd.io/name": "infra",
+                "kustomize.toolkit.fluxcd.io/namespace": "flux-system"}),
+            annotations: json!({}),
+            reason: "FluxOwnsAwsNode",
+            fix: "Kustomization flux-system/infra",
+        }
+    }
+
+    /// The owner's aws-node: the EKS-shaped DaemonSet with its metadata.
+    fn manifest(&self) -> Value {
+        let mut ds = eks_aws_node();
+        let meta = &mut ds["metadata"];
+        meta["labels"]
+            .as_object_mut()
+            .unwrap()
+            .extend(self.labels.as_object().unwrap().clone());
+        meta["annotations"] = self.annotations.clone();
+        ds
+    }
+
+    /// Syncs its manifest as it does: server-side apply with force (Flux's kustomize-controller,
+    /// Argo CD with ServerSideApply=true), or a client-side strategic merge patch of the values
+    /// that differ (kubectl apply's three-way merge: Argo CD's default, Helm 3 in Flux's
+    /// helm-controller).
+    async fn sync(&self, cluster: &Cluster) {
+        let api = daemonsets(&cluster.admin);
+        if self.server_side {
+            api.patch(
+                "aws-node",
+                &PatchParams::apply(self.manager).force(),
+                &Patch::Apply(self.manifest()),
+            )
+            .await
+            .unwrap();
+        } else {
+            let env = self.manifest()["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+            let patch = json!({"metadata": {"labels": self.labels, "annotations": self.annotations},
+                "spec": {"template": {"spec": {"containers": [{"name": "aws-node", "env": env}]}}}});
+            let params = PatchParams {
+                field_manager: Some(self.manager.to_owned()),
+                ..Default::default()
+            };
+            api.patch("aws-node", &params, &Patch::Strategic(patch))
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// A self-healing GitOps owner that puts its values back every second: the operator puts
+/// them back at most once (a client-side owner) or never takes them (a server-side one), then
+/// stops, reports the owner and its fix, and causes no further rollout however long the owner
+/// keeps syncing.
+async fn gitops_loop_is_stopped(owner: GitOpsOwner) {
+    let Some(cluster) = Cluster::start_listing(json!({}), None, ListMode::Streaming).await else {
+        return;
+    };
+    let api = daemonsets(&cluster.admin);
+    let post = PostParams {
+        field_manager: Some(owner.manager.to_owned()),
+        ..Default::default()
+    };
+    if owner.server_side {
+        owner.sync(&cluster).await;
+    } else {
+        api.create(&post, &serde_json::from_value(owner.manifest()).unwrap())
+            .await
+            .unwrap();
+    }
+    let start = aws_node_generation(&cluster).await;
+    cluster.single_node_fleet(json!({})).await;
+    let operator = cluster.operator("tuner-0", &[]);
+
+    // Self-heal: every second, the owner's value back wherever it differs.
+    let mut owner_rollouts = 0;
+    let mut handed = None;
+    let mut settled_at = None;
+    let mut handed_at = None;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if cluster
+            .env_value("ENABLE_PREFIX_DELEGATION")
+            .await
+            .as_deref()
+            != Some("false")
+        {
+            let before = aws_node_generation(&cluster).await;
+            owner.sync(&cluster).await;
+            if aws_node_generation(&cluster).await > before {
+                owner_rollouts += 1;
+            }
+        }
+        let policy = cluster.get_policy("all").await;
+        if handed.is_none() {
+            handed = condition_of(&policy, condition::CNI_CONFIGURED)
+                .filter(|c| c.status == "False" && c.reason == owner.reason)
+                .cloned();
+            if handed.is_some() {
+                settled_at = Some(aws_node_generation(&cluster).await);
+                handed_at = Some(Instant::now());
+            }
+        } else if handed_at.is_some_and(|t| t.elapsed() > Duration::from_secs(15)) {
+            // 15 s of syncing after the handover: a loop would have shown.
+            break;
+        }
+    }
+    let handed = handed.unwrap_or_else(|| panic!("no handover:\n{}", operator.log()));
+    assert!(handed.message.contains(owner.fix), "{}", handed.message);
+    let end = aws_node_generation(&cluster).await;
+    let operator_rollouts = end - start - owner_rollouts;
+    let bound = if owner.server_side { 0 } else { 2 };
+    assert!(
+        operator_rollouts <= bound,
+        "{operator_rollouts} aws-node rollouts by the operator (bound {bound}); owner: \
+         {owner_rollouts}\n{}",
+        operator.log()
+    );
+    assert_eq!(Some(end), settled_at, "nothing rolls after the handover");
+    let cni = cluster
+        .get_policy("all")
+        .await
+        .status
+        .unwrap()
+        .cni_config
+        .unwrap();
+    assert_eq!(i64::from(cni.aws_node_rollouts), operator_rollouts);
+    let record = cni.handover.expect("handover");
+    assert!(record.handed_over);
+    assert_eq!(record.reverted_by.as_deref(), Some(owner.manager));
+    assert_eq!(
+        record
+            .owner_env
+            .get("ENABLE_PREFIX_DELEGATION")
+            .map(String::as_str),
+        Some("false")
+    );
+}
+
+#[tokio::test]
+async fn argocd_self_heal_loop_is_stopped_with_its_fix() {
+    gitops_loop_is_stopped(GitOpsOwner::argocd()).await;
+}
+
+#[tokio::test]
+async fn flux_helm_release_drift_loop_is_stopped_with_its_fix() {
+    gitops_loop_is_stopped(GitOpsOwner::flux_helm_release()).await;
+}
+
+#[tokio::test]
+async fn flux_kustomization_server_side_owner_is_never_taken_from() {
+    gitops_loop_is_stopped(GitOpsOwner::flux_kustomization()).await;
+}
+
+/// Launch templates users did not write for the three AMI families by hand: AL2023 user data
+/// with folded MIME headers is recognised and rewritten (the folded headers kept), and a kOps
+/// instance group's nodeup bootstrap is named as kOps', with the kOps-native fix, and left
+/// alone.
+#[tokio::test]
+async fn folded_mime_headers_are_rewritten_and_kops_templates_get_the_kops_fix() {
+    use support::launch_templates::{AL2023_FOLDED, KOPS_NODEUP, create_template, versions};
+    use vpc_cni_tuner::userdata::{UserDataFormat, read_max_pods};
+
+    let moto = support::MotoServer::start();
+    let Some(cluster) = Cluster::start(json!({
+        "aws": {"region": "us-east-1", "ec2EndpointUrl": moto.endpoint()}
+    }))
+    .await
+    else {
+        return;
+    };
+    let ec2 = moto.ec2_client();
+    let folded = create_template(&ec2, "folded-nodes", AL2023_FOLDED.as_bytes()).await;
+    let kops = create_template(&ec2, "kops-nodes", KOPS_NODEUP.as_bytes()).await;
+    cluster
+        .single_node_fleet(json!({"launchTemplates": [{"id": folded}, {"id": kops}]}))
+        .await;
+    let operator = cluster.operator("tuner-0", &moto.aws_env());
+    let synced = cluster
+        .wait_for_condition(condition::LAUNCH_TEMPLATES_SYNCED, &operator, |c| {
+            c.status == "False" && c.reason == "KopsManagedUserData"
+        })
+        .await;
+    assert!(
+        synced.message.contains("kops edit ig")
+            && synced.message.contains("spec.kubelet.maxPods: 110")
+            && synced.message.contains("kops rolling-update cluster --yes"),
+        "{}",
+        synced.message
+    );
+    let written = eventually(
+        "the folded template written",
+        CONVERGE,
+        &[&operator],
+        || async {
+            let all = versions(&ec2, &folded).await;
+            (all.len() == 2).then_some(all)
+        },
+    )
+    .await;
+    let user_data = |v: &aws_sdk_ec2::types::LaunchTemplateVersion| {
+        use base64::Engine as _;
+        let encoded = v.launch_template_data().unwrap().user_data().unwrap();
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap()
+    };
+    let new = written
+        .iter()
+        .find(|v| v.version_number() == Some(2))
+        .unwrap();
+    assert_eq!(
+        read_max_pods(&user_data(new), UserDataFormat::Al2023),
+        Ok(Some(110))
+    );
+    let text = String::from_utf8(user_data(new)).unwrap();
+    assert!(
+        text.starts_with(AL2023_FOLDED.trim_end_matches("--BOUNDARY--\n")),
+        "{text}"
+    );
+    assert_eq!(
+        versions(&ec2, &kops).await.len(),
+        1,
+        "kOps' template untouched"
+    );
+    let status = cluster.get_policy("all").await.status.unwrap();
+    let reported: Vec<(Option<String>, bool)> = status
+        .launch_templates
+        .iter()
+        .map(|t| (t.format.clone(), t.in_sync))
+        .collect();
+    assert!(
+        reported.contains(&(Some("AL2023".into()), true)),
+        "{reported:?}"
+    );
 }

@@ -8,6 +8,9 @@
 --   CNIConfigured=False AddonUpdating              -> Progressing (an EKS add-on update runs)
 --   CNIConfigured=False, an EKS add-on failure      -> Degraded (AddonUpdateFailed, AddonDrift,
 --                                                     AccessDenied, AddonConfigurationInvalid, ...)
+--   CNIConfigured=False, aws-node left to its owner -> Degraded (HelmOwnsAwsNode,
+--                                                     ArgoCdOwnsAwsNode, FluxOwnsAwsNode, ...:
+--                                                     the message has the owner-native fix)
 --   LaunchTemplatesSynced=False (not DryRun)       -> Degraded (e.g. AccessDenied)
 --   KarpenterSynced=False (not DryRun)             -> Degraded (e.g. KarpenterNotInstalled)
 --   Degraded=True                                  -> Degraded (warnings)
@@ -59,6 +62,10 @@ local addon_failures = {
   AddonUpdateFailed = true, AddonDrift = true, AccessDenied = true,
   AddonConfigurationInvalid = true, AwsError = true, NoAwsRegion = true, EksClusterUnknown = true,
 }
+local owner_handovers = {
+  HelmOwnsAwsNode = true, ArgoCdOwnsAwsNode = true, FluxOwnsAwsNode = true,
+  KopsOwnsAwsNode = true, TerraformOwnsAwsNode = true, AnotherManagerOwnsAwsNode = true,
+}
 
 if conflict ~= nil and conflict.status == "True" then
   hs.status = "Degraded"
@@ -83,6 +90,11 @@ end
 if cni ~= nil and cni.status == "False" and addon_failures[cni.reason] then
   hs.status = "Degraded"
   hs.message = "EKS add-on: " .. describe(cni)
+  return hs
+end
+if cni ~= nil and cni.status == "False" and owner_handovers[cni.reason] then
+  hs.status = "Degraded"
+  hs.message = "aws-node left to its owner: " .. describe(cni)
   return hs
 end
 if templates ~= nil and templates.status == "False" and templates.reason ~= "DryRun" then

@@ -26,6 +26,13 @@ pub(super) async fn apply_env(
         apply_daemonset(ctx, write).await?;
         if let Some(policy) = policies.iter().find(|p| p.name_any() == write.policy) {
             let drift = write.changes.iter().any(|c| c.drift);
+            let reverted = write.reverted_by.as_ref().map(|by| {
+                format!(
+                    " (field manager {by} put its value back; a second revert within {} h hands \
+                     aws-node over to its owner)",
+                    crate::plan::owner::REVERT_WINDOW.as_hours()
+                )
+            });
             publish(
                 ctx,
                 policy,
@@ -34,15 +41,33 @@ pub(super) async fn apply_env(
                 } else {
                     "AwsNodeEnvUpdated"
                 },
-                EventType::Normal,
+                if reverted.is_some() {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
                 format!(
-                    "{}: {}",
+                    "{}: {}{}",
                     write.reference,
-                    crate::plan::EnvChange::join(&write.changes)
+                    crate::plan::EnvChange::join(&write.changes),
+                    reverted.unwrap_or_default()
                 ),
             )
             .await;
         }
+    }
+    if let Some((name, message)) = &plan.handover
+        && let Some(policy) = policies.iter().find(|p| &p.name_any() == name)
+    {
+        warn!(policy = %name, %message, "aws-node handed over to its owner");
+        publish(
+            ctx,
+            policy,
+            "AwsNodeHandedOver",
+            EventType::Warning,
+            message.clone(),
+        )
+        .await;
     }
 
     Ok(plan.daemonset_write.is_some())

@@ -1,13 +1,13 @@
 //! Projections of Kubernetes objects into the plain facts the plan reads.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use kube::ResourceExt;
 
 use super::node_view::NodeView;
 use crate::crd::{DaemonSetRef, FIELD_MANAGER};
-use crate::plan::{AwsNodeFacts, EnvEntry, NodeFacts};
+use crate::plan::{AwsNodeFacts, EnvEntry, FieldManager, NodeFacts, OwnerMetadata, owner};
 
 /// The container in the aws-node DaemonSet whose env the operator manages.
 pub const AWS_NODE_CONTAINER: &str = "aws-node";
@@ -45,9 +45,11 @@ pub fn aws_node_facts(ds: &DaemonSet) -> AwsNodeFacts {
         .as_ref()
         .and_then(|s| s.template.spec.as_ref())
         .and_then(|s| s.containers.iter().find(|c| c.name == AWS_NODE_CONTAINER));
+    let owner = owner::detect(&owner_metadata(ds));
     let Some(container) = container else {
         return AwsNodeFacts {
             reference,
+            owner,
             ..Default::default()
         };
     };
@@ -81,7 +83,72 @@ pub fn aws_node_facts(ds: &DaemonSet) -> AwsNodeFacts {
             .filter(|(_, m)| m.manager.as_deref() == Some(FIELD_MANAGER) && m.subresource.is_none())
             .map(|(i, _)| i)
             .collect(),
+        owner,
+        value_managers: value_managers(ds),
     }
+}
+
+/// Labels, annotations and the other field managers of aws-node, for [`owner::detect`].
+fn owner_metadata(ds: &DaemonSet) -> OwnerMetadata {
+    let mut managers: Vec<FieldManager> = ds
+        .managed_fields()
+        .iter()
+        .filter(|m| m.subresource.is_none())
+        .filter_map(|m| {
+            let name = m.manager.clone()?;
+            (name != FIELD_MANAGER).then(|| FieldManager {
+                name,
+                server_side: m.operation.as_deref() == Some("Apply"),
+            })
+        })
+        .collect();
+    managers.sort();
+    managers.dedup();
+    OwnerMetadata {
+        labels: ds.labels().clone(),
+        annotations: ds.annotations().clone(),
+        managers,
+    }
+}
+
+/// The aws-node container's env fields in one managedFields entry, by env name.
+fn env_fields(entry: &serde_json::Value) -> Vec<(String, &serde_json::Value)> {
+    let containers = entry
+        .pointer("/f:spec/f:template/f:spec/f:containers")
+        .and_then(|v| v.as_object());
+    containers
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| list_key_name(key).as_deref() == Some(AWS_NODE_CONTAINER))
+        .filter_map(|(_, c)| c.get("f:env").and_then(|v| v.as_object()))
+        .flatten()
+        .filter_map(|(k, v)| Some((list_key_name(k)?, v)))
+        .collect()
+}
+
+/// Per env name: the field managers other than this operator that own its `value`.
+fn value_managers(ds: &DaemonSet) -> BTreeMap<String, Vec<FieldManager>> {
+    let mut holders: BTreeMap<String, Vec<FieldManager>> = BTreeMap::new();
+    for entry in ds.managed_fields() {
+        let Some(name) = entry.manager.as_deref() else {
+            continue;
+        };
+        if name == FIELD_MANAGER || entry.subresource.is_some() {
+            continue;
+        }
+        let Some(fields) = entry.fields_v1.as_ref().map(|f| &f.0) else {
+            continue;
+        };
+        for (env, field) in env_fields(fields) {
+            if field.get("f:value").is_some() {
+                holders.entry(env).or_default().push(FieldManager {
+                    name: name.to_owned(),
+                    server_side: entry.operation.as_deref() == Some("Apply"),
+                });
+            }
+        }
+    }
+    holders
 }
 
 /// The field manager EKS applies its managed add-ons with.
@@ -98,20 +165,7 @@ pub fn owned_env_names(ds: &DaemonSet) -> BTreeSet<String> {
         let Some(fields) = entry.fields_v1.as_ref().map(|f| &f.0) else {
             continue;
         };
-        let containers = fields
-            .pointer("/f:spec/f:template/f:spec/f:containers")
-            .and_then(|v| v.as_object());
-        for (key, container) in containers.into_iter().flatten() {
-            if list_key_name(key).as_deref() != Some(AWS_NODE_CONTAINER) {
-                continue;
-            }
-            let env = container.get("f:env").and_then(|v| v.as_object());
-            owned.extend(
-                env.into_iter()
-                    .flatten()
-                    .filter_map(|(k, _)| list_key_name(k)),
-            );
-        }
+        owned.extend(env_fields(fields).into_iter().map(|(name, _)| name));
     }
     owned
 }

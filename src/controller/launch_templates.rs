@@ -101,15 +101,24 @@ pub async fn sync_template(
     let rewrite = match userdata::set_max_pods(&raw, spec.user_data_format.forced(), wanted) {
         Ok(rewrite) => rewrite,
         Err(err) => {
-            let reason = match err {
-                UserDataError::TooLarge { .. } => Reason::UserDataTooLarge,
-                _ => Reason::UserDataUnsupported,
+            let (reason, fix) = match err {
+                UserDataError::TooLarge { .. } => (Reason::UserDataTooLarge, String::new()),
+                UserDataError::Kops => (
+                    Reason::KopsManagedUserData,
+                    format!(
+                        "; set it the kOps way: kops edit ig NAME with spec.kubelet.maxPods: \
+                         {wanted} (or the cluster's spec.kubelet.maxPods), then kops update \
+                         cluster --yes and kops rolling-update cluster --yes, and remove this \
+                         template from spec.launchTemplates"
+                    ),
+                ),
+                _ => (Reason::UserDataUnsupported, String::new()),
             };
             return fail(
                 status,
                 reason,
                 format!(
-                    "launch template {template} version {}: {err}",
+                    "launch template {template} version {}: {err}{fix}",
                     source.version
                 ),
             );

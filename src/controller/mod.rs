@@ -117,6 +117,7 @@ fn plan_with(
         catalog: &ctx.catalog,
         extra_facts: &extra,
         cni_target,
+        now: jiff::Timestamp::now(),
     };
     let mut plan = plan_fleet(&input);
     // Karpenter node classes, for the policies that list any.

@@ -69,6 +69,20 @@ reasons! {
     InSync,
     /// An older policy decides the env.
     Conflict,
+    /// The aws-vpc-cni Helm release keeps (or holds by server-side apply) its own values of the
+    /// operator's env: aws-node is left to Helm; the message has the chart values to set.
+    HelmOwnsAwsNode,
+    /// An Argo CD application does: the message has the values for Git or the
+    /// ignoreDifferences snippet.
+    ArgoCdOwnsAwsNode,
+    /// A Flux HelmRelease or Kustomization does: the message has its values or drift rule.
+    FluxOwnsAwsNode,
+    /// kOps does: the message has the `kops edit cluster` snippet.
+    KopsOwnsAwsNode,
+    /// Terraform does.
+    TerraformOwnsAwsNode,
+    /// Another field manager (kubectl, a script) does.
+    AnotherManagerOwnsAwsNode,
     // Conflict
     /// An older policy decides the env and disagrees.
     LostToOlderPolicy,
@@ -82,6 +96,8 @@ reasons! {
     // LaunchTemplatesSynced
     /// The user data is not AL2023, AL2 or Bottlerocket (or not base64, or empty).
     UserDataUnsupported,
+    /// The user data is kOps' nodeup bootstrap: maxPods belongs in the kOps instance group.
+    KopsManagedUserData,
     /// The rewritten user data would exceed EC2's 16 KiB.
     UserDataTooLarge,
     /// No AWS region is configured.

@@ -60,6 +60,67 @@ pub struct CniConfigStatus {
     pub via: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eks_addon: Option<EksAddonStatus>,
+    /// Who else applies aws-node (from its labels, annotations and managedFields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<AwsNodeOwnerStatus>,
+    /// Reverts of the operator's env by that owner, and the handover that ends a fight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<HandoverStatus>,
+    /// Writes of the aws-node env this policy decided (each one rolls aws-node on every node).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub aws_node_rollouts: u32,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The other owner of aws-node.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsNodeOwnerStatus {
+    /// EksAddon, Helm, ArgoCD, Flux, kOps, Terraform or Other.
+    pub kind: String,
+    /// The Helm release, Argo CD application, Flux object or kOps addon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Application, HelmRelease or Kustomization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// Its field managers, with their operation: `helm (Update)`, `argocd-controller (Apply)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managers: Vec<String>,
+}
+
+/// How the operator and another owner of aws-node settled who writes the env.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HandoverStatus {
+    /// The operator writes nothing to aws-node until the owner's values change.
+    #[serde(default)]
+    pub handed_over: bool,
+    /// Reverts of the operator's values seen inside the revert window (24 h).
+    #[serde(default)]
+    pub reverts: u32,
+    /// RFC 3339 time of the last revert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_revert_time: Option<String>,
+    /// The field manager that put its value back, or holds it by server-side apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted_by: Option<String>,
+    /// RFC 3339 time of the handover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// The owner's values of the operator's env keys at the handover: when they change, the
+    /// operator looks again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub owner_env: BTreeMap<String, String>,
+    /// Why, and the owner-native fix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The EKS managed add-on as the operator last saw it, and what it sets there.

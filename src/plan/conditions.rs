@@ -3,13 +3,23 @@
 
 use super::*;
 
+/// What keeps the cluster-wide aws-node write from happening.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Blockers<'b> {
+    /// The env cannot be written at all (Ready False): valueFrom, duplicates, no add-on.
+    pub env: Option<&'b Blocked>,
+    /// aws-node is left to its other owner (CNIConfigured False; the policy stays Ready).
+    pub owner: Option<&'b Blocked>,
+}
+
 pub(super) fn finish_conditions(
     e: &mut Evaluated<'_>,
     input: &FleetInput<'_>,
     conflict: Option<String>,
-    env_blocker: Option<&Blocked>,
+    blockers: Blockers<'_>,
     foreign: &[String],
 ) {
+    let env_blocker = blockers.env;
     let spec = e.input.spec;
     let dry_run = spec.enforcement == Enforcement::DryRun;
     let mut conditions = Vec::new();
@@ -121,6 +131,13 @@ pub(super) fn finish_conditions(
             false,
             Reason::Conflict,
             "an older policy decides the aws-node env; see the Conflict condition".to_owned(),
+        )
+    } else if let Some(owner) = blockers.owner {
+        cond(
+            condition::CNI_CONFIGURED,
+            false,
+            owner.reason,
+            owner.message.clone(),
         )
     } else {
         // The same message before and after the write, so a write costs one status patch; the

@@ -193,6 +193,12 @@ fn addon_status(
             last_update_id: None,
             last_update_status: None,
         }),
+        owner: Some(crate::crd::AwsNodeOwnerStatus {
+            kind: super::OwnerKind::EksAddon.as_str().to_owned(),
+            name: Some(ADDON_NAME.to_owned()),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 

@@ -81,6 +81,10 @@ pub struct PolicyInput<'a> {
     pub spec: &'a NodeNetworkPolicySpec,
     /// The `configurationValues.env` keys this policy wrote into the EKS add-on (its status).
     pub addon_env: Option<&'a BTreeMap<String, String>>,
+    /// Reverts by another owner of aws-node and the handover (its status).
+    pub handover: Option<&'a crate::crd::HandoverStatus>,
+    /// aws-node writes this policy decided so far (its status).
+    pub aws_node_rollouts: u32,
 }
 
 /// One env entry of the aws-node container.
@@ -107,6 +111,10 @@ pub struct AwsNodeFacts {
     pub eks_addon: bool,
     /// Indexes in `managedFields` of this operator's entries (to release them in add-on mode).
     pub owned_field_entries: Vec<usize>,
+    /// Who else applies aws-node.
+    pub owner: Option<AwsNodeOwner>,
+    /// Per env name of the aws-node container: the other field managers that own its value.
+    pub value_managers: BTreeMap<String, Vec<FieldManager>>,
 }
 
 impl AwsNodeFacts {
@@ -157,6 +165,16 @@ impl<'a> PolicyInput<'a> {
                 .and_then(|s| s.cni_config.as_ref())
                 .and_then(|c| c.eks_addon.as_ref())
                 .map(|a| &a.env),
+            handover: policy
+                .status
+                .as_ref()
+                .and_then(|s| s.cni_config.as_ref())
+                .and_then(|c| c.handover.as_ref()),
+            aws_node_rollouts: policy
+                .status
+                .as_ref()
+                .and_then(|s| s.cni_config.as_ref())
+                .map_or(0, |c| c.aws_node_rollouts),
         }
     }
 }
@@ -175,6 +193,8 @@ pub struct FleetInput<'a> {
     pub extra_facts: &'a BTreeMap<String, InstanceLimits>,
     /// Where the env is written: the DaemonSet or the EKS add-on.
     pub cni_target: &'a CniTarget,
+    /// The time, for the revert window ([`owner::REVERT_WINDOW`]).
+    pub now: jiff::Timestamp,
 }
 
 /// A condition the plan wants, without timestamps (the status step adds those).
@@ -195,6 +215,8 @@ pub struct DaemonSetWrite {
     /// The full set of env entries the operator owns after the write.
     pub env: BTreeMap<String, String>,
     pub changes: Vec<EnvChange>,
+    /// The field manager whose revert this write puts back (the first; a second hands over).
+    pub reverted_by: Option<String>,
 }
 
 /// What one policy's status should say.
@@ -223,6 +245,9 @@ pub struct FleetPlan {
     pub daemonset_write: Option<DaemonSetWrite>,
     /// The EKS add-on update and field release (add-on mode).
     pub addon: AddonPlan,
+    /// The deciding policy and the message, when this plan hands aws-node over to its owner
+    /// (it was not handed over before): an Event.
+    pub handover: Option<(String, String)>,
     /// By policy name.
     pub policies: BTreeMap<String, PolicyPlan>,
 }
@@ -259,6 +284,7 @@ mod evaluate;
 pub mod karpenter;
 pub mod launch_templates;
 pub mod node_labels;
+pub mod owner;
 
 pub use crate::engine::EnvChange;
 use conditions::finish_conditions;
@@ -270,6 +296,7 @@ pub use karpenter::{
 };
 pub use launch_templates::{LaunchTemplateReport, TemplateStep, launch_template_step};
 pub use node_labels::NodeLabels;
+pub use owner::{AwsNodeOwner, FieldManager, OwnerKind, OwnerMetadata};
 
 /// Decides the aws-node env and every policy's status.
 pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
@@ -293,16 +320,42 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
     });
     let mut write = None;
     let mut env_blocker: Option<Blocked> = None;
+    // Another owner of aws-node: the revert record and, when it wins, the handover.
+    let mut owner_blocker: Option<Blocked> = None;
+    let mut handover_record = None;
+    let mut handover_event = None;
+    let daemonset_mode = matches!(input.cni_target, CniTarget::DaemonSet { .. });
     if let (Some(w), Some(ds)) = (&winner, input.aws_node) {
         match env_changes(ds, &w.env) {
-            Ok(changes) if changes.is_empty() => {}
             Ok(changes) => {
-                write = Some(DaemonSetWrite {
-                    reference: ds.reference.clone(),
-                    policy: w.policy.clone(),
-                    env: w.env.clone(),
-                    changes,
-                })
+                let previous = input
+                    .policies
+                    .iter()
+                    .find(|p| p.name == w.policy)
+                    .and_then(|p| p.handover);
+                let decision = owner::check_write(ds, &w.env, &changes, previous, input.now);
+                if daemonset_mode {
+                    handover_record = decision.handover;
+                    let newly = handover_record.as_ref().is_some_and(|h| h.handed_over)
+                        && !previous.is_some_and(|p| p.handed_over);
+                    if let (true, Err(blocked)) = (newly, &decision.write) {
+                        handover_event = Some((w.policy.clone(), blocked.message.clone()));
+                    }
+                }
+                match decision.write {
+                    Ok(()) if changes.is_empty() => {}
+                    Ok(()) => {
+                        write = Some(DaemonSetWrite {
+                            reference: ds.reference.clone(),
+                            policy: w.policy.clone(),
+                            env: w.env.clone(),
+                            changes,
+                            reverted_by: decision.reverted_by,
+                        })
+                    }
+                    Err(blocked) if daemonset_mode => owner_blocker = Some(blocked),
+                    Err(_) => {}
+                }
             }
             Err(blocked) => env_blocker = Some(blocked),
         }
@@ -355,14 +408,31 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
                 recompute(e, w.prefix_delegation);
             }
         }
-        finish_conditions(e, input, conflict, env_blocker.as_ref(), &foreign);
+        let blockers = conditions::Blockers {
+            env: env_blocker.as_ref(),
+            owner: owner_blocker.as_ref(),
+        };
+        finish_conditions(e, input, conflict, blockers, &foreign);
+        let is_winner = winner.as_ref().is_some_and(|w| w.policy == e.input.name);
+        let wrote = is_winner && write.is_some();
         e.plan.cni_config = Some(crate::crd::CniConfigStatus {
-            via: match input.cni_target {
-                CniTarget::DaemonSet { .. } => "DaemonSet",
-                _ => "EksAddon",
+            via: if daemonset_mode {
+                "DaemonSet"
+            } else {
+                "EksAddon"
             }
             .to_owned(),
             eks_addon: None,
+            owner: input
+                .aws_node
+                .and_then(|ds| ds.owner.as_ref())
+                .map(AwsNodeOwner::status),
+            handover: if is_winner {
+                handover_record.clone()
+            } else {
+                e.input.handover.cloned()
+            },
+            aws_node_rollouts: e.input.aws_node_rollouts + u32::from(wrote),
         });
         policies.insert(e.input.name.to_owned(), e.plan.clone());
     }
@@ -376,6 +446,7 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
     FleetPlan {
         daemonset_write: write,
         addon,
+        handover: handover_event,
         policies,
     }
 }

@@ -52,6 +52,7 @@ impl Fixture {
             catalog: &catalog,
             extra_facts: &extra,
             cni_target: &self.target,
+            now: jiff::Timestamp::UNIX_EPOCH,
         };
         plan_fleet(&input)
     }
@@ -333,6 +334,8 @@ fn live_facts_fill_in_unknown_types() {
             generation: Some(1),
             spec: &spec,
             addon_env: None,
+            handover: None,
+            aws_node_rollouts: 0,
         }],
         nodes: fixture.nodes.iter().collect(),
         aws_node: fixture.aws_node.as_ref(),
@@ -340,6 +343,7 @@ fn live_facts_fill_in_unknown_types() {
         catalog: &catalog,
         extra_facts: &extra,
         cni_target: &fixture.target,
+        now: jiff::Timestamp::UNIX_EPOCH,
     };
     let plan = plan_fleet(&input);
     assert_eq!(plan.policies["default"].max_pods, Some(110));

@@ -14,12 +14,31 @@ pub struct Part<'a> {
     pub body: &'a str,
 }
 
+/// The value of header `name` in a header block, unfolded (RFC 5322 section 2.2.3: a line that
+/// starts with a space or a tab continues the header above it; cloud-init reads such headers,
+/// so `Content-Type: multipart/mixed;` with `boundary=...` on the next line is common).
+fn header_value(block: &str, name: &str) -> Option<String> {
+    let mut lines = block.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        if line.starts_with([' ', '\t']) || !key.trim().eq_ignore_ascii_case(name) {
+            continue;
+        }
+        let mut value = value.trim().to_owned();
+        while let Some(next) = lines.next_if(|l| l.starts_with([' ', '\t'])) {
+            value.push(' ');
+            value.push_str(next.trim());
+        }
+        return Some(value);
+    }
+    None
+}
+
 impl<'a> Part<'a> {
-    fn header(&self, name: &str) -> Option<&'a str> {
-        self.headers.lines().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
-        })
+    fn header(&self, name: &str) -> Option<String> {
+        header_value(self.headers, name)
     }
 
     pub fn content_type(&self) -> String {
@@ -64,17 +83,11 @@ impl<'a> Multipart<'a> {
     /// Parses `text` when its top-level headers declare a multipart content type.
     pub fn parse(text: &'a str) -> Option<Self> {
         let header_end = find_blank_line(text, 0)?;
-        let headers = &text[..header_end];
-        let content_type = headers.lines().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.trim()
-                .eq_ignore_ascii_case("Content-Type")
-                .then(|| value.trim())
-        })?;
+        let content_type = header_value(&text[..header_end], "Content-Type")?;
         if !content_type.to_ascii_lowercase().starts_with("multipart/") {
             return None;
         }
-        let boundary = boundary_param(content_type)?;
+        let boundary = boundary_param(&content_type)?;
         let delimiter = format!("--{boundary}");
         let mut delimiters = Vec::new();
         let mut offset = 0;

@@ -56,6 +56,12 @@ pub enum UserDataError {
         "the user data is not in a recognised format (AL2023 NodeConfig / MIME, AL2 bootstrap.sh script, Bottlerocket TOML): set userDataFormat explicitly"
     )]
     Unrecognised,
+    /// kOps nodes boot with nodeup, which takes kubelet's maxPods from the kOps cluster or
+    /// instance-group spec (kops: pkg/model/resources/nodeup.go renders this script).
+    #[error(
+        "the user data is kOps' nodeup bootstrap: kubelet maxPods comes from the kOps instance group or cluster spec, not from the launch template"
+    )]
+    Kops,
     #[error("the user data is not valid {format}: {reason}")]
     Malformed {
         format: UserDataFormat,
@@ -80,6 +86,13 @@ pub struct Rewrite {
 pub fn detect(data: &[u8]) -> Result<UserDataFormat, UserDataError> {
     let text = as_text(data)?;
     if let Some(multipart) = mime::Multipart::parse(text) {
+        if multipart
+            .parts
+            .iter()
+            .any(|p| p.is_shell() && is_kops_nodeup(p.body))
+        {
+            return Err(UserDataError::Kops);
+        }
         if multipart.parts.iter().any(|p| p.is_node_config()) {
             return Ok(UserDataFormat::Al2023);
         }
@@ -91,6 +104,9 @@ pub fn detect(data: &[u8]) -> Result<UserDataFormat, UserDataError> {
             return Ok(UserDataFormat::Al2);
         }
         return Err(UserDataError::Unrecognised);
+    }
+    if is_kops_nodeup(text) {
+        return Err(UserDataError::Kops);
     }
     if al2023::is_node_config(text) {
         return Ok(UserDataFormat::Al2023);
@@ -147,6 +163,16 @@ pub fn set_max_pods(
         data: rewritten.into_bytes(),
         changed,
     })
+}
+
+/// kOps' node bootstrap script: it downloads nodeup from `NODEUP_URL_AMD64` / `NODEUP_URL_ARM64`
+/// and runs it (kops: pkg/model/resources/nodeup.go, `nodeUpTemplate`).
+fn is_kops_nodeup(script: &str) -> bool {
+    script.starts_with("#!")
+        && script.lines().any(|l| {
+            let l = l.trim_start();
+            l.starts_with("NODEUP_URL_AMD64=") || l.starts_with("NODEUP_URL_ARM64=")
+        })
 }
 
 fn as_text(data: &[u8]) -> Result<&str, UserDataError> {

@@ -105,6 +105,58 @@ fn al2023_adds_an_owned_part_last_and_keeps_the_rest() {
     assert!(text(&other).starts_with(original_body));
 }
 
+/// [`AL2023_MIME`] with its headers folded (RFC 5322), as cloud-init accepts them: the
+/// boundary parameter and a part's content type on continuation lines.
+const AL2023_FOLDED: &str = "MIME-Version: 1.0\nContent-Type: multipart/mixed;\n\tboundary=\"BOUNDARY\"\n\n\
+--BOUNDARY\nContent-Type:\n application/node.eks.aws\n\n---\napiVersion: node.eks.aws/v1alpha1\n\
+kind: NodeConfig\nspec:\n  kubelet:\n    config:\n      maxPods: 17\n\n--BOUNDARY--\n";
+
+#[test]
+fn al2023_folded_headers_are_read_and_kept() {
+    assert_eq!(detect(AL2023_FOLDED.as_bytes()), Ok(UserDataFormat::Al2023));
+    assert_eq!(
+        read_max_pods(AL2023_FOLDED.as_bytes(), UserDataFormat::Al2023),
+        Ok(Some(17))
+    );
+    let out = set(AL2023_FOLDED, None, 110);
+    assert_eq!(out.previous_max_pods, Some(17));
+    let t = text(&out);
+    // The folded headers stay byte for byte; the owned part goes last.
+    assert!(
+        t.starts_with(AL2023_FOLDED.trim_end_matches("--BOUNDARY--\n")),
+        "{t}"
+    );
+    assert_eq!(
+        read_max_pods(&out.data, UserDataFormat::Al2023),
+        Ok(Some(110))
+    );
+    assert!(!set(t, None, 110).changed);
+}
+
+/// The start of kOps' nodeup script (kops: pkg/model/resources/nodeup.go), alone and as a MIME
+/// part next to additional user data.
+const KOPS_NODEUP: &str = "#!/bin/bash\nset -o errexit\nset -o nounset\nset -o pipefail\n\n\
+NODEUP_URL_AMD64=https://artifacts.k8s.io/binaries/kops/1.34.0/linux/amd64/nodeup\n\
+NODEUP_HASH_AMD64=f46b20a6\nNODEUP_URL_ARM64=\nNODEUP_HASH_ARM64=\n\nexport AWS_REGION=us-west-1\n";
+
+#[test]
+fn kops_nodeup_is_named_not_unrecognised() {
+    assert_eq!(detect(KOPS_NODEUP.as_bytes()), Err(UserDataError::Kops));
+    let mime = format!(
+        "Content-Type: multipart/mixed; boundary=\"B\"\nMIME-Version: 1.0\n\n--B\n\
+         Content-Type: text/x-shellscript\nContent-Disposition: attachment; filename=\"nodeup.sh\"\n\n\
+         {KOPS_NODEUP}\n--B\nContent-Type: text/x-shellscript\n\necho extra\n\n--B--\n"
+    );
+    assert_eq!(detect(mime.as_bytes()), Err(UserDataError::Kops));
+    assert_eq!(
+        set_max_pods(KOPS_NODEUP.as_bytes(), None, 110).map(|r| r.changed),
+        Err(UserDataError::Kops)
+    );
+    // An AL2 script that only mentions the variable in a comment is still AL2.
+    let al2 = format!("{AL2_SCRIPT}# NODEUP_URL_AMD64= is kOps'\n");
+    assert_eq!(detect(al2.as_bytes()), Ok(UserDataFormat::Al2));
+}
+
 #[test]
 fn al2023_plain_node_config_is_wrapped_with_the_original_as_first_part() {
     let plain = "---\napiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  cluster:\n    name: prod\n";

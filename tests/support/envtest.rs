@@ -43,10 +43,31 @@ fn assets() -> Option<Assets> {
     })
 }
 
+/// How the API server answers a list-then-watch. With etcd 3.6 it streams the initial list from
+/// its watch cache (`sendInitialEvents`, the WatchList feature, as on EKS); with the feature gate
+/// off it answers such a watch with 422 and clients list in pages, as Kubernetes 1.27-1.31 and
+/// 1.33 do by default (../shared/k8s/README.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListMode {
+    Streaming,
+    Paged,
+}
+
+impl ListMode {
+    /// The `mode` the operator logs and labels `node_initial_list` with.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Streaming => "streaming",
+            Self::Paged => "paged",
+        }
+    }
+}
+
 /// A running etcd and kube-apiserver. Dropping it kills both and removes their data.
 pub struct ApiServer {
     dir: tempfile::TempDir,
     assets_apiserver: PathBuf,
+    pub list_mode: ListMode,
     etcd: Child,
     apiserver: Option<Child>,
     pub port: u16,
@@ -58,6 +79,11 @@ impl ApiServer {
     /// Starts etcd and the API server and waits until the API server is ready (`/readyz` and
     /// the OpenAPI documents kubectl validates with). `None`: no assets, the test skips.
     pub async fn start() -> Option<Self> {
+        Self::start_with(ListMode::Streaming).await
+    }
+
+    /// As [`ApiServer::start`], serving initial lists as `list_mode` says.
+    pub async fn start_with(list_mode: ListMode) -> Option<Self> {
         let Some(assets) = assets() else {
             let how = "no kube-apiserver/etcd: set KUBEBUILDER_ASSETS (scripts/test.sh does, from \
                        ../shared/k8s/assets; elsewhere: `setup-envtest use -p path 1.36.x`)";
@@ -117,6 +143,7 @@ impl ApiServer {
         let admin_kubeconfig = dir.path().join("admin.kubeconfig");
         let mut server = Self {
             assets_apiserver: assets.apiserver,
+            list_mode,
             etcd,
             apiserver: None,
             port,
@@ -135,6 +162,10 @@ impl ApiServer {
         assert!(self.apiserver.is_none(), "the API server runs already");
         let dir = self.dir.path();
         let arg = |name: &str, value: String| format!("--{name}={value}");
+        let feature_gates = match self.list_mode {
+            ListMode::Streaming => None,
+            ListMode::Paged => Some(arg("feature-gates", "WatchList=false".into())),
+        };
         let child = Command::new(&self.assets_apiserver)
             .args([
                 arg(
@@ -167,6 +198,7 @@ impl ApiServer {
                 arg("disable-admission-plugins", "ServiceAccount".into()),
                 arg("allow-privileged", "true".into()),
             ])
+            .args(feature_gates)
             .stdout(Stdio::null())
             .stderr(log_file(dir, "kube-apiserver.log"))
             .spawn()

@@ -12,6 +12,12 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 pub const AL2023: &str = "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"BOUNDARY\"\n\n--BOUNDARY\nContent-Type: application/node.eks.aws\n\n---\napiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  cluster:\n    name: prod\n\n--BOUNDARY--\n";
 pub const AL2: &str =
     "#!/bin/bash\nset -ex\n/etc/eks/bootstrap.sh prod --kubelet-extra-args '--node-labels=a=b'\n";
+/// AL2023 MIME user data with folded headers (RFC 5322 continuation lines), as cloud-init reads
+/// them.
+pub const AL2023_FOLDED: &str = "MIME-Version: 1.0\nContent-Type: multipart/mixed;\n boundary=\"BOUNDARY\"\n\n--BOUNDARY\nContent-Type:\n\tapplication/node.eks.aws\n\n---\napiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  cluster:\n    name: prod\n\n--BOUNDARY--\n";
+/// kOps' nodeup bootstrap (kops: pkg/model/resources/nodeup.go), as a kOps instance group's
+/// launch template carries it.
+pub const KOPS_NODEUP: &str = "#!/bin/bash\nset -o errexit\nset -o nounset\nset -o pipefail\n\nNODEUP_URL_AMD64=https://artifacts.k8s.io/binaries/kops/1.34.0/linux/amd64/nodeup\nNODEUP_HASH_AMD64=0123\nNODEUP_URL_ARM64=\nNODEUP_HASH_ARM64=\n\nexport AWS_REGION=us-east-1\n";
 pub const BOTTLEROCKET: &str = "[settings.kubernetes]\ncluster-name = \"prod\" # keep\n";
 
 pub async fn create_template(client: &aws_sdk_ec2::Client, name: &str, user_data: &[u8]) -> String {
