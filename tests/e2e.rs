@@ -310,6 +310,23 @@ impl Cluster {
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(policy))
             .collect()
     }
+
+    /// Waits until an Event with `reason` about policy `policy` exists.
+    async fn wait_for_event(&self, policy: &str, reason: &str, operators: &[&Operator]) {
+        eventually(
+            &format!("a {reason} Event"),
+            CONVERGE,
+            operators,
+            || async {
+                self.events(policy)
+                    .await
+                    .iter()
+                    .any(|e| e.reason.as_deref() == Some(reason))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
 }
 
 fn daemonsets(client: &Client) -> Api<DaemonSet> {
@@ -618,20 +635,9 @@ async fn first_apply_scenario(list_mode: ListMode) {
             &[&operator],
         )
         .await;
-    eventually(
-        "AwsNodeEnvRestored Event",
-        CONVERGE,
-        &[&operator],
-        || async {
-            cluster
-                .events("web")
-                .await
-                .iter()
-                .any(|e| e.reason.as_deref() == Some("AwsNodeEnvRestored"))
-                .then_some(())
-        },
-    )
-    .await;
+    cluster
+        .wait_for_event("web", "AwsNodeEnvRestored", &[&operator])
+        .await;
     assert_eq!(
         cluster
             .env_value("AWS_VPC_K8S_CNI_LOGLEVEL")
@@ -2227,20 +2233,9 @@ async fn helm_release_owner_gets_its_values_and_its_upgrades_never_fail() {
     assert!(is_true(&policy, condition::READY));
     let (health, message) = support::argocd::health(&serde_json::to_value(&policy).unwrap());
     assert_eq!(health, "Degraded", "{message}");
-    eventually(
-        "an AwsNodeHandedOver Event",
-        CONVERGE,
-        &[&operator],
-        || async {
-            cluster
-                .events("all")
-                .await
-                .iter()
-                .any(|e| e.reason.as_deref() == Some("AwsNodeHandedOver"))
-                .then_some(())
-        },
-    )
-    .await;
+    cluster
+        .wait_for_event("all", "AwsNodeHandedOver", &[&operator])
+        .await;
     assert_eq!(aws_node_generation(&cluster).await, installed);
     // Helm's upgrades keep working: nothing of aws-node is the operator's.
     helm_cni(&cluster, "upgrade", &json!({})).expect("helm upgrade next to the operator");
@@ -2431,9 +2426,28 @@ async fn gitops_loop_is_stopped(owner: GitOpsOwner) {
     }
     let handed = handed.unwrap_or_else(|| panic!("no handover:\n{}", operator.log()));
     assert!(handed.message.contains(owner.fix), "{}", handed.message);
+    cluster
+        .wait_for_event("all", "AwsNodeHandedOver", &[&operator])
+        .await;
+    if !owner.server_side {
+        // The one restore names the manager that reverted.
+        let events = cluster.events("all").await;
+        assert!(
+            events.iter().any(|e| {
+                e.reason.as_deref() == Some("AwsNodeEnvRestored")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.note.as_deref().is_some_and(|n| n.contains(owner.manager))
+            }),
+            "{events:?}"
+        );
+    }
     let end = aws_node_generation(&cluster).await;
     let operator_rollouts = end - start - owner_rollouts;
     let bound = if owner.server_side { 0 } else { 2 };
+    println!(
+        "{}: aws-node rollouts by the operator {operator_rollouts}, by the owner {owner_rollouts}",
+        owner.manager
+    );
     assert!(
         operator_rollouts <= bound,
         "{operator_rollouts} aws-node rollouts by the operator (bound {bound}); owner: \

@@ -298,6 +298,123 @@ pub use launch_templates::{LaunchTemplateReport, TemplateStep, launch_template_s
 pub use node_labels::NodeLabels;
 pub use owner::{AwsNodeOwner, FieldManager, OwnerKind, OwnerMetadata};
 
+/// The cluster-wide aws-node write, or what keeps it from happening.
+#[derive(Default)]
+struct EnvDecision {
+    write: Option<DaemonSetWrite>,
+    /// The env cannot be written at all (valueFrom, duplicates, no aws-node container).
+    blocked: Option<Blocked>,
+    /// Another owner of aws-node keeps it (DaemonSet mode).
+    owner_blocker: Option<Blocked>,
+    /// The winner's revert record and handover (`status.cniConfig.handover`).
+    handover: Option<crate::crd::HandoverStatus>,
+    /// The winner and the message, when this plan hands aws-node over.
+    handover_event: Option<(String, String)>,
+}
+
+/// The winner's env on `ds`: the changes, then whether another owner of aws-node lets them be
+/// written ([`owner::check_write`]).
+fn decide_env(
+    input: &FleetInput<'_>,
+    w: &Winner,
+    ds: &AwsNodeFacts,
+    daemonset_mode: bool,
+) -> EnvDecision {
+    let changes = match env_changes(ds, &w.env) {
+        Ok(changes) => changes,
+        Err(blocked) => {
+            return EnvDecision {
+                blocked: Some(blocked),
+                ..Default::default()
+            };
+        }
+    };
+    let previous = input
+        .policies
+        .iter()
+        .find(|p| p.name == w.policy)
+        .and_then(|p| p.handover);
+    let decision = owner::check_write(ds, &w.env, &changes, previous, input.now);
+    let mut out = EnvDecision::default();
+    if daemonset_mode {
+        let newly = decision.handover.as_ref().is_some_and(|h| h.handed_over)
+            && !previous.is_some_and(|p| p.handed_over);
+        if let (true, Err(blocked)) = (newly, &decision.write) {
+            out.handover_event = Some((w.policy.clone(), blocked.message.clone()));
+        }
+        out.handover = decision.handover;
+    }
+    match decision.write {
+        Ok(()) if changes.is_empty() => {}
+        Ok(()) => {
+            out.write = Some(DaemonSetWrite {
+                reference: ds.reference.clone(),
+                policy: w.policy.clone(),
+                env: w.env.clone(),
+                changes,
+                reverted_by: decision.reverted_by,
+            });
+        }
+        Err(blocked) if daemonset_mode => out.owner_blocker = Some(blocked),
+        Err(_) => {}
+    }
+    out
+}
+
+/// Another Enforce policy against the winner: the Conflict message when their env differs, and
+/// its maxPods recomputed for the prefix delegation its nodes get from the winner.
+fn against_winner(
+    input: &FleetInput<'_>,
+    e: &mut Evaluated<'_>,
+    winner: Option<&Winner>,
+) -> Option<String> {
+    let is_enforce = e.input.spec.enforcement == Enforcement::Enforce;
+    let (Ok(Some(rec)), true, Some(w)) = (&e.outcome, is_enforce, winner) else {
+        return None;
+    };
+    if w.policy == e.input.name {
+        return None;
+    }
+    let (winner_name, env) = (&w.policy, &w.env);
+    let conflict = (&rec.env != env).then(|| {
+        format!(
+            "policy {winner_name} is older and sets {} on {}; this policy wants {}. Align the two \
+             policies, or make this one DryRun",
+            describe_env_diff(env, &rec.env),
+            input.managed_daemonset,
+            describe_env_diff(&rec.env, env),
+        )
+    });
+    if rec.prefix_delegation != w.prefix_delegation {
+        // Its nodes live with the cluster's setting: report maxPods for that.
+        recompute(e, w.prefix_delegation);
+    }
+    conflict
+}
+
+/// `status.cniConfig` in DaemonSet mode (the add-on plan replaces it in add-on mode).
+fn cni_config_status(
+    input: &FleetInput<'_>,
+    policy: &PolicyInput<'_>,
+    handover: Option<crate::crd::HandoverStatus>,
+    wrote: bool,
+) -> crate::crd::CniConfigStatus {
+    let via = match input.cni_target {
+        CniTarget::DaemonSet { .. } => "DaemonSet",
+        _ => "EksAddon",
+    };
+    crate::crd::CniConfigStatus {
+        via: via.to_owned(),
+        eks_addon: None,
+        owner: input
+            .aws_node
+            .and_then(|ds| ds.owner.as_ref())
+            .map(AwsNodeOwner::status),
+        handover,
+        aws_node_rollouts: policy.aws_node_rollouts + u32::from(wrote),
+    }
+}
+
 /// Decides the aws-node env and every policy's status.
 pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
     let ordered = PolicyInput::oldest_first(&input.policies);
@@ -323,48 +440,17 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
             _ => None,
         }
     });
-    let mut write = None;
-    let mut env_blocker: Option<Blocked> = None;
-    // Another owner of aws-node: the revert record and, when it wins, the handover.
-    let mut owner_blocker: Option<Blocked> = None;
-    let mut handover_record = None;
-    let mut handover_event = None;
     let daemonset_mode = matches!(input.cni_target, CniTarget::DaemonSet { .. });
-    if let (Some(w), Some(ds)) = (&winner, input.aws_node) {
-        match env_changes(ds, &w.env) {
-            Ok(changes) => {
-                let previous = input
-                    .policies
-                    .iter()
-                    .find(|p| p.name == w.policy)
-                    .and_then(|p| p.handover);
-                let decision = owner::check_write(ds, &w.env, &changes, previous, input.now);
-                if daemonset_mode {
-                    handover_record = decision.handover;
-                    let newly = handover_record.as_ref().is_some_and(|h| h.handed_over)
-                        && !previous.is_some_and(|p| p.handed_over);
-                    if let (true, Err(blocked)) = (newly, &decision.write) {
-                        handover_event = Some((w.policy.clone(), blocked.message.clone()));
-                    }
-                }
-                match decision.write {
-                    Ok(()) if changes.is_empty() => {}
-                    Ok(()) => {
-                        write = Some(DaemonSetWrite {
-                            reference: ds.reference.clone(),
-                            policy: w.policy.clone(),
-                            env: w.env.clone(),
-                            changes,
-                            reverted_by: decision.reverted_by,
-                        })
-                    }
-                    Err(blocked) if daemonset_mode => owner_blocker = Some(blocked),
-                    Err(_) => {}
-                }
-            }
-            Err(blocked) => env_blocker = Some(blocked),
-        }
-    }
+    let EnvDecision {
+        mut write,
+        blocked: mut env_blocker,
+        owner_blocker,
+        handover: handover_record,
+        handover_event,
+    } = match (&winner, input.aws_node) {
+        (Some(w), Some(ds)) => decide_env(input, w, ds, daemonset_mode),
+        _ => EnvDecision::default(),
+    };
     let mut addon_document = None;
     match input.cni_target {
         CniTarget::DaemonSet { .. } => {}
@@ -393,52 +479,20 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
 
     let mut policies = BTreeMap::new();
     for e in &mut evaluated {
-        let is_enforce = e.input.spec.enforcement == Enforcement::Enforce;
-        let mut conflict: Option<String> = None;
-        if let (Ok(Some(rec)), true, Some(w)) = (&e.outcome, is_enforce, &winner)
-            && w.policy != e.input.name
-        {
-            let (winner_name, env) = (&w.policy, &w.env);
-            if &rec.env != env {
-                conflict = Some(format!(
-                    "policy {winner_name} is older and sets {} on {}; this policy wants {}. \
-                     Align the two policies, or make this one DryRun",
-                    describe_env_diff(env, &rec.env),
-                    input.managed_daemonset,
-                    describe_env_diff(&rec.env, env),
-                ));
-            }
-            if rec.prefix_delegation != w.prefix_delegation {
-                // Its nodes live with the cluster's setting: report maxPods for that.
-                recompute(e, w.prefix_delegation);
-            }
-        }
+        let conflict = against_winner(input, e, winner.as_ref());
         let blockers = conditions::Blockers {
             env: env_blocker.as_ref(),
             owner: owner_blocker.as_ref(),
         };
         finish_conditions(e, input, conflict, blockers, &foreign);
         let is_winner = winner.as_ref().is_some_and(|w| w.policy == e.input.name);
-        let wrote = is_winner && write.is_some();
-        e.plan.cni_config = Some(crate::crd::CniConfigStatus {
-            via: if daemonset_mode {
-                "DaemonSet"
-            } else {
-                "EksAddon"
-            }
-            .to_owned(),
-            eks_addon: None,
-            owner: input
-                .aws_node
-                .and_then(|ds| ds.owner.as_ref())
-                .map(AwsNodeOwner::status),
-            handover: if is_winner {
-                handover_record.clone()
-            } else {
-                e.input.handover.cloned()
-            },
-            aws_node_rollouts: e.input.aws_node_rollouts + u32::from(wrote),
-        });
+        // The winner's record is this plan's; the others keep theirs.
+        let (handover, wrote) = if is_winner {
+            (handover_record.clone(), write.is_some())
+        } else {
+            (e.input.handover.cloned(), false)
+        };
+        e.plan.cni_config = Some(cni_config_status(input, e.input, handover, wrote));
         policies.insert(e.input.name.to_owned(), e.plan.clone());
     }
     let mut addon = AddonPlan::default();
