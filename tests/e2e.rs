@@ -2572,3 +2572,51 @@ async fn folded_mime_headers_are_rewritten_and_kops_templates_get_the_kops_fix()
         "{reported:?}"
     );
 }
+
+/// Upgraded from a version that forced its values over a Helm 4 release: the operator holds
+/// ENABLE_PREFIX_DELEGATION, so Helm's next upgrade would conflict. The policy says so
+/// (Degraded, naming the value, the manager and the chart values), and the operator writes
+/// nothing more; with the values set in the release, Helm's upgrade goes through.
+#[tokio::test]
+async fn values_taken_from_a_helm_release_earlier_are_reported_with_the_fix() {
+    let Some(cluster) = Cluster::start_listing(json!({}), None, ListMode::Streaming).await else {
+        return;
+    };
+    helm_cni(&cluster, "install", &json!({})).expect("helm install");
+    // What an earlier version did: a forced apply of its env.
+    daemonsets(&cluster.admin)
+        .patch(
+            "aws-node",
+            &PatchParams::apply("vpc-cni-tuner").force(),
+            &Patch::Apply(json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+                "metadata": {"name": "aws-node", "namespace": "kube-system"},
+                "spec": {"template": {"spec": {"containers": [{"name": "aws-node", "env": [
+                    {"name": "ENABLE_PREFIX_DELEGATION", "value": "true"},
+                    {"name": "WARM_PREFIX_TARGET", "value": "1"}]}]}}}})),
+        )
+        .await
+        .unwrap();
+    let taken = aws_node_generation(&cluster).await;
+    let conflict = helm_cni(&cluster, "upgrade", &json!({})).expect_err("Helm conflicts");
+    assert!(conflict.contains("vpc-cni-tuner"), "{conflict}");
+    cluster.single_node_fleet(json!({})).await;
+    let operator = cluster.operator("tuner-0", &[]);
+    let degraded = cluster
+        .wait_for_condition(condition::DEGRADED, &operator, |c| c.status == "True")
+        .await;
+    assert!(
+        degraded.message.contains("ENABLE_PREFIX_DELEGATION=true")
+            && degraded
+                .message
+                .contains("--set-string env.ENABLE_PREFIX_DELEGATION=true"),
+        "{}",
+        degraded.message
+    );
+    assert_eq!(
+        aws_node_generation(&cluster).await,
+        taken,
+        "nothing written"
+    );
+    let env = cluster.get_policy("all").await.status.unwrap().cni_env;
+    helm_cni(&cluster, "upgrade", &json!({"env": env})).expect("with the values, no conflict");
+}

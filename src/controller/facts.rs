@@ -84,7 +84,8 @@ pub fn aws_node_facts(ds: &DaemonSet) -> AwsNodeFacts {
             .map(|(i, _)| i)
             .collect(),
         owner,
-        value_managers: value_managers(ds),
+        value_managers: env_managers(ds, true),
+        item_managers: env_managers(ds, false),
     }
 }
 
@@ -126,8 +127,9 @@ fn env_fields(entry: &serde_json::Value) -> Vec<(String, &serde_json::Value)> {
         .collect()
 }
 
-/// Per env name: the field managers other than this operator that own its `value`.
-fn value_managers(ds: &DaemonSet) -> BTreeMap<String, Vec<FieldManager>> {
+/// Per env name: the field managers other than this operator that own its `value`
+/// (`with_value`), or that own the entry but not its value.
+fn env_managers(ds: &DaemonSet, with_value: bool) -> BTreeMap<String, Vec<FieldManager>> {
     let mut holders: BTreeMap<String, Vec<FieldManager>> = BTreeMap::new();
     for entry in ds.managed_fields() {
         let Some(name) = entry.manager.as_deref() else {
@@ -140,7 +142,7 @@ fn value_managers(ds: &DaemonSet) -> BTreeMap<String, Vec<FieldManager>> {
             continue;
         };
         for (env, field) in env_fields(fields) {
-            if field.get("f:value").is_some() {
+            if field.get("f:value").is_some() == with_value {
                 holders.entry(env).or_default().push(FieldManager {
                     name: name.to_owned(),
                     server_side: entry.operation.as_deref() == Some("Apply"),

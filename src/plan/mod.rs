@@ -115,6 +115,9 @@ pub struct AwsNodeFacts {
     pub owner: Option<AwsNodeOwner>,
     /// Per env name of the aws-node container: the other field managers that own its value.
     pub value_managers: BTreeMap<String, Vec<FieldManager>>,
+    /// Per env name: the other field managers that apply the entry but no longer own its value
+    /// (this operator took it, e.g. with force before it knew better).
+    pub item_managers: BTreeMap<String, Vec<FieldManager>>,
 }
 
 impl AwsNodeFacts {
@@ -476,16 +479,24 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
         .zip(winner.as_ref())
         .map(|(ds, w)| foreign_overrides(ds, &w.env))
         .unwrap_or_default();
+    // Values an earlier write took from a server-side owner: warned on the winner.
+    let held = match (input.aws_node, &winner, daemonset_mode) {
+        (Some(ds), Some(w), true) => owner::held_from_server_side_owner(ds, &w.env),
+        _ => None,
+    };
 
     let mut policies = BTreeMap::new();
     for e in &mut evaluated {
         let conflict = against_winner(input, e, winner.as_ref());
+        let is_winner = winner.as_ref().is_some_and(|w| w.policy == e.input.name);
+        if let (true, Some(held)) = (is_winner, &held) {
+            e.plan.warnings.push(held.clone());
+        }
         let blockers = conditions::Blockers {
             env: env_blocker.as_ref(),
             owner: owner_blocker.as_ref(),
         };
         finish_conditions(e, input, conflict, blockers, &foreign);
-        let is_winner = winner.as_ref().is_some_and(|w| w.policy == e.input.name);
         // The winner's record is this plan's; the others keep theirs.
         let (handover, wrote) = if is_winner {
             (handover_record.clone(), write.is_some())

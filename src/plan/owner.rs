@@ -442,6 +442,42 @@ pub(super) fn check_write(
     }
 }
 
+/// Entries another manager applies server-side whose value this operator holds (an earlier
+/// version took it with force): that manager's next apply fails with a conflict unless it sets
+/// the operator's value. A warning with the fix; nothing is written for it.
+pub(super) fn held_from_server_side_owner(
+    ds: &AwsNodeFacts,
+    env: &BTreeMap<String, String>,
+) -> Option<String> {
+    let held: Vec<String> = env
+        .iter()
+        .filter(|(name, _)| ds.owned_env.contains(*name))
+        .filter_map(|(name, value)| {
+            let managers: Vec<&str> = ds
+                .item_managers
+                .get(name)?
+                .iter()
+                .filter(|m| m.server_side && m.name != EKS)
+                .map(|m| m.name.as_str())
+                .collect();
+            (!managers.is_empty()).then(|| format!("{name}={value} ({})", managers.join(", ")))
+        })
+        .collect();
+    if held.is_empty() {
+        return None;
+    }
+    let fix = ds
+        .owner
+        .as_ref()
+        .map(|o| o.fix(env))
+        .unwrap_or_else(|| "set these values where aws-node's manifest comes from".to_owned());
+    Some(format!(
+        "this operator holds the values of {} that another manager applies server-side: its next \
+         apply conflicts unless it sets the same values. {fix}",
+        held.join(", ")
+    ))
+}
+
 impl HandoverStatus {
     fn with_message(mut self, owner: &AwsNodeOwner, env: &BTreeMap<String, String>) -> Self {
         let why = if self.reverts >= 2 {

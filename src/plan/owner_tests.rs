@@ -330,3 +330,37 @@ fn a_changed_owner_value_is_looked_at_again() {
         Some((1, false))
     );
 }
+
+#[test]
+fn values_taken_from_a_server_side_owner_are_warned_about() {
+    // An earlier version forced ENABLE_PREFIX_DELEGATION from Helm 4's server-side apply: Helm
+    // keeps the entry, the operator holds the value.
+    let mut ds = serde_json::to_value(aws_node_ds(
+        &[
+            ("ENABLE_PREFIX_DELEGATION", "true"),
+            ("WARM_PREFIX_TARGET", "1"),
+        ],
+        &[],
+    ))
+    .expect("json");
+    let mut helm = owned_env_fields("helm", &["ENABLE_PREFIX_DELEGATION", "WARM_PREFIX_TARGET"]);
+    helm["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"aws-node\"}"]
+        ["f:env"]["k:{\"name\":\"ENABLE_PREFIX_DELEGATION\"}"] = json!({".": {}, "f:name": {}});
+    let ours = owned_env_fields(crate::crd::FIELD_MANAGER, &["ENABLE_PREFIX_DELEGATION"]);
+    ds["metadata"]["managedFields"] = json!([helm, ours]);
+    ds["metadata"]["annotations"] = json!({"meta.helm.sh/release-name": "cni"});
+    let facts = aws_node_facts(&serde_json::from_value(ds).expect("daemonset"));
+    let warning = held_from_server_side_owner(&facts, &wanted()).expect("a warning");
+    assert!(
+        warning.contains("ENABLE_PREFIX_DELEGATION=true (helm)")
+            && warning.contains("--set-string env.ENABLE_PREFIX_DELEGATION=true"),
+        "{warning}"
+    );
+    // WARM_PREFIX_TARGET's value is Helm's own (and the operator's is the same): no warning
+    // about it; and none at all where the operator holds nothing of a server-side owner.
+    assert!(!warning.contains("WARM_PREFIX_TARGET=1 ("), "{warning}");
+    assert_eq!(
+        held_from_server_side_owner(&fought("helm", true, "false", false), &wanted()),
+        None
+    );
+}
