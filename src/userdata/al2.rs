@@ -202,7 +202,11 @@ fn script_read(text: &str) -> Result<Option<u32>, UserDataError> {
 
 fn script_set(text: &str, max_pods: u32) -> Result<String, UserDataError> {
     let call = call_in(text)?.ok_or_else(|| malformed(format!("no {BOOTSTRAP} call found")))?;
-    let path_end = call.words[0].end;
+    let path_end = call
+        .words
+        .first()
+        .ok_or_else(|| malformed(format!("the {BOOTSTRAP} call has no words")))?
+        .end;
     // (start, end, replacement), applied from the back.
     let mut edits: Vec<(usize, usize, String)> = Vec::new();
     let mut inserted = String::new();
@@ -239,8 +243,18 @@ fn script_set(text: &str, max_pods: u32) -> Result<String, UserDataError> {
     }
     edits.sort_by_key(|edit| std::cmp::Reverse(edit.0));
     let mut out = text.to_owned();
+    // Applied from the back, each edit must end where the one after it starts, at the latest:
+    // two options read from the same word (found by the fuzzer) would overlap.
+    let mut limit = text.len();
     for (start, end, replacement) in edits {
+        if end > limit {
+            return Err(malformed(format!(
+                "the {BOOTSTRAP} call's options overlap; write --use-max-pods and \
+                 --kubelet-extra-args as separate arguments"
+            )));
+        }
         out.replace_range(start..end, &replacement);
+        limit = start;
     }
     Ok(out)
 }

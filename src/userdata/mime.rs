@@ -135,8 +135,19 @@ fn boundary_param(content_type: &str) -> Option<String> {
         key.trim()
             .eq_ignore_ascii_case("boundary")
             .then(|| value.trim().trim_matches('"').to_owned())
-            .filter(|b| !b.is_empty())
+            .filter(|b| valid_boundary(b))
     })
+}
+
+/// RFC 2046 section 5.1.1: 1 to 70 of `bchars` (digits, letters, `'()+_,-./:=?` and space), not
+/// ending in a space. Anything else (a CR inside the quotes, say) could not be matched against
+/// the delimiter lines, which are compared without trailing whitespace.
+fn valid_boundary(boundary: &str) -> bool {
+    (1..=70).contains(&boundary.len())
+        && !boundary.ends_with(' ')
+        && boundary
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "'()+_,-./:=? ".contains(c))
 }
 
 /// Offset of the first empty line at or after `from` (the end of a header block).

@@ -151,6 +151,17 @@ pub fn set_max_pods(
         UserDataFormat::Al2 => al2::set_max_pods(text, max_pods)?,
         UserDataFormat::Bottlerocket => bottlerocket::set_max_pods(text, max_pods)?,
     };
+    // Never hand back a document that does not say what was asked: where the reader and the
+    // writer would disagree (a bootstrap call inside an unbalanced quote, say), refuse.
+    if read_max_pods(rewritten.as_bytes(), format) != Ok(Some(max_pods)) {
+        return Err(UserDataError::Malformed {
+            format,
+            reason: format!(
+                "the rewritten user data would not read back maxPods {max_pods} (an ambiguous \
+                 bootstrap call, such as one inside unbalanced quotes); fix the user data"
+            ),
+        });
+    }
     if rewritten.len() > USER_DATA_LIMIT {
         return Err(UserDataError::TooLarge {
             size: rewritten.len(),
