@@ -59,6 +59,14 @@ impl Cluster {
         Self::start_with(values, "helm").await
     }
 
+    /// The chart configured for EC2 at `moto` (region us-east-1).
+    async fn start_with_ec2(moto: &support::MotoServer) -> Option<Self> {
+        Self::start(json!({
+            "aws": {"region": "us-east-1", "ec2EndpointUrl": moto.endpoint()}
+        }))
+        .await
+    }
+
     /// aws-node created by `aws_node_manager` (`helm` for a self-managed VPC CNI); `eks` applies
     /// it server-side, as EKS does.
     async fn start_with(values: Value, aws_node_manager: &str) -> Option<Self> {
@@ -795,11 +803,7 @@ async fn launch_templates_sync_through_the_binary_and_live_lookup() {
 
     let scratch = tempfile::tempdir().unwrap();
     let moto = support::MotoServer::start_with_instance_types(&p3_2xlarge(), scratch.path());
-    let Some(cluster) = Cluster::start(json!({
-        "aws": {"region": "us-east-1", "ec2EndpointUrl": moto.endpoint()}
-    }))
-    .await
-    else {
+    let Some(cluster) = Cluster::start_with_ec2(&moto).await else {
         return;
     };
     let ec2 = moto.ec2_client();
@@ -2388,7 +2392,7 @@ async fn gitops_loop_is_stopped(owner: GitOpsOwner) {
     }
     let start = aws_node_generation(&cluster).await;
     cluster.single_node_fleet(json!({})).await;
-    let operator = cluster.operator("tuner-0", &[]);
+    let mut operator = cluster.operator("tuner-0", &[]);
 
     // Self-heal: every second, the owner's value back wherever it differs.
     let mut owner_rollouts = 0;
@@ -2473,6 +2477,38 @@ async fn gitops_loop_is_stopped(owner: GitOpsOwner) {
             .map(String::as_str),
         Some("false")
     );
+
+    // A restarted operator (a new pod, empty caches) reads the handover from the status and
+    // does not start the fight again, while the owner keeps syncing.
+    assert!(
+        operator
+            .terminate(Duration::from_secs(20))
+            .is_some_and(|s| s.success())
+    );
+    let restarted = cluster.operator("tuner-1", &[]);
+    let until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if cluster
+            .env_value("ENABLE_PREFIX_DELEGATION")
+            .await
+            .as_deref()
+            != Some("false")
+        {
+            owner.sync(&cluster).await;
+        }
+    }
+    assert!(
+        restarted.log().contains("listed nodes"),
+        "the new operator ran: {}",
+        restarted.log()
+    );
+    assert_eq!(
+        aws_node_generation(&cluster).await,
+        end,
+        "no rollout after the restart\n{}",
+        restarted.log()
+    );
 }
 
 #[tokio::test]
@@ -2500,11 +2536,7 @@ async fn folded_mime_headers_are_rewritten_and_kops_templates_get_the_kops_fix()
     use vpc_cni_tuner::userdata::{UserDataFormat, read_max_pods};
 
     let moto = support::MotoServer::start();
-    let Some(cluster) = Cluster::start(json!({
-        "aws": {"region": "us-east-1", "ec2EndpointUrl": moto.endpoint()}
-    }))
-    .await
-    else {
+    let Some(cluster) = Cluster::start_with_ec2(&moto).await else {
         return;
     };
     let ec2 = moto.ec2_client();

@@ -46,6 +46,7 @@ pub fn aws_node_facts(ds: &DaemonSet) -> AwsNodeFacts {
         .and_then(|s| s.template.spec.as_ref())
         .and_then(|s| s.containers.iter().find(|c| c.name == AWS_NODE_CONTAINER));
     let owner = owner::detect(&owner_metadata(ds));
+    let (value_managers, item_managers) = env_managers(ds);
     let Some(container) = container else {
         return AwsNodeFacts {
             reference,
@@ -84,8 +85,8 @@ pub fn aws_node_facts(ds: &DaemonSet) -> AwsNodeFacts {
             .map(|(i, _)| i)
             .collect(),
         owner,
-        value_managers: env_managers(ds, true),
-        item_managers: env_managers(ds, false),
+        value_managers,
+        item_managers,
     }
 }
 
@@ -127,10 +128,12 @@ fn env_fields(entry: &serde_json::Value) -> Vec<(String, &serde_json::Value)> {
         .collect()
 }
 
-/// Per env name: the field managers other than this operator that own its `value`
-/// (`with_value`), or that own the entry but not its value.
-fn env_managers(ds: &DaemonSet, with_value: bool) -> BTreeMap<String, Vec<FieldManager>> {
-    let mut holders: BTreeMap<String, Vec<FieldManager>> = BTreeMap::new();
+type EnvManagers = BTreeMap<String, Vec<FieldManager>>;
+
+/// Per env name, the field managers other than this operator that own its `value`, and those
+/// that own the entry but not its value.
+fn env_managers(ds: &DaemonSet) -> (EnvManagers, EnvManagers) {
+    let (mut values, mut items) = (EnvManagers::new(), EnvManagers::new());
     for entry in ds.managed_fields() {
         let Some(name) = entry.manager.as_deref() else {
             continue;
@@ -142,15 +145,18 @@ fn env_managers(ds: &DaemonSet, with_value: bool) -> BTreeMap<String, Vec<FieldM
             continue;
         };
         for (env, field) in env_fields(fields) {
-            if field.get("f:value").is_some() == with_value {
-                holders.entry(env).or_default().push(FieldManager {
-                    name: name.to_owned(),
-                    server_side: entry.operation.as_deref() == Some("Apply"),
-                });
-            }
+            let holders = if field.get("f:value").is_some() {
+                &mut values
+            } else {
+                &mut items
+            };
+            holders.entry(env).or_default().push(FieldManager {
+                name: name.to_owned(),
+                server_side: entry.operation.as_deref() == Some("Apply"),
+            });
         }
     }
-    holders
+    (values, items)
 }
 
 /// The field manager EKS applies its managed add-ons with.

@@ -125,9 +125,6 @@ pub fn detect(meta: &OwnerMetadata) -> Option<AwsNodeOwner> {
         })
     };
     let managers = &meta.managers;
-    if managers.is_empty() && meta.labels.is_empty() && meta.annotations.is_empty() {
-        return None;
-    }
     if managers.iter().any(|m| m.name == EKS) {
         return owner(OwnerKind::EksAddon, Some("vpc-cni".into()), None, None);
     }
