@@ -25,11 +25,11 @@ use kube::Api;
 use kube::runtime::watcher;
 use serde_json::json;
 use support::fake_api::{DS_PATH, FakeApi, MockApi, NODES_PATH};
-use vpc_cni_tuner::controller::facts::{aws_node_facts, node_facts};
-use vpc_cni_tuner::controller::node_view::NodeView as Node;
 use vpc_cni_tuner::controller::{Context, plan_now, reconcile_fleet};
 use vpc_cni_tuner::crd::DaemonSetRef;
 use vpc_cni_tuner::instance::InstanceCatalog;
+use vpc_cni_tuner::observe::facts::{aws_node_facts, node_facts};
+use vpc_cni_tuner::observe::node_view::NodeView as Node;
 use vpc_cni_tuner::plan::NodeFacts;
 use vpc_cni_tuner::testing::{aws_node_ds, node, pool_policies};
 
@@ -131,7 +131,7 @@ async fn bench_node_cache() {
     while let Some(event) = events.next().await {
         let Ok(event) = event else { continue };
         let done = matches!(event, watcher::Event::InitDone);
-        ctx.nodes.apply(event, node_facts);
+        ctx.observed().nodes.apply(event, node_facts);
         if done {
             break;
         }
@@ -141,6 +141,7 @@ async fn bench_node_cache() {
     let (after, peak) = resident_kib();
     let heap_live = ALLOCATOR.allocated().saturating_sub(heap_before);
     let label_bytes: usize = ctx
+        .observed()
         .nodes
         .snapshot()
         .iter()
@@ -156,7 +157,7 @@ async fn bench_node_cache() {
         "node cache: {} nodes of ~{:.1} KiB JSON each listed in {:.2} s (mock API server in the \
          same process); resident {:.1} MiB after (was {:.1} MiB before; peak {:.1} MiB); live heap \
          held by the cache {:.1} MiB ({:.1} MiB of names and labels)",
-        ctx.nodes.len(),
+        ctx.observed().nodes.len(),
         sample as f64 / 1024.0,
         elapsed.as_secs_f64(),
         after as f64 / 1024.0,
@@ -193,13 +194,16 @@ async fn bench_reaction() {
         // Reset: the DaemonSet without prefix delegation, no small node.
         api.take_requests();
         api.insert(&ds);
-        ctx.aws_node
+        ctx.observed()
+            .aws_node
             .replace_all([("kube-system/aws-node".to_owned(), aws_node_facts(&ds))]);
         if run > 0 {
             let gone: Node =
                 serde_json::from_value(json!({"metadata": {"name": format!("new-{}", run - 1)}}))
                     .expect("node");
-            ctx.nodes.apply(watcher::Event::Delete(gone), node_facts);
+            ctx.observed()
+                .nodes
+                .apply(watcher::Event::Delete(gone), node_facts);
         }
         // The watch event of a Node of a new instance type, as the watcher delivers it.
         let mut joined = realistic_node(NODES + run, "t3.medium");
@@ -207,7 +211,9 @@ async fn bench_reaction() {
         joined["metadata"]["labels"]["pool"] = json!("pool-0");
         let joined: Node = serde_json::from_value(joined).expect("node");
         let started = Instant::now();
-        ctx.nodes.apply(watcher::Event::Apply(joined), node_facts);
+        ctx.observed()
+            .nodes
+            .apply(watcher::Event::Apply(joined), node_facts);
         let _ = reconcile_fleet(&ctx).await;
         if let Ok(sent) = sent_rx.try_recv() {
             samples.push(sent - started);

@@ -36,7 +36,7 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        ctx.metrics.encode(),
+        ctx.metrics().encode(),
     )
 }
 

@@ -1,7 +1,7 @@
 //! The command line. Parsing and rendering only: every answer comes from [`crate::engine`]
 //! (and [`crate::karpenter`] for NodePools).
 
-mod karpenter;
+mod node_pools;
 
 use std::io::Write;
 
@@ -326,7 +326,7 @@ pub fn recommend(
     out: &mut impl Write,
 ) -> Result<(), CliError> {
     if let Some(path) = &args.karpenter_nodepool {
-        return karpenter::recommend_node_pools(args, path, catalog, out);
+        return node_pools::recommend_node_pools(args, path, catalog, out);
     }
     let mut names: Vec<String> = Vec::with_capacity(args.instance_types.len());
     for name in &args.instance_types {

@@ -13,12 +13,12 @@ use crate::engine;
 pub const FIELD_MANAGER: &str = "vpc-cni-tuner";
 
 /// Condition types this operator owns in `status.conditions`; others are left alone.
-pub mod condition;
-pub mod karpenter;
+pub mod conditions;
 pub mod manifest;
+pub mod node_classes;
 pub mod status;
 
-pub use karpenter::{KarpenterSpec, NodeClassStatus};
+pub use node_classes::{KarpenterSpec, NodeClassStatus};
 pub use status::{
     AwsNodeOwnerStatus, CniConfigStatus, EksAddonStatus, HandoverStatus, InstanceTypeStatus,
     LaunchTemplateStatus, NodeNetworkPolicyStatus,
@@ -141,9 +141,24 @@ impl UserDataFormatSpec {
     }
 }
 
+/// Which template: by id or by name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TemplateRef {
+    Id(String),
+    Name(String),
+}
+
+impl std::fmt::Display for TemplateRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Id(id) => f.write_str(id),
+            Self::Name(name) => write!(f, "name={name}"),
+        }
+    }
+}
+
 impl LaunchTemplateSpec {
-    pub fn template_ref(&self) -> crate::aws::launch_templates::TemplateRef {
-        use crate::aws::launch_templates::TemplateRef;
+    pub fn template_ref(&self) -> TemplateRef {
         match (&self.id, &self.name) {
             (Some(id), _) => TemplateRef::Id(id.clone()),
             (None, Some(name)) => TemplateRef::Name(name.clone()),

@@ -31,6 +31,34 @@ pub enum CniConfigVia {
     EksAddon,
 }
 
+/// The add-on as the operator last read it (eks:DescribeAddon, eks:DescribeUpdate).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddonFacts {
+    pub cluster: String,
+    pub version: Option<String>,
+    /// ACTIVE, UPDATING, DEGRADED, ...
+    pub status: Option<String>,
+    pub configuration_values: Option<String>,
+    /// The operator's last UpdateAddon, as DescribeUpdate last reported it.
+    pub last_update: Option<UpdateFacts>,
+}
+
+/// One add-on update.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpdateFacts {
+    pub id: String,
+    /// InProgress, Successful, Failed, Cancelled.
+    pub status: String,
+    /// EKS's `errors` (`errorCode: errorMessage`).
+    pub errors: Vec<String>,
+}
+
+impl UpdateFacts {
+    pub fn in_progress(&self) -> bool {
+        self.status == "InProgress"
+    }
+}
+
 /// How a `configurationValues` document was written: it is rendered back the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

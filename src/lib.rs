@@ -11,6 +11,8 @@
 #[cfg(feature = "operator")]
 pub mod admin;
 #[cfg(feature = "operator")]
+pub mod apply;
+#[cfg(feature = "operator")]
 pub mod aws;
 #[cfg(feature = "operator")]
 pub mod cli;
@@ -21,6 +23,8 @@ pub mod controller;
 pub mod crd;
 pub mod eks_addon;
 pub mod engine;
+#[cfg(feature = "operator")]
+pub mod error;
 pub mod instance;
 pub mod karpenter;
 #[cfg(feature = "operator")]
@@ -28,9 +32,13 @@ pub mod leader;
 #[cfg(feature = "operator")]
 pub mod metrics;
 #[cfg(feature = "operator")]
+pub mod observe;
+#[cfg(feature = "operator")]
 pub mod operator;
 #[cfg(feature = "operator")]
 pub mod plan;
+#[cfg(feature = "operator")]
+pub mod report;
 #[cfg(all(feature = "operator", any(test, feature = "test-util")))]
 pub mod testing;
 pub mod userdata;

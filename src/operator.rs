@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::aws::AwsEndpoint;
+use crate::aws::eks::SdkEksProvider;
 use crate::aws::{Ec2Provider, SdkProvider};
 use crate::cli::RunArgs;
 use crate::controller::{self, Context, LoopConfig};
@@ -40,17 +41,18 @@ pub async fn run_with_ec2(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let leader_flag = Arc::new(AtomicBool::new(!args.leader_elect));
-    let mut ctx = Context::new(client.clone(), args.daemonset.clone(), leader_flag.clone());
-    ctx.ec2 = ec2;
-    ctx.karpenter.enabled = args.karpenter;
-    ctx.addon = crate::controller::eks_addon::AddonState::new(
-        args.cni_config_via,
-        args.eks_cluster_name.clone(),
-        AwsEndpoint {
-            region: args.aws_region.clone(),
-            endpoint_url: args.eks_endpoint_url.clone(),
-        },
-    );
+    let eks = SdkEksProvider::new(AwsEndpoint {
+        region: args.aws_region.clone(),
+        endpoint_url: args.eks_endpoint_url.clone(),
+    });
+    let ctx = Context::new(client.clone(), args.daemonset.clone(), leader_flag.clone())
+        .with_ec2_access(ec2)
+        .with_karpenter(args.karpenter)
+        .with_eks(
+            args.cni_config_via,
+            args.eks_cluster_name.clone(),
+            Arc::new(eks),
+        );
     let ctx = Arc::new(ctx);
     info!(daemonset = %args.daemonset, leader_elect = args.leader_elect, karpenter = args.karpenter, cni_config_via = ?args.cni_config_via, "starting vpc-cni-tuner");
 

@@ -38,12 +38,12 @@ async fn livez_readyz_and_metrics() {
         StatusCode::SERVICE_UNAVAILABLE,
         "not ready before the caches sync"
     );
-    ctx.policies.replace_all([]);
-    ctx.nodes.replace_all([]);
-    ctx.aws_node.replace_all([]);
+    ctx.observed().policies.replace_all([]);
+    ctx.observed().nodes.replace_all([]);
+    ctx.observed().aws_node.replace_all([]);
     assert_eq!(get(ctx.clone(), "/readyz").await.0, StatusCode::OK);
 
-    ctx.metrics.reconciles.inc();
+    ctx.metrics().reconciles.inc();
     let _ = plan_now(&ctx);
     let (status, text) = get(ctx, "/metrics").await;
     assert_eq!(status, StatusCode::OK);

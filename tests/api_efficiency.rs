@@ -35,7 +35,8 @@ fn setup() -> (Context, Verifier) {
         vec![],
         Some(&aws_node_ds(DEFAULT_ENV, &[])),
     );
-    ctx.nodes
+    ctx.observed()
+        .nodes
         .replace_all((0..NODES).map(|i| pool_node(i, LARGE[i % LARGE.len()])));
     (ctx, api)
 }
@@ -74,6 +75,7 @@ async fn steady_state_resyncs_write_nothing_and_one_change_writes_once() {
     let leaving: std::collections::BTreeSet<String> =
         (0..500).map(|i| format!("node-{i}")).collect();
     let mut churned: Vec<(String, NodeFacts)> = ctx
+        .observed()
         .nodes
         .snapshot()
         .into_iter()
@@ -84,12 +86,13 @@ async fn steady_state_resyncs_write_nothing_and_one_change_writes_once() {
         let (_, facts) = pool_node(i, LARGE[i % LARGE.len()]);
         (format!("replacement-{i}"), facts)
     }));
-    ctx.nodes.replace_all(churned);
+    ctx.observed().nodes.replace_all(churned);
     reconcile_fleet(&ctx).await.expect("churn");
     assert_eq!(take(&api), vec![], "churn with known types writes nothing");
 
     // One change: a small type joins pool-0 (the oldest policy), prefix delegation turns on.
     let mut changed: Vec<(String, NodeFacts)> = ctx
+        .observed()
         .nodes
         .snapshot()
         .into_iter()
@@ -97,7 +100,7 @@ async fn steady_state_resyncs_write_nothing_and_one_change_writes_once() {
         .collect();
     changed.push(pool_node(0, "t3.medium"));
     changed.last_mut().unwrap().0 = "small-node".into();
-    ctx.nodes.replace_all(changed);
+    ctx.observed().nodes.replace_all(changed);
     reconcile_fleet(&ctx).await.expect("change");
     let writes = take(&api);
     let ds_patches = writes

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use support::argocd::{health, health_script};
 use support::fake_api::MockApi;
 use vpc_cni_tuner::controller::plan_now;
-use vpc_cni_tuner::controller::status::desired_status;
-use vpc_cni_tuner::crd::{FIELD_MANAGER, NodeNetworkPolicy, condition as cond};
+use vpc_cni_tuner::crd::{FIELD_MANAGER, NodeNetworkPolicy, conditions as cond};
+use vpc_cni_tuner::report::desired::desired_status;
 use vpc_cni_tuner::testing::{DEFAULT_ENV, aws_node_ds, default_policy, node, policy};
 
 fn root() -> PathBuf {

@@ -53,7 +53,7 @@ fn readme_troubleshooting_names_every_condition_reason() {
         .expect("a Troubleshooting section");
     let table: &str = &readme[start..];
     let table = &table[..table[4..].find("\n#").map_or(table.len(), |i| i + 4)];
-    let missing: Vec<&str> = vpc_cni_tuner::crd::condition::Reason::ALL
+    let missing: Vec<&str> = vpc_cni_tuner::crd::conditions::Reason::ALL
         .iter()
         .map(|r| r.as_str())
         .filter(|reason| {

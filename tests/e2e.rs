@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use support::eks_double::{self, EksDouble};
 use support::envtest::{ApiServer, ListMode};
 use support::operator::{ChartContainer, Operator};
-use vpc_cni_tuner::crd::{NodeNetworkPolicy, condition};
+use vpc_cni_tuner::crd::{NodeNetworkPolicy, conditions};
 use vpc_cni_tuner::testing::{EKS_ADDON_ENV, aws_node_ds};
 
 const NS: &str = "vpc-cni-tuner";
@@ -533,7 +533,7 @@ async fn first_apply_scenario(list_mode: ListMode) {
 
     let policy = eventually("policy web Ready", CONVERGE, &[&operator], || async {
         let p = cluster.get_policy("web").await;
-        (is_true(&p, condition::READY)
+        (is_true(&p, conditions::READY)
             && p.status.as_ref().and_then(|s| s.observed_generation) == Some(1))
         .then_some(p)
     })
@@ -627,7 +627,7 @@ async fn first_apply_scenario(list_mode: ListMode) {
         "an AwsNodeEnvUpdated Event: {events:?}"
     );
     // The Xen node is a Degraded condition, which Argo CD shows with its message.
-    assert!(is_true(&policy, condition::DEGRADED));
+    assert!(is_true(&policy, conditions::DEGRADED));
     let (health, message) = support::argocd::health(&serde_json::to_value(&policy).unwrap());
     assert_eq!(health, "Degraded", "{message}");
     assert!(message.contains("m4.large"), "{message}");
@@ -749,12 +749,12 @@ async fn dry_run_writes_nothing_and_conflicting_policies_report_conflict() {
     let (older, newer) = eventually("conflict reported", CONVERGE, &[&operator], || async {
         let older = cluster.get_policy("older").await;
         let newer = cluster.get_policy("newer").await;
-        (is_true(&newer, condition::CONFLICT) && is_true(&older, condition::READY))
+        (is_true(&newer, conditions::CONFLICT) && is_true(&older, conditions::READY))
             .then_some((older, newer))
     })
     .await;
-    assert!(!is_true(&older, condition::CONFLICT));
-    let conflict = condition_of(&newer, condition::CONFLICT).unwrap();
+    assert!(!is_true(&older, conditions::CONFLICT));
+    let conflict = condition_of(&newer, conditions::CONFLICT).unwrap();
     assert!(conflict.message.contains("older"), "{}", conflict.message);
     // aws-node carries the older policy's env.
     let env = cluster.aws_node_env().await;
@@ -869,7 +869,7 @@ async fn launch_templates_sync_through_the_binary_and_live_lookup() {
     let mut operator = cluster.operator("tuner-0", &aws_env);
     let policy = eventually("LaunchTemplatesSynced", CONVERGE, &[&operator], || async {
         let p = cluster.get_policy("gpu").await;
-        is_true(&p, condition::LAUNCH_TEMPLATES_SYNCED).then_some(p)
+        is_true(&p, conditions::LAUNCH_TEMPLATES_SYNCED).then_some(p)
     })
     .await;
     let status = policy.status.clone().unwrap();
@@ -881,7 +881,7 @@ async fn launch_templates_sync_through_the_binary_and_live_lookup() {
         .expect("the live type is planned");
     assert_eq!(p3.max_pods, 58);
     assert_eq!(status.max_pods, Some(58));
-    assert!(is_true(&policy, condition::READY));
+    assert!(is_true(&policy, conditions::READY));
 
     for (id, set_default) in [(&al2023, true), (&al2, false), (&bottlerocket, true)] {
         let all = versions(&ec2, id).await;
@@ -948,7 +948,7 @@ async fn launch_templates_sync_through_the_binary_and_live_lookup() {
         (al2023_status.nodes, al2023_status.nodes_behind),
         (Some(1), Some(1))
     );
-    let synced = condition_of(&policy, condition::LAUNCH_TEMPLATES_SYNCED).unwrap();
+    let synced = condition_of(&policy, conditions::LAUNCH_TEMPLATES_SYNCED).unwrap();
     assert!(
         synced
             .message
@@ -1000,7 +1000,7 @@ async fn launch_templates_sync_through_the_binary_and_live_lookup() {
         );
     }
     let policy = cluster.get_policy("gpu").await;
-    assert!(is_true(&policy, condition::LAUNCH_TEMPLATES_SYNCED));
+    assert!(is_true(&policy, conditions::LAUNCH_TEMPLATES_SYNCED));
 }
 
 /// Two replicas with `--leader-elect`: only the leader writes; when it is killed, the other
@@ -1105,7 +1105,7 @@ async fn api_server_restart_then_drift_repaired_and_sigterm_mid_work() {
         .await;
     let synced = eventually("NoAwsRegion reported", CONVERGE, &[&operator], || async {
         let p = cluster.get_policy("all").await;
-        condition_of(&p, condition::LAUNCH_TEMPLATES_SYNCED).cloned()
+        condition_of(&p, conditions::LAUNCH_TEMPLATES_SYNCED).cloned()
     })
     .await;
     assert_eq!(
@@ -1522,7 +1522,7 @@ async fn eks_addon_mode_writes_configuration_values_and_add_on_updates_keep_work
     //    that does to add-on updates, and an add-on update with NONE fails.
     let mut ds_mode = cluster.operator_with("tuner-ds", &eks_env(), &flags("daemonset"));
     let message = cluster
-        .wait_for_condition(condition::DEGRADED, &ds_mode, |c| {
+        .wait_for_condition(conditions::DEGRADED, &ds_mode, |c| {
             c.status == "True" && c.message.contains("EKS managed add-on")
         })
         .await
@@ -1557,7 +1557,7 @@ async fn eks_addon_mode_writes_configuration_values_and_add_on_updates_keep_work
     //    of aws-node owned by the operator any more.
     let operator = cluster.operator_with("tuner-0", &eks_env(), &flags("auto"));
     cluster
-        .wait_for_condition(condition::CNI_CONFIGURED, &operator, |c| {
+        .wait_for_condition(conditions::CNI_CONFIGURED, &operator, |c| {
             c.status == "True" && c.message.contains("configurationValues")
         })
         .await;
@@ -1705,7 +1705,7 @@ async fn eks_addon_mode_writes_configuration_values_and_add_on_updates_keep_work
     eks.user_update(None, Some(IAC_CONFIGURATION), "OVERWRITE")
         .await;
     cluster
-        .wait_for_condition(condition::CNI_CONFIGURED, &operator, |c| {
+        .wait_for_condition(conditions::CNI_CONFIGURED, &operator, |c| {
             c.reason == "AddonDrift" && c.message.contains("backoff")
         })
         .await;
@@ -1757,7 +1757,7 @@ async fn eks_addon_dry_run_shows_configuration_values_and_access_denied_names_th
     let mut unnamed =
         cluster.operator_with("tuner-unnamed", &env, &[("--eks-endpoint-url", eks.url())]);
     let message = cluster
-        .wait_for_condition(condition::CNI_CONFIGURED, &unnamed, |c| {
+        .wait_for_condition(conditions::CNI_CONFIGURED, &unnamed, |c| {
             c.reason == "EksClusterUnknown"
         })
         .await
@@ -1782,7 +1782,7 @@ async fn eks_addon_dry_run_shows_configuration_values_and_access_denied_names_th
         ],
     );
     cluster
-        .wait_for_condition(condition::CNI_CONFIGURED, &forced, |c| {
+        .wait_for_condition(conditions::CNI_CONFIGURED, &forced, |c| {
             c.reason == "AddonNotFound"
         })
         .await;
@@ -1793,7 +1793,7 @@ async fn eks_addon_dry_run_shows_configuration_values_and_access_denied_names_th
     })
     .await;
     let message = cluster
-        .wait_for_condition(condition::CNI_CONFIGURED, &auto, |c| {
+        .wait_for_condition(conditions::CNI_CONFIGURED, &auto, |c| {
             c.reason == "AddonNotFound" && c.message.contains("--cni-config-via daemonset")
         })
         .await
@@ -1809,7 +1809,7 @@ async fn eks_addon_dry_run_shows_configuration_values_and_access_denied_names_th
     let operator =
         cluster.operator_with("tuner-0", &eks_env(), &[("--eks-endpoint-url", eks.url())]);
     cluster
-        .wait_for_condition(condition::CNI_CONFIGURED, &operator, |c| {
+        .wait_for_condition(conditions::CNI_CONFIGURED, &operator, |c| {
             c.reason == "DryRun" && c.message.contains("configurationValues")
         })
         .await;
@@ -1817,7 +1817,7 @@ async fn eks_addon_dry_run_shows_configuration_values_and_access_denied_names_th
     let want = r#"{"env":{"ENABLE_PREFIX_DELEGATION":"true","WARM_PREFIX_TARGET":"1"}}"#;
     assert_eq!(cni_config(&policy)["eksAddon"]["configurationValues"], want);
     assert!(
-        condition_of(&policy, condition::CNI_CONFIGURED)
+        condition_of(&policy, conditions::CNI_CONFIGURED)
             .unwrap()
             .message
             .contains(want)
@@ -1841,7 +1841,7 @@ async fn eks_addon_dry_run_shows_configuration_values_and_access_denied_names_th
         .await
         .unwrap();
     let message = cluster
-        .wait_for_condition(condition::CNI_CONFIGURED, &operator, |c| {
+        .wait_for_condition(conditions::CNI_CONFIGURED, &operator, |c| {
             c.reason == "AccessDenied"
         })
         .await
@@ -1904,12 +1904,12 @@ async fn karpenter_node_classes_follow_their_node_pools() {
     // No Karpenter CRDs: a condition says so; the aws-node env is still managed.
     let policy = eventually("KarpenterNotInstalled", CONVERGE, &[&operator], || async {
         let p = cluster.get_policy("all").await;
-        condition_of(&p, condition::KARPENTER_SYNCED)
+        condition_of(&p, conditions::KARPENTER_SYNCED)
             .filter(|c| c.reason == "KarpenterNotInstalled")
             .map(|_| p.clone())
     })
     .await;
-    assert!(is_true(&policy, condition::READY));
+    assert!(is_true(&policy, conditions::READY));
     assert_eq!(
         cluster
             .env_value("ENABLE_PREFIX_DELEGATION")
@@ -2017,7 +2017,7 @@ async fn karpenter_node_classes_follow_their_node_pools() {
         let s = p.status.as_ref()?;
         (s.ec2_node_classes.len() == 2
             && s.ec2_node_classes.iter().all(|c| c.in_sync)
-            && is_true(&p, condition::KARPENTER_SYNCED))
+            && is_true(&p, conditions::KARPENTER_SYNCED))
         .then_some(p)
     })
     .await;
@@ -2039,7 +2039,7 @@ async fn karpenter_node_classes_follow_their_node_pools() {
     let wide = &status.ec2_node_classes[1];
     assert_eq!(wide.max_pods_wanted, Some(98));
     assert_eq!(wide.pods_lost_on_largest, 250 - 98);
-    let degraded = condition_of(&policy, condition::DEGRADED).unwrap();
+    let degraded = condition_of(&policy, conditions::DEGRADED).unwrap();
     assert_eq!(degraded.status, "True");
     assert!(
         degraded.message.contains("EC2NodeClass wide") && degraded.message.contains("split"),
@@ -2209,7 +2209,7 @@ async fn helm_release_owner_gets_its_values_and_its_upgrades_never_fail() {
     cluster.single_node_fleet(json!({})).await;
     let operator = cluster.operator("tuner-0", &[]);
     let handed = cluster
-        .wait_for_condition(condition::CNI_CONFIGURED, &operator, |c| {
+        .wait_for_condition(conditions::CNI_CONFIGURED, &operator, |c| {
             c.status == "False" && c.reason == "HelmOwnsAwsNode"
         })
         .await;
@@ -2234,7 +2234,7 @@ async fn helm_release_owner_gets_its_values_and_its_upgrades_never_fail() {
     assert!(cni.handover.as_ref().is_some_and(|h| h.handed_over));
     assert_eq!(cni.aws_node_rollouts, 0);
     // Ready stays True: the policy is fine, its owner has to act. Argo CD shows the fix.
-    assert!(is_true(&policy, condition::READY));
+    assert!(is_true(&policy, conditions::READY));
     let (health, message) = support::argocd::health(&serde_json::to_value(&policy).unwrap());
     assert_eq!(health, "Degraded", "{message}");
     cluster
@@ -2250,7 +2250,7 @@ async fn helm_release_owner_gets_its_values_and_its_upgrades_never_fail() {
     let adopted = aws_node_generation(&cluster).await;
     assert_eq!(adopted, installed + 1, "one rollout, Helm's");
     cluster
-        .wait_for_condition(condition::CNI_CONFIGURED, &operator, |c| {
+        .wait_for_condition(conditions::CNI_CONFIGURED, &operator, |c| {
             c.status == "True" && c.reason == "InSync"
         })
         .await;
@@ -2416,7 +2416,7 @@ async fn gitops_loop_is_stopped(owner: GitOpsOwner) {
         }
         let policy = cluster.get_policy("all").await;
         if handed.is_none() {
-            handed = condition_of(&policy, condition::CNI_CONFIGURED)
+            handed = condition_of(&policy, conditions::CNI_CONFIGURED)
                 .filter(|c| c.status == "False" && c.reason == owner.reason)
                 .cloned();
             if handed.is_some() {
@@ -2547,7 +2547,7 @@ async fn folded_mime_headers_are_rewritten_and_kops_templates_get_the_kops_fix()
         .await;
     let operator = cluster.operator("tuner-0", &moto.aws_env());
     let synced = cluster
-        .wait_for_condition(condition::LAUNCH_TEMPLATES_SYNCED, &operator, |c| {
+        .wait_for_condition(conditions::LAUNCH_TEMPLATES_SYNCED, &operator, |c| {
             c.status == "False" && c.reason == "KopsManagedUserData"
         })
         .await;
@@ -2634,7 +2634,7 @@ async fn values_taken_from_a_helm_release_earlier_are_reported_with_the_fix() {
     cluster.single_node_fleet(json!({})).await;
     let operator = cluster.operator("tuner-0", &[]);
     let degraded = cluster
-        .wait_for_condition(condition::DEGRADED, &operator, |c| c.status == "True")
+        .wait_for_condition(conditions::DEGRADED, &operator, |c| c.status == "True")
         .await;
     assert!(
         degraded.message.contains("ENABLE_PREFIX_DELEGATION=true")

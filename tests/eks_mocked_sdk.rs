@@ -9,10 +9,10 @@ use aws_sdk_eks::config::{BehaviorVersion, Credentials, Region};
 use aws_smithy_http_client::test_util::{ReplayEvent, StaticReplayClient, capture_request};
 use aws_smithy_types::body::SdkBody;
 use serde_json::{Value, json};
-use vpc_cni_tuner::aws::eks::EksAddonApi;
+use vpc_cni_tuner::aws::eks::{EksAddonApi as _, SdkEks};
 use vpc_cni_tuner::aws::{retry_config, timeout_config};
 
-fn api(http: impl aws_sdk_eks::config::HttpClient + 'static) -> EksAddonApi {
+fn api(http: impl aws_sdk_eks::config::HttpClient + 'static) -> SdkEks {
     let config = aws_sdk_eks::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-west-2"))
@@ -21,7 +21,7 @@ fn api(http: impl aws_sdk_eks::config::HttpClient + 'static) -> EksAddonApi {
         .timeout_config(timeout_config())
         .http_client(http)
         .build();
-    EksAddonApi::from_client(aws_sdk_eks::Client::from_conf(config), "prod")
+    SdkEks::from_client(aws_sdk_eks::Client::from_conf(config), "prod")
 }
 
 fn response(status: u16, error_type: Option<&str>, body: Value) -> http::Response<SdkBody> {

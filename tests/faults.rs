@@ -11,7 +11,7 @@ use kube::runtime::watcher;
 use serde_json::{Value, json};
 use support::fake_api::*;
 use vpc_cni_tuner::controller::Context;
-use vpc_cni_tuner::controller::facts::aws_node_facts;
+use vpc_cni_tuner::observe::facts::aws_node_facts;
 use vpc_cni_tuner::testing::{DEFAULT_ENV, PREFIX_ENV, PREFIX_OWNED, aws_node_ds, node};
 
 fn owned_env_only(body: &Value) {
@@ -107,7 +107,8 @@ async fn daemonset_deleted_and_recreated() {
     api.remove(DS_PATH);
     let ds = aws_node_ds(PREFIX_ENV, PREFIX_OWNED);
     assert!(
-        ctx.aws_node
+        ctx.observed()
+            .aws_node
             .apply(watcher::Event::Delete(ds), aws_node_facts)
     );
     let report = api
@@ -127,7 +128,8 @@ async fn daemonset_deleted_and_recreated() {
     let fresh = aws_node_ds(DEFAULT_ENV, &[]);
     api.insert(&fresh);
     assert!(
-        ctx.aws_node
+        ctx.observed()
+            .aws_node
             .apply(watcher::Event::Apply(fresh), aws_node_facts)
     );
     let report = api.reconcile(&ctx, converge()).await;
@@ -159,8 +161,8 @@ async fn throttling_429_with_retry_after_waits_at_least_that_long() {
 async fn watch_expired_with_410_relists_and_the_cache_follows() {
     use futures::StreamExt;
     use kube::Api;
-    use vpc_cni_tuner::controller::facts::node_facts;
-    use vpc_cni_tuner::controller::node_view::NodeView as Node;
+    use vpc_cni_tuner::observe::facts::node_facts;
+    use vpc_cni_tuner::observe::node_view::NodeView as Node;
 
     let (ctx, api) = MockApi::new();
     let node = |name: &str| {
@@ -170,7 +172,7 @@ async fn watch_expired_with_410_relists_and_the_cache_follows() {
     api.insert(&node("a"));
     api.insert(&node("b"));
     api.expire_next_watch(NODES_PATH);
-    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let nodes: Api<Node> = Api::all(ctx.client().clone());
     let mut events =
         watcher::watcher(nodes, vpc_cni_tuner::controller::node_watch_config()).boxed();
     let mut lists_done = 0;
@@ -180,7 +182,7 @@ async fn watch_expired_with_410_relists_and_the_cache_follows() {
             match event {
                 Ok(event) => {
                     let done = matches!(event, watcher::Event::InitDone);
-                    ctx.nodes.apply(event, node_facts);
+                    ctx.observed().nodes.apply(event, node_facts);
                     if done {
                         lists_done += 1;
                         if lists_done == 2 {
@@ -198,7 +200,13 @@ async fn watch_expired_with_410_relists_and_the_cache_follows() {
     .await
     .expect("the watcher re-lists after 410");
     assert_eq!(errors, 1, "the 410 surfaces once");
-    let keys: Vec<String> = ctx.nodes.snapshot().into_iter().map(|(k, _)| k).collect();
+    let keys: Vec<String> = ctx
+        .observed()
+        .nodes
+        .snapshot()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     assert_eq!(
         keys,
         ["b", "c"],

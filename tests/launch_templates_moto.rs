@@ -14,8 +14,8 @@ use support::MotoServer;
 use support::launch_templates::{
     AL2, AL2023, BOTTLEROCKET, create_template, default_version, versions,
 };
+use vpc_cni_tuner::apply::launch_templates::sync_template;
 use vpc_cni_tuner::aws::launch_templates::SdkLaunchTemplates;
-use vpc_cni_tuner::controller::launch_templates::sync_template;
 use vpc_cni_tuner::crd::{LaunchTemplateSpec, UserDataFormatSpec};
 use vpc_cni_tuner::userdata::{UserDataFormat, read_max_pods};
 

@@ -106,7 +106,7 @@ async fn steady_state_resync_makes_no_request() {
     );
     // Compute the status the operator would write, and store it as the current one.
     let (policies, plan) = vpc_cni_tuner::controller::plan_now(&ctx);
-    let status = vpc_cni_tuner::controller::status::desired_status(
+    let status = vpc_cni_tuner::report::desired::desired_status(
         &plan.policies["default"],
         None,
         None,
@@ -116,7 +116,9 @@ async fn steady_state_resync_makes_no_request() {
     );
     let mut current = (*policies[0]).clone();
     current.status = Some(status);
-    ctx.policies.replace_all([("default".to_owned(), current)]);
+    ctx.observed()
+        .policies
+        .replace_all([("default".to_owned(), current)]);
     let report = api.reconcile(&ctx, vec![]).await;
     assert_eq!(report, ReconcileReport::default());
 }
@@ -323,8 +325,8 @@ mod karpenter {
     const CLASS_PATH: &str = "/apis/karpenter.k8s.aws/v1/ec2nodeclasses/default";
 
     fn cluster() -> (Context, Verifier) {
-        let (mut ctx, api) = MockApi::new();
-        ctx.karpenter.enabled = true;
+        let (ctx, api) = MockApi::new();
+        let ctx = ctx.with_karpenter(true);
         api.fill(
             &ctx,
             vec![policy(
@@ -341,13 +343,13 @@ mod karpenter {
             "metadata": {"name": "default"},
             "spec": {"role": "KarpenterNodeRole", "kubelet": {"maxPods": 110}}}),
         );
-        ctx.karpenter.node_classes.replace_all([(
+        ctx.observed().karpenter.node_classes.replace_all([(
             "default".to_owned(),
             NodeClassFacts {
                 max_pods: Some(110),
             },
         )]);
-        ctx.karpenter.node_pools.replace_all([(
+        ctx.observed().karpenter.node_pools.replace_all([(
             "general".to_owned(),
             NodePoolFacts {
                 name: "general".into(),

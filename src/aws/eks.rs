@@ -1,14 +1,19 @@
 //! The EKS add-on calls: DescribeAddon, DescribeAddonConfiguration, UpdateAddon and
-//! DescribeUpdate on the add-on `vpc-cni`, through one client built on first use (aws-config's
-//! chain, with `--aws-region` and `--eks-endpoint-url`). Above this layer only plain values
-//! ([`AddonFacts`], [`UpdateFacts`]) are seen.
+//! DescribeUpdate on the add-on `vpc-cni`, behind [`EksAddonApi`] (one cluster's add-on) and
+//! [`EksProvider`] (an API per cluster). [`SdkEksProvider`] builds one SDK client per cluster on
+//! first use (aws-config's chain, with `--aws-region` and `--eks-endpoint-url`); tests use the
+//! in-process fake in `crate::testing`. Above this layer only plain values ([`AddonFacts`],
+//! [`UpdateFacts`]) are seen.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use aws_sdk_eks::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_eks::types::ResolveConflicts;
 
 use super::AwsEndpoint;
 use crate::eks_addon::ADDON_NAME;
-use crate::plan::{AddonFacts, UpdateFacts};
+use crate::eks_addon::{AddonFacts, UpdateFacts};
 
 /// An EKS call that failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -83,13 +88,69 @@ impl EksError {
 }
 
 /// The EKS API of one cluster's `vpc-cni` add-on.
-#[derive(Clone, Debug)]
-pub struct EksAddonApi {
-    client: aws_sdk_eks::Client,
-    pub cluster: String,
+#[async_trait::async_trait]
+pub trait EksAddonApi: Send + Sync {
+    /// The add-on (`None`: the cluster has no `vpc-cni` add-on).
+    async fn describe_addon(&self) -> Result<Option<AddonFacts>, EksError>;
+    /// The add-on version's configuration JSON schema.
+    async fn configuration_schema(&self, version: &str) -> Result<Option<String>, EksError>;
+    /// Sends `configuration_values` with `resolveConflicts: PRESERVE` (fields other managers own
+    /// on the DaemonSet keep their values), leaving the add-on version and role as they are.
+    async fn update_addon(
+        &self,
+        configuration_values: &str,
+        client_request_token: &str,
+    ) -> Result<UpdateFacts, EksError>;
+    async fn describe_update(&self, id: &str) -> Result<UpdateFacts, EksError>;
 }
 
-impl EksAddonApi {
+/// Hands out the add-on API of a cluster.
+#[async_trait::async_trait]
+pub trait EksProvider: Send + Sync {
+    /// Fails with [`EksError::NoRegion`] when no region is known.
+    async fn api(&self, cluster: &str) -> Result<Arc<dyn EksAddonApi>, EksError>;
+}
+
+/// SDK clients from aws-config's chain with `--aws-region` / `--eks-endpoint-url`, one per
+/// cluster, built on first use: a cluster that is not in add-on mode never loads AWS
+/// configuration for EKS.
+#[derive(Default)]
+pub struct SdkEksProvider {
+    endpoint: AwsEndpoint,
+    clients: tokio::sync::Mutex<HashMap<String, Arc<SdkEks>>>,
+}
+
+impl SdkEksProvider {
+    pub fn new(endpoint: AwsEndpoint) -> Self {
+        Self {
+            endpoint,
+            clients: Default::default(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl EksProvider for SdkEksProvider {
+    async fn api(&self, cluster: &str) -> Result<Arc<dyn EksAddonApi>, EksError> {
+        let mut clients = self.clients.lock().await;
+        if let Some(api) = clients.get(cluster) {
+            return Ok(api.clone());
+        }
+        // Only a client that found its region is kept.
+        let api = Arc::new(SdkEks::new(cluster, &self.endpoint).await?);
+        clients.insert(cluster.to_owned(), api.clone());
+        Ok(api)
+    }
+}
+
+/// [`EksAddonApi`] through the AWS SDK.
+#[derive(Clone, Debug)]
+pub struct SdkEks {
+    client: aws_sdk_eks::Client,
+    cluster: String,
+}
+
+impl SdkEks {
     /// A client from aws-config's chain with `endpoint`'s overrides (the EKS endpoint URL in
     /// `endpoint.endpoint_url`), or [`EksError::NoRegion`].
     pub async fn new(cluster: &str, endpoint: &AwsEndpoint) -> Result<Self, EksError> {
@@ -110,9 +171,11 @@ impl EksAddonApi {
             cluster: cluster.to_owned(),
         }
     }
+}
 
-    /// The add-on (`None`: the cluster has no `vpc-cni` add-on).
-    pub async fn describe_addon(&self) -> Result<Option<AddonFacts>, EksError> {
+#[async_trait::async_trait]
+impl EksAddonApi for SdkEks {
+    async fn describe_addon(&self) -> Result<Option<AddonFacts>, EksError> {
         let out = match self
             .client
             .describe_addon()
@@ -145,8 +208,7 @@ impl EksAddonApi {
         }))
     }
 
-    /// The add-on version's configuration JSON schema.
-    pub async fn configuration_schema(&self, version: &str) -> Result<Option<String>, EksError> {
+    async fn configuration_schema(&self, version: &str) -> Result<Option<String>, EksError> {
         let out = self
             .client
             .describe_addon_configuration()
@@ -158,9 +220,7 @@ impl EksAddonApi {
         Ok(out.configuration_schema().map(str::to_owned))
     }
 
-    /// Sends `configuration_values` with `resolveConflicts: PRESERVE` (fields other managers own
-    /// on the DaemonSet keep their values), leaving the add-on version and role as they are.
-    pub async fn update_addon(
+    async fn update_addon(
         &self,
         configuration_values: &str,
         client_request_token: &str,
@@ -179,7 +239,7 @@ impl EksAddonApi {
         Ok(update_facts(out.update()))
     }
 
-    pub async fn describe_update(&self, id: &str) -> Result<UpdateFacts, EksError> {
+    async fn describe_update(&self, id: &str) -> Result<UpdateFacts, EksError> {
         let out = self
             .client
             .describe_update()

@@ -21,21 +21,7 @@ use aws_sdk_ec2::types::{
 use super::Ec2Error;
 use crate::instance::InstanceLimits;
 
-/// Which template: by id or by name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum TemplateRef {
-    Id(String),
-    Name(String),
-}
-
-impl std::fmt::Display for TemplateRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Id(id) => f.write_str(id),
-            Self::Name(name) => write!(f, "name={name}"),
-        }
-    }
-}
+pub use crate::crd::TemplateRef;
 
 /// One launch-template version as read.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,49 +1,39 @@
-//! The controller's context: clients, watch caches, EC2 access, metrics and the leader flag.
+//! The controller's context: the API client, what is observed, AWS access, the apply step's
+//! memory, metrics and the leader flag. Fields are private: callers build it with the `with_*`
+//! methods and reach the caches through [`Context::observed`].
 
-use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use kube::Client;
 use kube::runtime::events::Reporter;
 
-use super::cache::ProjectedCache;
-use super::karpenter::KarpenterState;
-use super::launch_templates::SyncCache;
+use crate::apply::Writer;
+use crate::apply::launch_templates::SyncCache;
 use crate::aws::Ec2Provider;
-use crate::crd::{DaemonSetRef, FIELD_MANAGER, NodeNetworkPolicy};
-use crate::instance::{InstanceCatalog, InstanceLimits};
+use crate::aws::eks::EksProvider;
+use crate::crd::{DaemonSetRef, FIELD_MANAGER};
+use crate::eks_addon::CniConfigVia;
 use crate::metrics::Metrics;
-use crate::plan::{AwsNodeFacts, NodeFacts};
+use crate::observe::Observed;
+use crate::observe::eks_addon::AddonState;
+use crate::report::EventSink;
 
 /// What the controller reads and writes through.
 pub struct Context {
-    pub client: Client,
-    pub policies: ProjectedCache<NodeNetworkPolicy>,
-    pub nodes: ProjectedCache<NodeFacts>,
-    pub aws_node: ProjectedCache<AwsNodeFacts>,
-    /// The one aws-node DaemonSet this instance manages (`--daemonset`).
-    pub managed: DaemonSetRef,
-    pub catalog: InstanceCatalog,
-    /// Facts looked up live for types the embedded table lacks.
-    pub extra_facts: RwLock<BTreeMap<String, InstanceLimits>>,
+    client: Client,
+    observed: Observed,
     /// Who reports Events (this controller, this pod).
-    pub reporter: Reporter,
-    pub metrics: Metrics,
+    reporter: Reporter,
+    metrics: Metrics,
     /// Writes happen only while this is true (always, without leader election).
-    pub leader: Arc<AtomicBool>,
+    leader: Arc<AtomicBool>,
     /// EC2 access for launch templates and live instance types; `None`: no AWS at all.
-    pub ec2: Option<Arc<dyn Ec2Provider>>,
-    pub template_cache: SyncCache,
+    ec2: Option<Arc<dyn Ec2Provider>>,
+    template_cache: SyncCache,
     /// How often an unchanged launch template is checked again.
-    pub template_ttl: Duration,
-    /// NodePools and EC2NodeClasses, with `--karpenter`.
-    pub karpenter: KarpenterState,
-    /// Where the aws-node env goes (`--cni-config-via`) and the EKS add-on, in add-on mode.
-    pub addon: super::eks_addon::AddonState,
-    /// When each unknown instance type was last looked up live, and whether EC2 knew it.
-    pub(super) type_lookups: std::sync::Mutex<std::collections::HashMap<String, (Instant, bool)>>,
+    template_ttl: Duration,
 }
 
 impl Context {
@@ -55,20 +45,12 @@ impl Context {
         Self {
             reporter,
             client,
-            policies: ProjectedCache::default(),
-            nodes: ProjectedCache::default(),
-            aws_node: ProjectedCache::default(),
-            managed,
-            catalog: InstanceCatalog::embedded(),
-            extra_facts: RwLock::new(BTreeMap::new()),
+            observed: Observed::new(managed),
             metrics: Metrics::default(),
             leader,
             ec2: None,
             template_cache: SyncCache::default(),
             template_ttl: Duration::from_secs(300),
-            karpenter: KarpenterState::default(),
-            addon: Default::default(),
-            type_lookups: Default::default(),
         }
     }
 
@@ -78,16 +60,74 @@ impl Context {
         self
     }
 
-    /// All watch caches have their first full list (the Karpenter ones, once started, or
-    /// know why they cannot have it).
-    pub fn caches_ready(&self) -> bool {
-        self.policies.is_ready()
-            && self.nodes.is_ready()
-            && self.aws_node.is_ready()
-            && self.karpenter.settled()
+    /// EC2 access, or none at all.
+    pub fn with_ec2_access(mut self, provider: Option<Arc<dyn Ec2Provider>>) -> Self {
+        self.ec2 = provider;
+        self
     }
 
-    pub(super) fn aws_node_key(&self) -> String {
-        format!("{}/{}", self.managed.namespace, self.managed.name)
+    /// Where the aws-node env goes (`--cni-config-via`), the cluster's name and the EKS API.
+    pub fn with_eks(
+        mut self,
+        via: CniConfigVia,
+        cluster: Option<String>,
+        provider: Arc<dyn EksProvider>,
+    ) -> Self {
+        self.observed.addon = AddonState::new(via, cluster, provider);
+        self
+    }
+
+    /// `--karpenter`: the operator may watch NodePools and EC2NodeClasses and patch the latter.
+    pub fn with_karpenter(mut self, enabled: bool) -> Self {
+        self.observed.karpenter.enabled = enabled;
+        self
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The watch caches and AWS reads.
+    pub fn observed(&self) -> &Observed {
+        &self.observed
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn leader(&self) -> &AtomicBool {
+        &self.leader
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Acquire)
+    }
+
+    pub(super) fn ec2(&self) -> Option<&dyn Ec2Provider> {
+        self.ec2.as_deref()
+    }
+
+    /// All watch caches have their first full list.
+    pub fn caches_ready(&self) -> bool {
+        self.observed.caches_ready()
+    }
+
+    pub(super) fn writer(&self) -> Writer<'_> {
+        Writer {
+            client: &self.client,
+            observed: &self.observed,
+            metrics: &self.metrics,
+            ec2: self.ec2(),
+            templates: &self.template_cache,
+            template_ttl: self.template_ttl,
+        }
+    }
+
+    pub(super) fn events(&self) -> EventSink<'_> {
+        EventSink {
+            client: &self.client,
+            reporter: &self.reporter,
+        }
     }
 }

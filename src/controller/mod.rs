@@ -1,46 +1,32 @@
-//! The controller: observe (watch caches) -> decide ([`crate::plan`], pure) -> apply (server-side
-//! apply of the aws-node env) -> status (server-side apply of each policy's status).
+//! The controller: the loop that runs the pipeline on every batch of changes:
+//! [`crate::observe`] (caches, AWS reads) -> [`crate::plan`] (pure, one plan) ->
+//! [`crate::apply`] (writes, outcomes) -> [`crate::report`] (status and Events from plan and
+//! outcomes).
 //!
 //! The aws-node env is one cluster-wide decision over every policy, so the controller runs one
 //! fleet reconcile per batch of changes rather than one per object: any change to a policy, a
 //! node's planning facts or the aws-node DaemonSet triggers it (debounced), and a periodic resync
 //! catches anything missed.
+//!
+//! May import every layer; nothing below imports it.
 
-pub mod apply;
-pub mod cache;
-pub mod context;
-pub mod eks_addon;
-pub mod error;
-pub mod facts;
-pub mod instance_lookup;
-pub mod karpenter;
-pub mod launch_templates;
-pub mod node_view;
+mod context;
 pub mod permissions;
-pub mod status;
-pub mod status_write;
-pub mod template_sync;
 pub mod watch;
 
 use std::sync::Arc;
-use std::sync::PoisonError;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use kube::ResourceExt;
 use tracing::debug;
 
+pub use crate::error::{Error, retry_delay};
 pub use context::Context;
-pub use error::{Error, retry_delay};
 pub use permissions::{API_CALLS, ApiCall, EC2_ACTIONS, EKS_ACTIONS, Scope};
 pub use watch::{LoopConfig, node_streaming_config, node_watch_config, run};
 
 use crate::crd::NodeNetworkPolicy;
 use crate::metrics::{ErrorLabels, InstanceTypeLabels, Metrics};
-use crate::plan::{
-    CniTarget, FleetInput, FleetPlan, KarpenterInput, NodeFacts, PolicyInput, plan_fleet,
-    plan_node_classes,
-};
+use crate::plan::{FleetPlan, plan_fleet};
 
 /// What one reconcile wrote.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -69,11 +55,11 @@ impl ReconcileReport {
 /// policy's status if it changed.
 pub async fn reconcile_fleet(ctx: &Context) -> Result<ReconcileReport, Error> {
     let started = Instant::now();
-    ctx.metrics.reconciles.inc();
+    ctx.metrics().reconciles.inc();
     let result = reconcile_inner(ctx).await;
-    ctx.metrics.observe_duration(started.elapsed());
+    ctx.metrics().observe_duration(started.elapsed());
     if let Err(err) = &result {
-        ctx.metrics
+        ctx.metrics()
             .failures
             .get_or_create(&ErrorLabels { kind: err.kind() })
             .inc();
@@ -81,116 +67,53 @@ pub async fn reconcile_fleet(ctx: &Context) -> Result<ReconcileReport, Error> {
     result
 }
 
-/// Plans from the current caches without writing anything.
+/// Plans from the current caches without writing anything (no AWS call).
 pub fn plan_now(ctx: &Context) -> (Vec<Arc<NodeNetworkPolicy>>, FleetPlan) {
-    plan_with(ctx, &ctx.nodes.values(), &ctx.addon.last_target())
+    let observed = ctx.observed();
+    let snapshot = observed.snapshot(observed.addon.last_target(), ctx.ec2().is_some());
+    let plan = plan_fleet(&snapshot.input(observed));
+    (snapshot.policies, plan)
 }
 
-/// Plans from the policy and DaemonSet caches and a node snapshot.
-fn plan_with(
-    ctx: &Context,
-    nodes: &[Arc<NodeFacts>],
-    cni_target: &CniTarget,
-) -> (Vec<Arc<NodeNetworkPolicy>>, FleetPlan) {
-    let policies: Vec<Arc<NodeNetworkPolicy>> = ctx
-        .policies
-        .snapshot()
-        .into_iter()
-        .map(|(_, p)| p)
-        .collect();
-    let aws_node = ctx.aws_node.get(&ctx.aws_node_key());
-    let extra = ctx
-        .extra_facts
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
-    let names: Vec<String> = policies.iter().map(|p| p.name_any()).collect();
-    let input = FleetInput {
-        policies: policies
-            .iter()
-            .zip(&names)
-            .map(|(p, name)| PolicyInput::from_policy(p, name))
-            .collect(),
-        nodes: nodes.iter().map(AsRef::as_ref).collect(),
-        aws_node: aws_node.as_deref(),
-        managed_daemonset: &ctx.managed,
-        catalog: &ctx.catalog,
-        extra_facts: &extra,
-        cni_target,
-        now: jiff::Timestamp::now(),
-    };
-    let mut plan = plan_fleet(&input);
-    // Karpenter node classes, for the policies that list any.
-    if input
-        .policies
-        .iter()
-        .any(|p| !p.spec.ec2_node_classes().is_empty())
-    {
-        let pools = ctx.karpenter.node_pools.snapshot();
-        let classes = ctx.karpenter.node_classes.snapshot();
-        let karpenter = KarpenterInput {
-            availability: ctx.karpenter.availability(),
-            node_pools: pools.iter().map(|(_, p)| p.as_ref()).collect(),
-            node_classes: classes
-                .iter()
-                .map(|(name, c)| (name.as_str(), c.as_ref()))
-                .collect(),
-            nodes: &input.nodes,
-            aws_node: input.aws_node,
-            catalog: &ctx.catalog,
-        };
-        plan_node_classes(&input.policies, &mut plan.policies, &karpenter);
-    }
-    (policies, plan)
-}
-
+/// observe -> plan -> apply -> report, once.
 async fn reconcile_inner(ctx: &Context) -> Result<ReconcileReport, Error> {
-    // Observe: one node snapshot per reconcile, shared by every step; types the table lacks are
-    // looked up live (by the leader only: it is the one that acts on them).
-    let nodes = ctx.nodes.values();
-    if ctx.leader.load(Ordering::Acquire) {
-        instance_lookup::refresh_unknown_instance_types(ctx, &nodes).await;
-    }
-    // Where the env goes: the DaemonSet, or the EKS add-on (read by the leader only).
-    let leader = ctx.leader.load(Ordering::Acquire);
-    let aws_node = ctx.aws_node.get(&ctx.aws_node_key());
-    let mut target = if leader {
-        eks_addon::resolve(ctx, aws_node.as_deref(), false).await?
-    } else {
-        ctx.addon.last_target()
-    };
-    // Plan (pure).
-    let (mut policies, mut plan) = plan_with(ctx, &nodes, &target);
-    // An add-on write is planned from the add-on as it is now, never from a cached copy.
-    if leader && matches!(target, CniTarget::EksAddon(_)) && eks_addon::wants_fresh_facts(&plan) {
-        let fresh = eks_addon::resolve(ctx, aws_node.as_deref(), true).await?;
-        // Planned again only when the add-on changed (not on a cached answer).
-        if fresh != target {
-            target = fresh;
-            (policies, plan) = plan_with(ctx, &nodes, &target);
-        }
-    }
-    ctx.metrics.cached_nodes.set(nodes.len() as i64);
-    update_gauges(&ctx.metrics, &plan);
+    let leader = ctx.is_leader();
+    let observed = ctx.observed();
+    let snapshot = crate::observe::observe(observed, ctx.ec2(), leader).await?;
+    let plan = plan_fleet(&snapshot.input(observed));
+    ctx.metrics().cached_nodes.set(snapshot.nodes.len() as i64);
+    update_gauges(ctx.metrics(), &plan);
     if !leader {
         debug!("not the leader: planned, writing nothing");
         return Ok(ReconcileReport::default());
     }
-    // Apply: the aws-node env (or the EKS add-on), then the launch templates and Karpenter node
-    // classes.
-    let daemonset_written = apply::apply_env(ctx, &policies, &plan).await?;
-    let (addon_updated, requeue_after) =
-        eks_addon::apply(ctx, &policies, &mut plan, &target).await?;
-    let templates = template_sync::sync_launch_templates(ctx, &policies, &plan, &nodes).await;
-    let node_classes_written = karpenter::apply_node_classes(ctx, &policies, &mut plan).await?;
-    // Status.
-    let statuses_written = status_write::write_statuses(ctx, &policies, &plan, &templates).await?;
+    let policies = &snapshot.policies;
+    let (outcomes, applied) = crate::apply::apply(
+        &ctx.writer(),
+        policies,
+        &plan,
+        &snapshot.cni_target,
+        &snapshot.nodes,
+    )
+    .await;
+    let events = ctx.events();
+    if let Err(err) = applied {
+        // What was written before the failure is still reported in Events.
+        crate::report::events::publish_outcomes(&events, policies, &plan, &outcomes).await;
+        return Err(err);
+    }
+    let statuses_written =
+        crate::report::report(&events, observed, ctx.metrics(), policies, &plan, &outcomes).await?;
     Ok(ReconcileReport {
-        daemonset_written,
-        node_classes_written,
-        addon_updated,
+        daemonset_written: outcomes.daemonset_written,
+        node_classes_written: outcomes
+            .node_classes
+            .iter()
+            .filter(|(_, o)| *o == crate::apply::NodeClassOutcome::Written)
+            .count(),
+        addon_updated: matches!(outcomes.addon, crate::apply::AddonOutcome::Sent { .. }),
         statuses_written,
-        requeue_after,
+        requeue_after: outcomes.requeue_after,
     })
 }
 

@@ -15,13 +15,14 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
-use super::facts::{aws_node_facts, node_facts};
-use super::karpenter::Watched;
-use super::node_view::NodeView;
-use super::{Context, karpenter, reconcile_fleet, retry_delay};
+use super::{Context, reconcile_fleet, retry_delay};
 use crate::crd::NodeNetworkPolicy;
+use crate::karpenter::resources::{EC2NodeClass, NodePool};
 use crate::karpenter::resources::{node_class_facts, node_pool_facts};
 use crate::metrics::ListModeLabels;
+use crate::observe::facts::{aws_node_facts, node_facts};
+use crate::observe::node_classes::{self as karpenter, Watched};
+use crate::observe::node_view::NodeView;
 use tokio::task::JoinHandle;
 
 /// Settings of the run loop.
@@ -38,11 +39,11 @@ pub struct LoopConfig {
 pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Receiver<bool>) {
     let trigger = Arc::new(Notify::new());
     let mut watchers = {
-        let policies: Api<NodeNetworkPolicy> = Api::all(ctx.client.clone());
+        let policies: Api<NodeNetworkPolicy> = Api::all(ctx.client().clone());
         let daemonsets: Api<DaemonSet> =
-            Api::namespaced(ctx.client.clone(), &ctx.managed.namespace);
-        let ds_config =
-            watcher::Config::default().fields(&format!("metadata.name={}", ctx.managed.name));
+            Api::namespaced(ctx.client().clone(), &ctx.observed().managed.namespace);
+        let ds_config = watcher::Config::default()
+            .fields(&format!("metadata.name={}", ctx.observed().managed.name));
         let (c1, c2, c3) = (ctx.clone(), ctx.clone(), ctx.clone());
         let (t1, t2, t3) = (trigger.clone(), trigger.clone(), trigger.clone());
         vec![
@@ -51,7 +52,7 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
                     policies,
                     watcher::Config::default(),
                     &t1,
-                    |e| c1.policies.apply(e, Clone::clone),
+                    |e| c1.observed().policies.apply(e, Clone::clone),
                     |_| false,
                 )
                 .await
@@ -62,7 +63,7 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
                     daemonsets,
                     ds_config,
                     &t3,
-                    |e| c3.aws_node.apply(e, aws_node_facts),
+                    |e| c3.observed().aws_node.apply(e, aws_node_facts),
                     |_| false,
                 )
                 .await
@@ -73,7 +74,7 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
     let mut backoff = retry_backoff();
     let mut requeue: Option<Duration> = None;
     loop {
-        let was_leader = ctx.leader.load(Ordering::Acquire);
+        let was_leader = ctx.is_leader();
         let requeued = async {
             match requeue {
                 Some(after) => tokio::time::sleep(after).await,
@@ -86,19 +87,22 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
             _ = tokio::time::sleep(config.resync) => debug!("periodic resync"),
             // What a follower saw (drift, new nodes) is acted on as soon as it leads, not at the
             // next resync.
-            _ = became_leader(&ctx.leader, was_leader) => info!("became the leader; reconciling"),
+            _ = became_leader(ctx.leader(), was_leader) => info!("became the leader; reconciling"),
             _ = shutdown.changed() => break,
         }
         tokio::select! {
             _ = tokio::time::sleep(config.debounce) => {}
             _ = shutdown.changed() => break,
         }
-        if !ctx.karpenter.started.load(Ordering::Acquire)
-            && ctx.policies.is_ready()
-            && karpenter::wanted(&ctx)
+        if !ctx.observed().karpenter.started.load(Ordering::Acquire)
+            && ctx.observed().policies.is_ready()
+            && karpenter::wanted(ctx.observed())
         {
             info!("a policy lists Karpenter EC2NodeClasses: watching NodePools and EC2NodeClasses");
-            ctx.karpenter.started.store(true, Ordering::Release);
+            ctx.observed()
+                .karpenter
+                .started
+                .store(true, Ordering::Release);
             watchers.extend(watch_karpenter(&ctx, &trigger));
         }
         if !ctx.caches_ready() {
@@ -134,7 +138,8 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
 /// The NodePool and EC2NodeClass watches. A list that fails because a CRD is missing or RBAC
 /// refuses it is recorded (the policies' status says so) and retried with backoff.
 fn watch_karpenter(ctx: &Arc<Context>, trigger: &Arc<Notify>) -> Vec<JoinHandle<()>> {
-    let (pools, classes) = karpenter::apis(ctx);
+    let pools: Api<NodePool> = Api::all(ctx.client().clone());
+    let classes: Api<EC2NodeClass> = Api::all(ctx.client().clone());
     let (c1, c2) = (ctx.clone(), ctx.clone());
     let (t1, t2) = (trigger.clone(), trigger.clone());
     vec![
@@ -145,12 +150,20 @@ fn watch_karpenter(ctx: &Arc<Context>, trigger: &Arc<Notify>) -> Vec<JoinHandle<
                 &t1,
                 |e| {
                     let done = matches!(e, watcher::Event::InitDone);
-                    let changed = c1.karpenter.node_pools.apply(e, node_pool_facts);
-                    (done && c1.karpenter.set_unavailable(Watched::NodePools, None)) || changed
+                    let changed = c1.observed().karpenter.node_pools.apply(e, node_pool_facts);
+                    (done
+                        && c1
+                            .observed()
+                            .karpenter
+                            .set_unavailable(Watched::NodePools, None))
+                        || changed
                 },
                 |err| {
-                    karpenter::list_problem("NodePool (karpenter.sh/v1)", err)
-                        .is_some_and(|p| c1.karpenter.set_unavailable(Watched::NodePools, Some(p)))
+                    karpenter::list_problem("NodePool (karpenter.sh/v1)", err).is_some_and(|p| {
+                        c1.observed()
+                            .karpenter
+                            .set_unavailable(Watched::NodePools, Some(p))
+                    })
                 },
             )
             .await
@@ -162,12 +175,25 @@ fn watch_karpenter(ctx: &Arc<Context>, trigger: &Arc<Notify>) -> Vec<JoinHandle<
                 &t2,
                 |e| {
                     let done = matches!(e, watcher::Event::InitDone);
-                    let changed = c2.karpenter.node_classes.apply(e, node_class_facts);
-                    (done && c2.karpenter.set_unavailable(Watched::NodeClasses, None)) || changed
+                    let changed = c2
+                        .observed()
+                        .karpenter
+                        .node_classes
+                        .apply(e, node_class_facts);
+                    (done
+                        && c2
+                            .observed()
+                            .karpenter
+                            .set_unavailable(Watched::NodeClasses, None))
+                        || changed
                 },
                 |err| {
                     karpenter::list_problem("EC2NodeClass (karpenter.k8s.aws/v1)", err).is_some_and(
-                        |p| c2.karpenter.set_unavailable(Watched::NodeClasses, Some(p)),
+                        |p| {
+                            c2.observed()
+                                .karpenter
+                                .set_unavailable(Watched::NodeClasses, Some(p))
+                        },
                     )
                 },
             )
@@ -226,14 +252,14 @@ const STREAMING_ATTEMPTS: u32 = 3;
 /// Feeds Nodes into the cache: a streaming initial list where the API server serves one, else
 /// (it refuses `sendInitialEvents`) a paged list, for the rest of the process.
 async fn watch_nodes(ctx: &Arc<Context>, trigger: &Notify) {
-    let nodes: Api<NodeView> = Api::all(ctx.client.clone());
+    let nodes: Api<NodeView> = Api::all(ctx.client().clone());
     let mode = |streaming: bool| ListModeLabels {
         mode: if streaming { "streaming" } else { "paged" },
     };
     let mut streaming = true;
     loop {
-        ctx.metrics.node_initial_list.clear();
-        ctx.metrics
+        ctx.metrics().node_initial_list.clear();
+        ctx.metrics()
             .node_initial_list
             .get_or_create(&mode(streaming))
             .set(1);
@@ -253,11 +279,11 @@ async fn watch_nodes(ctx: &Arc<Context>, trigger: &Notify) {
                         listed = true;
                         info!(
                             mode = mode(streaming).mode,
-                            nodes = ctx.nodes.len(),
+                            nodes = ctx.observed().nodes.len(),
                             "listed nodes"
                         );
                     }
-                    if ctx.nodes.apply(event, node_facts) {
+                    if ctx.observed().nodes.apply(event, node_facts) {
                         trigger.notify_one();
                     }
                 }

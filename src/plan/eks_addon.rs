@@ -6,34 +6,7 @@
 use super::*;
 use crate::crd::{CniConfigStatus, EksAddonStatus};
 use crate::eks_addon::{ADDON_NAME, ConfigurationValues, edit};
-
-/// The add-on as the controller last read it (eks:DescribeAddon, eks:DescribeUpdate).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AddonFacts {
-    pub cluster: String,
-    pub version: Option<String>,
-    /// ACTIVE, UPDATING, DEGRADED, ...
-    pub status: Option<String>,
-    pub configuration_values: Option<String>,
-    /// The operator's last UpdateAddon, as DescribeUpdate last reported it.
-    pub last_update: Option<UpdateFacts>,
-}
-
-/// One add-on update.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UpdateFacts {
-    pub id: String,
-    /// InProgress, Successful, Failed, Cancelled.
-    pub status: String,
-    /// EKS's `errors` (`errorCode: errorMessage`).
-    pub errors: Vec<String>,
-}
-
-impl UpdateFacts {
-    pub fn in_progress(&self) -> bool {
-        self.status == "InProgress"
-    }
-}
+pub use crate::eks_addon::{AddonFacts, UpdateFacts};
 
 /// Where the aws-node env is written (the controller decides it from `--cni-config-via`, the
 /// DaemonSet's managedFields and eks:DescribeAddon).
@@ -143,7 +116,7 @@ pub(super) fn plan_addon(
             _ if is_dry_run(p)
                 && !p.cni_env.is_empty()
                 && p.conditions.iter().any(|c| {
-                    c.type_ == condition::CNI_CONFIGURED
+                    c.type_ == conditions::CNI_CONFIGURED
                         && matches!(c.reason, Reason::DryRun | Reason::InSync)
                 }) =>
             {
@@ -151,7 +124,7 @@ pub(super) fn plan_addon(
                 if let Some(text) = &send {
                     set_condition(
                         p,
-                        condition::CNI_CONFIGURED,
+                        conditions::CNI_CONFIGURED,
                         false,
                         Reason::DryRun,
                         format!(
@@ -173,7 +146,7 @@ pub(super) fn plan_addon(
 pub(super) fn is_dry_run(p: &PolicyPlan) -> bool {
     p.conditions
         .iter()
-        .any(|c| c.type_ == condition::READY && c.reason == Reason::DryRun)
+        .any(|c| c.type_ == conditions::READY && c.reason == Reason::DryRun)
 }
 
 /// `status.cniConfig` in add-on mode.
@@ -253,9 +226,9 @@ fn plan_winner(
         if !status
             || p.conditions
                 .iter()
-                .any(|c| c.type_ == condition::READY && c.status)
+                .any(|c| c.type_ == conditions::READY && c.status)
         {
-            set_condition(p, condition::CNI_CONFIGURED, status, reason, message);
+            set_condition(p, conditions::CNI_CONFIGURED, status, reason, message);
         }
         return;
     };
@@ -278,7 +251,7 @@ fn plan_winner(
             ),
         )
     };
-    set_condition(p, condition::CNI_CONFIGURED, false, reason, message);
+    set_condition(p, conditions::CNI_CONFIGURED, false, reason, message);
     // Until the update is sent, the status keeps what was written before (the controller
     // records the new keys once EKS takes the update).
     p.cni_config = Some(winner_status(facts, written.clone()));

@@ -1,7 +1,7 @@
 //! What a policy's launch templates need this pass, decided without EC2: sync them to the
 //! policy's maxPods, or report why not (no EC2 access, no maxPods yet).
 
-use crate::crd::condition::{self, Reason};
+use crate::crd::conditions::{self, Reason};
 use crate::crd::{Enforcement, LaunchTemplateStatus, NodeNetworkPolicySpec};
 
 use super::{ConditionPlan, PolicyPlan};
@@ -36,7 +36,7 @@ pub fn launch_template_step(
     let ready = plan
         .conditions
         .iter()
-        .any(|c| c.type_ == condition::READY && c.status);
+        .any(|c| c.type_ == conditions::READY && c.status);
     let (reason, message) = match (ec2_access, plan.max_pods) {
         (false, _) => (
             Reason::NoAwsAccess,
@@ -67,7 +67,7 @@ pub fn launch_template_step(
             })
             .collect(),
         condition: ConditionPlan {
-            type_: condition::LAUNCH_TEMPLATES_SYNCED,
+            type_: conditions::LAUNCH_TEMPLATES_SYNCED,
             status: false,
             reason,
             message: message.to_owned(),

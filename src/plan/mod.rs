@@ -1,13 +1,19 @@
-//! The decide step: from a snapshot of policies, nodes and the aws-node DaemonSet to a plan
-//! value (the env to apply, and each policy's status). Pure: no IO, no clock; the same inputs
-//! always give the same plan, so the operator never flaps.
+//! The decide step: from one snapshot ([`FleetInput`]: policies, nodes, aws-node, Karpenter's
+//! NodePools and EC2NodeClasses, the EKS add-on's last read) to one plan value ([`FleetPlan`]):
+//! the aws-node or add-on write, each policy's launch-template step and node-class writes, and
+//! each policy's status. [`plan_fleet`] is the only entry point. Pure: no IO, no clock (the time
+//! is an input); the same inputs always give the same plan, so the operator never flaps. Nothing
+//! downstream edits the plan: the apply step returns outcomes, and the report step builds status
+//! from plan and outcomes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use kube::core::Selector;
 
-use crate::crd::condition::Reason;
-use crate::crd::{DaemonSetRef, Enforcement, InstanceTypeStatus, NodeNetworkPolicySpec, condition};
+use crate::crd::conditions::Reason;
+use crate::crd::{
+    DaemonSetRef, Enforcement, InstanceTypeStatus, NodeNetworkPolicySpec, conditions,
+};
 use crate::engine::{
     self, CniVersion, EniOptions, InstanceFacts, IpFamily, PrefixDelegationMode, Recommendation,
     TuningRequest, warm_pool,
@@ -198,6 +204,10 @@ pub struct FleetInput<'a> {
     pub cni_target: &'a CniTarget,
     /// The time, for the revert window ([`owner::REVERT_WINDOW`]).
     pub now: jiff::Timestamp,
+    /// Karpenter's NodePools and EC2NodeClasses, when a policy lists node classes.
+    pub karpenter: Option<KarpenterFacts<'a>>,
+    /// The operator has EC2 access (launch templates can be written).
+    pub ec2_access: bool,
 }
 
 /// A condition the plan wants, without timestamps (the status step adds those).
@@ -253,6 +263,8 @@ pub struct FleetPlan {
     pub handover: Option<(String, String)>,
     /// By policy name.
     pub policies: BTreeMap<String, PolicyPlan>,
+    /// Each policy's launch-template step, by policy name (policies that list templates).
+    pub templates: BTreeMap<String, TemplateStep>,
 }
 
 /// Why a policy produced no recommendation.
@@ -280,26 +292,28 @@ struct Evaluated<'a> {
     nodes_by_type: BTreeMap<&'a str, Vec<Option<u32>>>,
     outcome: Result<Option<Recommendation>, Blocked>,
 }
-mod conditions;
 pub mod eks_addon;
 mod env;
 mod evaluate;
-pub mod karpenter;
 pub mod launch_templates;
+pub mod node_classes;
 pub mod node_labels;
 pub mod owner;
+mod readiness;
 
 pub use crate::engine::EnvChange;
-use conditions::finish_conditions;
 pub use eks_addon::{AddonFacts, AddonPlan, AddonWrite, CniTarget, UpdateFacts};
 use env::{describe_env_diff, env_changes, foreign_overrides};
 use evaluate::{evaluate, recompute, select_all};
-pub use karpenter::{
-    KarpenterAvailability, KarpenterInput, KarpenterReport, NodeClassWrite, plan_node_classes,
+use launch_templates::launch_template_step;
+pub use launch_templates::{LaunchTemplateReport, TemplateStep};
+use node_classes::plan_node_classes;
+pub use node_classes::{
+    KarpenterAvailability, KarpenterFacts, KarpenterInput, KarpenterReport, NodeClassWrite,
 };
-pub use launch_templates::{LaunchTemplateReport, TemplateStep, launch_template_step};
 pub use node_labels::NodeLabels;
 pub use owner::{AwsNodeOwner, FieldManager, OwnerKind, OwnerMetadata};
+use readiness::finish_conditions;
 
 /// The cluster-wide aws-node write, or what keeps it from happening.
 #[derive(Default)]
@@ -348,7 +362,7 @@ fn decide_env(
         out.handover = decision.handover;
     }
     match decision.write {
-        Ok(()) if changes.is_empty() => {}
+        Ok(()) if changes.is_empty() || !daemonset_mode => {}
         Ok(()) => {
             out.write = Some(DaemonSetWrite {
                 reference: ds.reference.clone(),
@@ -445,7 +459,7 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
     });
     let daemonset_mode = matches!(input.cni_target, CniTarget::DaemonSet { .. });
     let EnvDecision {
-        mut write,
+        write,
         blocked: mut env_blocker,
         owner_blocker,
         handover: handover_record,
@@ -457,17 +471,13 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
     let mut addon_document = None;
     match input.cni_target {
         CniTarget::DaemonSet { .. } => {}
-        CniTarget::EksAddon(facts) => {
-            write = None;
-            match eks_addon::parse_configuration(facts) {
-                Ok(document) => addon_document = Some(document),
-                Err(blocked) => {
-                    env_blocker.get_or_insert(blocked);
-                }
+        CniTarget::EksAddon(facts) => match eks_addon::parse_configuration(facts) {
+            Ok(document) => addon_document = Some(document),
+            Err(blocked) => {
+                env_blocker.get_or_insert(blocked);
             }
-        }
+        },
         CniTarget::Unavailable { reason, message } => {
-            write = None;
             env_blocker.get_or_insert(Blocked {
                 reason: *reason,
                 message: message.clone(),
@@ -492,7 +502,7 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
         if let (true, Some(held)) = (is_winner, &held) {
             e.plan.warnings.push(held.clone());
         }
-        let blockers = conditions::Blockers {
+        let blockers = readiness::Blockers {
             env: env_blocker.as_ref(),
             owner: owner_blocker.as_ref(),
         };
@@ -513,11 +523,24 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
         let winner = winner.as_ref().map(|w| (w.policy.as_str(), &w.env));
         addon = eks_addon::plan_addon(input, facts, document, winner, &mut policies);
     }
+    if let Some(karpenter) = &input.karpenter {
+        plan_node_classes(input, karpenter, &mut policies);
+    }
+    let templates = input
+        .policies
+        .iter()
+        .filter_map(|p| {
+            let plan = policies.get(p.name)?;
+            let step = launch_template_step(p.spec, plan, input.ec2_access);
+            (step != TemplateStep::Nothing).then(|| (p.name.to_owned(), step))
+        })
+        .collect();
     FleetPlan {
         daemonset_write: write,
         addon,
         handover: handover_event,
         policies,
+        templates,
     }
 }
 

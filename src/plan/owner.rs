@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::crd::condition::Reason;
+use crate::crd::conditions::Reason;
 use crate::crd::{AwsNodeOwnerStatus, HandoverStatus};
 
 use super::{AwsNodeFacts, Blocked, EnvChange};

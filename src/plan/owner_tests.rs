@@ -1,5 +1,5 @@
 use super::*;
-use crate::controller::facts::aws_node_facts;
+use crate::observe::facts::aws_node_facts;
 use crate::testing::{aws_node_ds, owned_env_fields};
 use serde_json::{Value, json};
 

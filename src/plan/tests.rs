@@ -16,7 +16,7 @@ fn env(entries: &[(&str, &str)]) -> Vec<EnvEntry> {
 
 /// The facts of the shared aws-node fixture with this literal env, `owned` by the operator.
 fn aws_node(entries: &[(&str, &str)], owned: &[&str]) -> AwsNodeFacts {
-    crate::controller::facts::aws_node_facts(&aws_node_ds(entries, owned))
+    crate::observe::facts::aws_node_facts(&aws_node_ds(entries, owned))
 }
 
 struct Fixture {
@@ -53,6 +53,8 @@ impl Fixture {
             extra_facts: &extra,
             cni_target: &self.target,
             now: jiff::Timestamp::UNIX_EPOCH,
+            karpenter: None,
+            ec2_access: false,
         };
         plan_fleet(&input)
     }
@@ -344,6 +346,8 @@ fn live_facts_fill_in_unknown_types() {
         extra_facts: &extra,
         cni_target: &fixture.target,
         now: jiff::Timestamp::UNIX_EPOCH,
+        karpenter: None,
+        ec2_access: false,
     };
     let plan = plan_fleet(&input);
     assert_eq!(plan.policies["default"].max_pods, Some(110));

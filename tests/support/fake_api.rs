@@ -39,9 +39,9 @@ use kube::{Client, ResourceExt};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use vpc_cni_tuner::controller::facts::aws_node_facts;
 use vpc_cni_tuner::controller::{Context, Error, ReconcileReport, reconcile_fleet};
 use vpc_cni_tuner::crd::{DaemonSetRef, FIELD_MANAGER, NodeNetworkPolicy};
+use vpc_cni_tuner::observe::facts::aws_node_facts;
 use vpc_cni_tuner::plan::NodeFacts;
 use vpc_cni_tuner::testing::{default_policy, owned_env_fields};
 
@@ -861,9 +861,10 @@ impl Verifier {
         for policy in &policies {
             self.api.insert(policy);
         }
-        ctx.policies
+        ctx.observed()
+            .policies
             .replace_all(policies.into_iter().map(|p| (p.name_any(), p)));
-        ctx.nodes.replace_all(
+        ctx.observed().nodes.replace_all(
             nodes
                 .into_iter()
                 .enumerate()
@@ -872,7 +873,8 @@ impl Verifier {
         if let Some(ds) = ds {
             self.api.insert(ds);
         }
-        ctx.aws_node
+        ctx.observed()
+            .aws_node
             .replace_all(ds.map(|ds| ("kube-system/aws-node".to_owned(), aws_node_facts(ds))));
     }
 
@@ -892,7 +894,7 @@ impl Verifier {
             .filter_map(|(_, v)| serde_json::from_value::<NodeNetworkPolicy>(v.clone()).ok())
             .map(|p| (p.name_any(), p))
             .collect();
-        ctx.policies.replace_all(policies);
+        ctx.observed().policies.replace_all(policies);
     }
 
     /// Runs one fleet reconcile, which must succeed and make exactly these requests in order.

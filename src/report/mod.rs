@@ -1,7 +1,13 @@
-//! The status step: server-side apply of each policy's status, only when it changed, and a
-//! Warning Event when a policy turns not Ready.
+//! The report step: each policy's status and the reconcile's Events, built from the plan and
+//! the apply step's outcomes ([`desired`], pure), written with server-side apply only when the
+//! status changed, and a Warning Event when a policy turns not Ready.
+//!
+//! May import: the pure core, `crd`, `plan`, `observe` (to put applied statuses into the
+//! policy cache), `apply` (its outcomes), `metrics`.
 
-use std::collections::BTreeMap;
+pub mod desired;
+pub mod events;
+
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -11,36 +17,47 @@ use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use serde_json::json;
 
-use super::apply::publish;
-use super::status::{LaunchTemplateReport, desired_status, owned_part, status_changed};
-use super::{Context, Error};
+use crate::apply::{AddonOutcome, Outcomes};
 use crate::crd::{FIELD_MANAGER, NodeNetworkPolicy};
+use crate::error::Error;
+use crate::metrics::{Metrics, WriteLabels};
+use crate::observe::Observed;
 use crate::plan::FleetPlan;
+use desired::{desired_status, owned_part, status_changed, templates_report, with_outcomes};
+pub use events::EventSink;
 
-/// Writes every policy status that changed; returns how many it wrote.
-pub(super) async fn write_statuses(
-    ctx: &Context,
+/// Raises the Events of what was done, then writes every policy status that changed; returns
+/// how many it wrote. Nothing is written when the add-on turned out to have changed since it
+/// was read (the next reconcile, at once, plans from the new read).
+pub async fn report(
+    sink: &EventSink<'_>,
+    observed: &Observed,
+    metrics: &Metrics,
     policies: &[Arc<NodeNetworkPolicy>],
     plan: &FleetPlan,
-    templates: &BTreeMap<String, LaunchTemplateReport>,
+    outcomes: &Outcomes,
 ) -> Result<usize, Error> {
+    events::publish_outcomes(sink, policies, plan, outcomes).await;
+    if outcomes.addon == AddonOutcome::Stale {
+        return Ok(0);
+    }
     let mut written = 0;
     let now = Time(jiff::Timestamp::now());
     for policy in policies {
         let name = policy.name_any();
-        let Some(policy_plan) = plan.policies.get(&name) else {
+        let Some(policy_plan) = with_outcomes(plan, outcomes, &name) else {
             continue;
         };
         let desired = desired_status(
-            policy_plan,
-            templates.get(&name),
+            &policy_plan,
+            templates_report(plan, outcomes, &name).as_ref(),
             policy.status.as_ref(),
             now.clone(),
         );
         if !status_changed(&desired, policy.status.as_ref()) {
             continue;
         }
-        let api: Api<NodeNetworkPolicy> = Api::all(ctx.client.clone());
+        let api: Api<NodeNetworkPolicy> = Api::all(sink.client.clone());
         let body = json!({
             "apiVersion": "tuner.vpccni.io/v1alpha1",
             "kind": "NodeNetworkPolicy",
@@ -54,11 +71,15 @@ pub(super) async fn write_statuses(
                 &Patch::Apply(&body),
             )
             .await?;
-        super::apply::count_write(ctx, "status");
+        metrics
+            .writes
+            .get_or_create(&WriteLabels { target: "status" })
+            .inc();
         written += 1;
         // The watch will bring the same object; taking it now keeps the next pass from
         // patching again before it arrives.
-        ctx.policies
+        observed
+            .policies
             .apply(watcher::Event::Apply(patched), Clone::clone);
         if let Some(ready) = desired.conditions.iter().find(|c| c.type_ == "Ready")
             && ready.status == "False"
@@ -69,8 +90,7 @@ pub(super) async fn write_statuses(
                 .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
                 .is_some_and(|c| c.status == "False" && c.reason == ready.reason);
             if !was_false {
-                publish(
-                    ctx,
+                sink.publish(
                     policy,
                     &ready.reason,
                     EventType::Warning,

@@ -1,7 +1,8 @@
-//! Drives kubelet maxPods into launch-template user data: read the source version, rewrite the
-//! user data, and only when it changed, create a version carrying all the source's data and
-//! (when asked) make it the default. Also reports how many running nodes launched from each
-//! template still run another maxPods.
+//! The launch-template write: kubelet maxPods into each policy's templates' user data. Per
+//! template: read the source version, rewrite the user data, and only when it changed, create a
+//! version carrying all the source's data and (when asked) make it the default. Also counts how
+//! many running nodes launched from each template still run another maxPods. Each template's
+//! [`SyncResult`] is its outcome.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -11,11 +12,15 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
+use kube::ResourceExt;
+use tracing::{info, warn};
+
+use super::Writer;
 use crate::aws::Ec2Error;
-use crate::aws::launch_templates::LaunchTemplateApi;
-use crate::crd::condition::Reason;
-use crate::crd::{LaunchTemplateSpec, LaunchTemplateStatus, condition};
-use crate::plan::{ConditionPlan, NodeFacts};
+use crate::aws::launch_templates::{LaunchTemplateApi, TemplateVersion};
+use crate::crd::conditions::Reason;
+use crate::crd::{LaunchTemplateSpec, LaunchTemplateStatus, NodeNetworkPolicy};
+use crate::plan::{FleetPlan, NodeFacts, TemplateStep};
 use crate::userdata::{self, UserDataError};
 
 /// One template's outcome.
@@ -26,6 +31,61 @@ pub struct SyncResult {
     pub updated: Option<String>,
     /// Why it is not in sync (names the template and what is wrong).
     pub problem: Option<(Reason, String)>,
+}
+
+/// Syncs every policy's launch templates to the maxPods its [`TemplateStep::Sync`] asks for;
+/// the results by policy name, in the order of `spec.launchTemplates`.
+pub(super) async fn apply(
+    w: &Writer<'_>,
+    policies: &[Arc<NodeNetworkPolicy>],
+    plan: &FleetPlan,
+    nodes: &[Arc<NodeFacts>],
+) -> BTreeMap<String, Vec<SyncResult>> {
+    let mut outcomes = BTreeMap::new();
+    if !plan
+        .templates
+        .values()
+        .any(|s| matches!(s, TemplateStep::Sync { .. }))
+    {
+        return outcomes;
+    }
+    let nodes = nodes_by_instance(nodes);
+    for policy in policies {
+        let name = policy.name_any();
+        let Some(&TemplateStep::Sync { max_pods, dry_run }) = plan.templates.get(&name) else {
+            continue;
+        };
+        let mut results = Vec::new();
+        for spec in &policy.spec.launch_templates {
+            let key = format!("{name}/{}", spec.key());
+            let result = match w.templates.fresh(&key, max_pods, dry_run, w.template_ttl) {
+                Some(result) => result,
+                None => {
+                    let Some(provider) = w.ec2 else {
+                        continue;
+                    };
+                    let result = match provider.api(spec.region.as_deref()).await {
+                        Ok(api) => {
+                            sync_template(api.as_ref(), spec, max_pods, dry_run, &nodes).await
+                        }
+                        Err(err) => {
+                            warn!(policy = %name, %err, "no EC2 API for a launch template");
+                            unreachable_template(spec, max_pods, &err)
+                        }
+                    };
+                    w.templates.store(key, max_pods, dry_run, &result);
+                    result
+                }
+            };
+            if let Some(note) = &result.updated {
+                w.count_write("launch_template");
+                info!(policy = %name, %note, "launch template updated");
+            }
+            results.push(result);
+        }
+        outcomes.insert(name, results);
+    }
+    outcomes
 }
 
 /// Description of versions the operator creates; also how it recognises them.
@@ -47,17 +107,8 @@ pub async fn sync_template(
         max_pods_wanted: wanted,
         ..Default::default()
     };
-    let fail = |mut status: LaunchTemplateStatus, reason: Reason, message: String| {
-        status.in_sync = false;
-        status.message = Some(message.clone());
-        SyncResult {
-            status,
-            updated: None,
-            problem: Some((reason, message)),
-        }
-    };
     let aws_failure = |status: LaunchTemplateStatus, err: Ec2Error| {
-        fail(
+        failed(
             status,
             failure_reason(&err),
             format!("launch template {template}: {err}"),
@@ -76,7 +127,7 @@ pub async fn sync_template(
         Some(encoded) => match BASE64.decode(encoded.trim()) {
             Ok(raw) => raw,
             Err(err) => {
-                return fail(
+                return failed(
                     status,
                     Reason::UserDataUnsupported,
                     format!(
@@ -87,7 +138,7 @@ pub async fn sync_template(
             }
         },
         None => {
-            return fail(
+            return failed(
                 status,
                 Reason::UserDataUnsupported,
                 format!(
@@ -114,7 +165,7 @@ pub async fn sync_template(
                 ),
                 _ => (Reason::UserDataUnsupported, String::new()),
             };
-            return fail(
+            return failed(
                 status,
                 reason,
                 format!(
@@ -128,6 +179,27 @@ pub async fn sync_template(
     status.max_pods_found = rewrite.previous_max_pods;
     report_rollout(api, &source.template_id, wanted, nodes, &mut status).await;
 
+    write_version(api, spec, source, &rewrite, wanted, dry_run, status).await
+}
+
+/// The user data rewritten to `wanted`: create (and make default) a version when it changed.
+async fn write_version(
+    api: &dyn LaunchTemplateApi,
+    spec: &LaunchTemplateSpec,
+    source: TemplateVersion,
+    rewrite: &userdata::Rewrite,
+    wanted: u32,
+    dry_run: bool,
+    mut status: LaunchTemplateStatus,
+) -> SyncResult {
+    let template = spec.template_ref();
+    let aws_failure = |status: LaunchTemplateStatus, err: Ec2Error| {
+        failed(
+            status,
+            failure_reason(&err),
+            format!("launch template {template}: {err}"),
+        )
+    };
     let encoded = BASE64.encode(&rewrite.data);
     if !rewrite.changed {
         if spec.set_default_version
@@ -206,6 +278,17 @@ pub async fn sync_template(
     }
 }
 
+/// A template that is not in sync, and why.
+fn failed(mut status: LaunchTemplateStatus, reason: Reason, message: String) -> SyncResult {
+    status.in_sync = false;
+    status.message = Some(message.clone());
+    SyncResult {
+        status,
+        updated: None,
+        problem: Some((reason, message)),
+    }
+}
+
 /// The condition reason of an EC2 failure.
 fn failure_reason(err: &Ec2Error) -> Reason {
     match (err, err.code()) {
@@ -256,50 +339,6 @@ async fn report_rollout(
     }
 }
 
-/// The `LaunchTemplatesSynced` condition over a policy's templates.
-pub fn synced_condition(results: &[SyncResult], dry_run: bool) -> ConditionPlan {
-    let problems: Vec<&(Reason, String)> =
-        results.iter().filter_map(|r| r.problem.as_ref()).collect();
-    if let Some(&&(reason, _)) = problems.first() {
-        return ConditionPlan {
-            type_: condition::LAUNCH_TEMPLATES_SYNCED,
-            status: false,
-            reason,
-            message: problems
-                .iter()
-                .map(|(_, m)| m.as_str())
-                .collect::<Vec<_>>()
-                .join("; "),
-        };
-    }
-    let pending = results.iter().filter(|r| !r.status.in_sync).count();
-    if dry_run && pending > 0 {
-        return ConditionPlan {
-            type_: condition::LAUNCH_TEMPLATES_SYNCED,
-            status: false,
-            reason: Reason::DryRun,
-            message: format!(
-                "{pending} launch template(s) would get a new version; DryRun writes nothing"
-            ),
-        };
-    }
-    let behind: u32 = results.iter().filter_map(|r| r.status.nodes_behind).sum();
-    ConditionPlan {
-        type_: condition::LAUNCH_TEMPLATES_SYNCED,
-        status: true,
-        reason: Reason::InSync,
-        message: if behind == 0 {
-            format!("{} launch template(s) carry maxPods", results.len())
-        } else {
-            format!(
-                "{} launch template(s) carry maxPods; {behind} running node(s) still have another \
-                 maxPods: update the node group or start an instance refresh",
-                results.len()
-            )
-        },
-    }
-}
-
 /// Remembers recent results so node churn does not turn into EC2 calls: a template is checked
 /// again when the wanted maxPods changes, after `ttl`, or sooner after a failure.
 #[derive(Default)]
@@ -338,7 +377,7 @@ impl SyncCache {
 }
 
 /// Instance id -> capacity.pods, for rollout reports.
-pub fn nodes_by_instance(nodes: &[Arc<NodeFacts>]) -> BTreeMap<String, Option<u32>> {
+fn nodes_by_instance(nodes: &[Arc<NodeFacts>]) -> BTreeMap<String, Option<u32>> {
     nodes
         .iter()
         .filter_map(|n| n.instance_id.clone().map(|id| (id, n.capacity_pods)))

@@ -36,7 +36,7 @@ fn plan(
     availability: KarpenterAvailability,
     env: &[(&str, &str)],
 ) -> BTreeMap<String, PolicyPlan> {
-    let ds = crate::controller::facts::aws_node_facts(&aws_node_ds(env, &[]));
+    let ds = crate::observe::facts::aws_node_facts(&aws_node_ds(env, &[]));
     let classes: Vec<(&str, NodeClassFacts)> = classes
         .iter()
         .map(|(n, max_pods)| {
@@ -60,7 +60,7 @@ fn plan(
         .iter()
         .map(|(name, _, _)| {
             let degraded = ConditionPlan {
-                type_: condition::DEGRADED,
+                type_: conditions::DEGRADED,
                 status: false,
                 reason: Reason::AsExpected,
                 message: "nothing to report".to_owned(),
@@ -82,7 +82,7 @@ fn plan(
         aws_node: Some(&ds),
         catalog: &InstanceCatalog::embedded(),
     };
-    plan_node_classes(&inputs, &mut plans, &input);
+    plan_node_classes_of(&inputs, &mut plans, &input);
     plans
 }
 
@@ -184,7 +184,7 @@ fn dry_run_reports_a_user_value_the_ips_cannot_carry() {
     let degraded = p
         .conditions
         .iter()
-        .find(|c| c.type_ == condition::DEGRADED)
+        .find(|c| c.type_ == conditions::DEGRADED)
         .unwrap();
     assert!(degraded.status);
     assert!(
@@ -225,7 +225,7 @@ fn a_wide_spread_is_degraded_with_the_fix() {
     let degraded = p
         .conditions
         .iter()
-        .find(|c| c.type_ == condition::DEGRADED)
+        .find(|c| c.type_ == conditions::DEGRADED)
         .unwrap();
     assert!(
         degraded.status && degraded.message.contains("split"),

@@ -1,12 +1,91 @@
-//! The status step's pure half: the status a policy should have, given the plan and the status
-//! it has. Conditions keep `lastTransitionTime` unless their status flips; conditions of other
-//! controllers are kept; an unchanged status means no patch.
+//! The report step's pure half: the status a policy should have, given the plan, the apply
+//! step's outcomes and the status it has. Conditions keep `lastTransitionTime` unless their
+//! status flips; conditions of other controllers are kept; an unchanged status means no patch.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{NodeNetworkPolicyStatus, condition};
-pub use crate::plan::LaunchTemplateReport;
-use crate::plan::PolicyPlan;
+use crate::apply::{AddonOutcome, NodeClassOutcome, Outcomes, SyncResult};
+use crate::crd::NodeNetworkPolicyStatus;
+use crate::crd::conditions::{self, Reason};
+use crate::plan::eks_addon::set_condition;
+use crate::plan::{ConditionPlan, FleetPlan, LaunchTemplateReport, PolicyPlan, TemplateStep};
+
+/// Policy `name`'s part of `plan` with what the apply step did: the add-on write's outcome in
+/// CNIConfigured and `cniConfig.eksAddon`, refused EC2NodeClass writes in `ec2NodeClasses`.
+pub fn with_outcomes(plan: &FleetPlan, outcomes: &Outcomes, name: &str) -> Option<PolicyPlan> {
+    let mut p = plan.policies.get(name)?.clone();
+    if let Some(write) = plan.addon.write.as_ref().filter(|w| w.policy == name) {
+        match &outcomes.addon {
+            AddonOutcome::Unchanged | AddonOutcome::Stale => {}
+            AddonOutcome::Sent { update, .. } => {
+                if let Some(a) = p.cni_config.as_mut().and_then(|c| c.eks_addon.as_mut()) {
+                    a.env = write.env.clone();
+                    a.last_update_id = Some(update.id.clone());
+                    a.last_update_status = Some(update.status.clone());
+                }
+            }
+            AddonOutcome::Held { reason, message } => {
+                set_condition(
+                    &mut p,
+                    conditions::CNI_CONFIGURED,
+                    false,
+                    *reason,
+                    message.clone(),
+                );
+            }
+            AddonOutcome::Backoff { left } => {
+                let planned = p
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == conditions::CNI_CONFIGURED)
+                    .map(|c| c.message.clone())
+                    .unwrap_or_default();
+                let message = format!(
+                    "{planned}; next correction in {}s (backoff)",
+                    left.as_secs().max(1)
+                );
+                set_condition(
+                    &mut p,
+                    conditions::CNI_CONFIGURED,
+                    false,
+                    Reason::AddonDrift,
+                    message,
+                );
+            }
+        }
+    }
+    if let Some(report) = p.karpenter.as_mut() {
+        for (write, outcome) in &outcomes.node_classes {
+            if let (NodeClassOutcome::Refused(message), true) = (outcome, write.policy == name) {
+                report.write_failed(write, message.clone());
+            }
+        }
+    }
+    Some(p)
+}
+
+/// Policy `name`'s launch-template part: the plan's report, or the sync results.
+pub fn templates_report(
+    plan: &FleetPlan,
+    outcomes: &Outcomes,
+    name: &str,
+) -> Option<LaunchTemplateReport> {
+    match plan.templates.get(name)? {
+        TemplateStep::Nothing => None,
+        TemplateStep::Report(report) => Some(report.clone()),
+        TemplateStep::Sync { dry_run, .. } => {
+            let results = outcomes
+                .templates
+                .get(name)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            Some(LaunchTemplateReport {
+                condition: synced_condition(results, *dry_run),
+                statuses: results.iter().map(|r| r.status.clone()).collect(),
+            })
+        }
+    }
+}
 
 /// The status `plan` asks for. `now` stamps conditions whose status flips (or are new).
 pub fn desired_status(
@@ -18,7 +97,7 @@ pub fn desired_status(
     let current_conditions = current.map(|s| s.conditions.as_slice()).unwrap_or_default();
     let mut conditions: Vec<Condition> = current_conditions
         .iter()
-        .filter(|c| !condition::OWNED.contains(&c.type_.as_str()))
+        .filter(|c| !conditions::OWNED.contains(&c.type_.as_str()))
         .cloned()
         .collect();
     for planned in plan
@@ -63,6 +142,50 @@ pub fn desired_status(
     }
 }
 
+/// The `LaunchTemplatesSynced` condition over a policy's templates.
+pub fn synced_condition(results: &[SyncResult], dry_run: bool) -> ConditionPlan {
+    let problems: Vec<&(Reason, String)> =
+        results.iter().filter_map(|r| r.problem.as_ref()).collect();
+    if let Some(&&(reason, _)) = problems.first() {
+        return ConditionPlan {
+            type_: conditions::LAUNCH_TEMPLATES_SYNCED,
+            status: false,
+            reason,
+            message: problems
+                .iter()
+                .map(|(_, m)| m.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
+    }
+    let pending = results.iter().filter(|r| !r.status.in_sync).count();
+    if dry_run && pending > 0 {
+        return ConditionPlan {
+            type_: conditions::LAUNCH_TEMPLATES_SYNCED,
+            status: false,
+            reason: Reason::DryRun,
+            message: format!(
+                "{pending} launch template(s) would get a new version; DryRun writes nothing"
+            ),
+        };
+    }
+    let behind: u32 = results.iter().filter_map(|r| r.status.nodes_behind).sum();
+    ConditionPlan {
+        type_: conditions::LAUNCH_TEMPLATES_SYNCED,
+        status: true,
+        reason: Reason::InSync,
+        message: if behind == 0 {
+            format!("{} launch template(s) carry maxPods", results.len())
+        } else {
+            format!(
+                "{} launch template(s) carry maxPods; {behind} running node(s) still have another \
+                 maxPods: update the node group or start an instance refresh",
+                results.len()
+            )
+        },
+    }
+}
+
 /// Whether `desired` differs from `current` (condition order does not matter).
 pub fn status_changed(
     desired: &NodeNetworkPolicyStatus,
@@ -83,7 +206,7 @@ pub fn owned_part(status: &NodeNetworkPolicyStatus) -> NodeNetworkPolicyStatus {
         conditions: status
             .conditions
             .iter()
-            .filter(|c| condition::OWNED.contains(&c.type_.as_str()))
+            .filter(|c| conditions::OWNED.contains(&c.type_.as_str()))
             .cloned()
             .collect(),
         ..status.clone()
@@ -116,9 +239,9 @@ mod tests {
         PolicyPlan {
             observed_generation: Some(2),
             conditions: vec![ConditionPlan {
-                type_: condition::READY,
+                type_: conditions::READY,
                 status: ready,
-                reason: crate::crd::condition::Reason::Reconciled,
+                reason: crate::crd::conditions::Reason::Reconciled,
                 message: message.to_owned(),
             }],
             ..Default::default()

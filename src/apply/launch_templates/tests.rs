@@ -4,6 +4,7 @@
 use super::*;
 use crate::aws::launch_templates::{LaunchTemplateData, TemplateRef, TemplateVersion};
 use crate::crd::UserDataFormatSpec;
+use crate::report::desired::synced_condition;
 
 /// A launch-template API whose read and create answer as given; the default-version call
 /// must not happen (both scenarios fail before it).

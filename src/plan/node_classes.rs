@@ -24,6 +24,15 @@ pub enum KarpenterAvailability {
     Ready,
 }
 
+/// What the fleet input carries of Karpenter.
+#[derive(Debug, Clone)]
+pub struct KarpenterFacts<'a> {
+    pub availability: KarpenterAvailability,
+    pub node_pools: Vec<&'a NodePoolFacts>,
+    /// EC2NodeClasses by name.
+    pub node_classes: BTreeMap<&'a str, &'a NodeClassFacts>,
+}
+
 /// What the step reads besides the fleet plan.
 pub struct KarpenterInput<'a> {
     pub availability: KarpenterAvailability,
@@ -73,9 +82,26 @@ impl KarpenterReport {
     }
 }
 
+/// Plans every policy's node classes into `plans` (in [`plan_fleet`]).
+pub(super) fn plan_node_classes(
+    fleet: &FleetInput<'_>,
+    karpenter: &KarpenterFacts<'_>,
+    plans: &mut BTreeMap<String, PolicyPlan>,
+) {
+    let input = KarpenterInput {
+        availability: karpenter.availability.clone(),
+        node_pools: karpenter.node_pools.clone(),
+        node_classes: karpenter.node_classes.clone(),
+        nodes: &fleet.nodes,
+        aws_node: fleet.aws_node,
+        catalog: fleet.catalog,
+    };
+    plan_node_classes_of(&fleet.policies, plans, &input);
+}
+
 /// Plans every policy's node classes, oldest policy first (a node class two policies list is
 /// the older one's), into `plans`.
-pub fn plan_node_classes(
+pub(super) fn plan_node_classes_of(
     policies: &[PolicyInput<'_>],
     plans: &mut BTreeMap<String, PolicyPlan>,
     input: &KarpenterInput<'_>,
@@ -322,13 +348,13 @@ fn synced_condition(statuses: &[NodeClassStatus], problem: Option<Reason>) -> Co
         .collect();
     match problem {
         Some(reason) if !off.is_empty() => ConditionPlan {
-            type_: condition::KARPENTER_SYNCED,
+            type_: conditions::KARPENTER_SYNCED,
             status: false,
             reason,
             message: off.join("; "),
         },
         _ => ConditionPlan {
-            type_: condition::KARPENTER_SYNCED,
+            type_: conditions::KARPENTER_SYNCED,
             status: true,
             reason: Reason::InSync,
             message: format!("{} EC2NodeClass(es) carry their maxPods", statuses.len()),
@@ -341,7 +367,7 @@ fn add_degraded(plan: &mut PolicyPlan, warnings: &[String]) {
     let Some(degraded) = plan
         .conditions
         .iter_mut()
-        .find(|c| c.type_ == condition::DEGRADED)
+        .find(|c| c.type_ == conditions::DEGRADED)
     else {
         return;
     };
@@ -350,7 +376,7 @@ fn add_degraded(plan: &mut PolicyPlan, warnings: &[String]) {
         degraded.message = format!("{}; {joined}", degraded.message);
     } else {
         *degraded = ConditionPlan {
-            type_: condition::DEGRADED,
+            type_: conditions::DEGRADED,
             status: true,
             reason: Reason::Warnings,
             message: joined,
@@ -359,5 +385,5 @@ fn add_degraded(plan: &mut PolicyPlan, warnings: &[String]) {
 }
 
 #[cfg(test)]
-#[path = "karpenter_tests.rs"]
+#[path = "node_classes_tests.rs"]
 mod tests;

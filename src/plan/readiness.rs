@@ -33,13 +33,13 @@ pub(super) fn finish_conditions(
 
     let ready = match (&e.outcome, ds_missing) {
         (Err(blocked), _) => cond(
-            condition::READY,
+            conditions::READY,
             false,
             blocked.reason,
             blocked.message.clone(),
         ),
         (Ok(_), true) => cond(
-            condition::READY,
+            conditions::READY,
             false,
             Reason::DaemonSetNotFound,
             format!(
@@ -51,22 +51,22 @@ pub(super) fn finish_conditions(
         (Ok(_), false) if !dry_run && env_blocker.is_some() => {
             let blocked = env_blocker.map(|b| (b.reason, b.message.clone()));
             let (reason, message) = blocked.unwrap_or((Reason::Blocked, String::new()));
-            cond(condition::READY, false, reason, message)
+            cond(conditions::READY, false, reason, message)
         }
         (Ok(None), false) => cond(
-            condition::READY,
+            conditions::READY,
             true,
             Reason::NoMatchingNodes,
             "the node selector matches no node the VPC CNI serves; nothing to tune".to_owned(),
         ),
         (Ok(Some(_)), false) if dry_run => cond(
-            condition::READY,
+            conditions::READY,
             true,
             Reason::DryRun,
             "computed; DryRun writes nothing".to_owned(),
         ),
         (Ok(Some(_)), false) => cond(
-            condition::READY,
+            conditions::READY,
             true,
             Reason::Reconciled,
             format!("{} nodes planned", e.plan.matched_nodes),
@@ -77,14 +77,14 @@ pub(super) fn finish_conditions(
 
     let cni_configured = if !ready_ok {
         cond(
-            condition::CNI_CONFIGURED,
+            conditions::CNI_CONFIGURED,
             false,
             Reason::NotReady,
             "see the Ready condition".to_owned(),
         )
     } else if matches!(e.outcome, Ok(None)) {
         cond(
-            condition::CNI_CONFIGURED,
+            conditions::CNI_CONFIGURED,
             false,
             Reason::NoMatchingNodes,
             "nothing to configure".to_owned(),
@@ -102,21 +102,21 @@ pub(super) fn finish_conditions(
             .unwrap_or(0);
         if let Some(blocked) = blocked {
             cond(
-                condition::CNI_CONFIGURED,
+                conditions::CNI_CONFIGURED,
                 false,
                 blocked.reason,
                 blocked.message,
             )
         } else if would_change == 0 {
             cond(
-                condition::CNI_CONFIGURED,
+                conditions::CNI_CONFIGURED,
                 true,
                 Reason::InSync,
                 format!("{} already carries these settings", input.managed_daemonset),
             )
         } else {
             cond(
-                condition::CNI_CONFIGURED,
+                conditions::CNI_CONFIGURED,
                 false,
                 Reason::DryRun,
                 format!(
@@ -127,14 +127,14 @@ pub(super) fn finish_conditions(
         }
     } else if conflict.is_some() {
         cond(
-            condition::CNI_CONFIGURED,
+            conditions::CNI_CONFIGURED,
             false,
             Reason::Conflict,
             "an older policy decides the aws-node env; see the Conflict condition".to_owned(),
         )
     } else if let Some(owner) = blockers.owner {
         cond(
-            condition::CNI_CONFIGURED,
+            conditions::CNI_CONFIGURED,
             false,
             owner.reason,
             owner.message.clone(),
@@ -143,7 +143,7 @@ pub(super) fn finish_conditions(
         // The same message before and after the write, so a write costs one status patch; the
         // write itself is recorded as an Event.
         cond(
-            condition::CNI_CONFIGURED,
+            conditions::CNI_CONFIGURED,
             true,
             Reason::InSync,
             format!("{} carries these settings", input.managed_daemonset),
@@ -154,13 +154,13 @@ pub(super) fn finish_conditions(
     let conflict_free = conflict.is_none();
     conditions.push(match conflict {
         Some(message) => cond(
-            condition::CONFLICT,
+            conditions::CONFLICT,
             true,
             Reason::LostToOlderPolicy,
             message,
         ),
         None => cond(
-            condition::CONFLICT,
+            conditions::CONFLICT,
             false,
             Reason::NoConflict,
             "no other policy disagrees".to_owned(),
@@ -199,14 +199,14 @@ pub(super) fn finish_conditions(
     }
     conditions.push(if degraded.is_empty() {
         cond(
-            condition::DEGRADED,
+            conditions::DEGRADED,
             false,
             Reason::AsExpected,
             "nothing to report".to_owned(),
         )
     } else {
         cond(
-            condition::DEGRADED,
+            conditions::DEGRADED,
             true,
             Reason::Warnings,
             degraded.join("; "),

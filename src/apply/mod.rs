@@ -1,0 +1,96 @@
+//! The apply step: carries out a [`FleetPlan`] and returns [`Outcomes`] (written, refused with a
+//! reason, unchanged); it never edits the plan. One module per target: [`aws_node`] (server-side
+//! apply of the env), [`eks_addon`] (eks:UpdateAddon), [`launch_templates`] (EC2) and
+//! [`node_classes`] (Karpenter EC2NodeClasses).
+//!
+//! May import: the pure core, `crd`, `plan`, `aws`, `observe` (to put applied objects into the
+//! caches), `metrics`.
+
+pub mod aws_node;
+pub mod eks_addon;
+pub mod launch_templates;
+pub mod node_classes;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+
+use crate::aws::Ec2Provider;
+use crate::crd::NodeNetworkPolicy;
+use crate::error::Error;
+use crate::metrics::{Metrics, WriteLabels};
+use crate::observe::Observed;
+use crate::plan::{CniTarget, FleetPlan, NodeClassWrite, NodeFacts};
+pub use eks_addon::AddonOutcome;
+use launch_templates::SyncCache;
+pub use launch_templates::SyncResult;
+pub use node_classes::NodeClassOutcome;
+
+/// What the apply step writes through.
+pub struct Writer<'a> {
+    pub client: &'a Client,
+    pub observed: &'a Observed,
+    pub metrics: &'a Metrics,
+    pub ec2: Option<&'a dyn Ec2Provider>,
+    /// Recent launch-template results, so node churn does not turn into EC2 calls.
+    pub templates: &'a SyncCache,
+    /// How often an unchanged launch template is checked again.
+    pub template_ttl: Duration,
+}
+
+impl Writer<'_> {
+    /// Counts one write in `vpc_cni_tuner_writes_total{target}`.
+    pub fn count_write(&self, target: &'static str) {
+        self.metrics
+            .writes
+            .get_or_create(&WriteLabels { target })
+            .inc();
+    }
+}
+
+/// What the apply step did.
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    /// The planned aws-node env was applied.
+    pub daemonset_written: bool,
+    pub addon: AddonOutcome,
+    /// Launch-template results by policy name.
+    pub templates: BTreeMap<String, Vec<SyncResult>>,
+    pub node_classes: Vec<(NodeClassWrite, NodeClassOutcome)>,
+    /// Look again this soon (an EKS add-on update is being followed).
+    pub requeue_after: Option<Duration>,
+}
+
+/// Carries out `plan` in order: the aws-node env (or the EKS add-on), the launch templates, the
+/// node classes. A failure that a retry may fix (throttling, a 5xx, a conflict) stops the step:
+/// it comes back with what was done before it, and the error.
+pub async fn apply(
+    w: &Writer<'_>,
+    policies: &[Arc<NodeNetworkPolicy>],
+    plan: &FleetPlan,
+    target: &CniTarget,
+    nodes: &[Arc<NodeFacts>],
+) -> (Outcomes, Result<(), Error>) {
+    let mut outcomes = Outcomes::default();
+    let result = apply_all(w, policies, plan, target, nodes, &mut outcomes).await;
+    (outcomes, result)
+}
+
+async fn apply_all(
+    w: &Writer<'_>,
+    policies: &[Arc<NodeNetworkPolicy>],
+    plan: &FleetPlan,
+    target: &CniTarget,
+    nodes: &[Arc<NodeFacts>],
+    outcomes: &mut Outcomes,
+) -> Result<(), Error> {
+    if let Some(write) = &plan.daemonset_write {
+        aws_node::apply(w, write).await?;
+        outcomes.daemonset_written = true;
+    }
+    (outcomes.addon, outcomes.requeue_after) = eks_addon::apply(w, &plan.addon, target).await?;
+    outcomes.templates = launch_templates::apply(w, policies, plan, nodes).await;
+    node_classes::apply(w, plan, &mut outcomes.node_classes).await
+}
