@@ -8,11 +8,24 @@
 //! - [`node`]: the plan's view of a Node of one instance type.
 //! - [`policy`]: a `NodeNetworkPolicy` from a JSON spec; [`default_policy`] and
 //!   [`pool_policies`] for the common fleets.
+//! - [`eks_addon_ds`]: aws-node as the EKS add-on applies it.
+//! - [`FakeEc2`] and [`FakeEks`]: the one in-process fake of each AWS service, behind the same
+//!   traits as the SDK adapters.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use serde_json::{Value, json};
 
+use crate::aws::eks::{EksAddonApi, EksError, EksProvider};
+use crate::aws::launch_templates::{
+    LaunchTemplateApi, LaunchTemplateData, TemplateRef, TemplateVersion,
+};
+use crate::aws::{Ec2Error, Ec2Provider};
 use crate::crd::{FIELD_MANAGER, NodeNetworkPolicy};
+use crate::eks_addon::{AddonFacts, UpdateFacts};
+use crate::instance::InstanceLimits;
 use crate::plan::{NodeFacts, labels};
 
 /// The VPC CNI image of the fixtures' aws-node (the EKS add-on's build of v1.19.2).
@@ -221,4 +234,340 @@ pub fn policy_inputs<'a>(
             aws_node_rollouts: 0,
         })
         .collect()
+}
+
+/// The EKS add-on's aws-node: [`aws_node_ds`] with `CLUSTER_NAME` [`FAKE_CLUSTER`], every env
+/// entry applied by EKS's field manager `eks`, and (with `owned` not empty) this operator's
+/// field manager owning those entries as a DaemonSet-mode run leaves them.
+pub fn eks_addon_ds(env: &[(&str, &str)], owned: &[&str]) -> DaemonSet {
+    let mut entries: Vec<(&str, &str)> = env.to_vec();
+    entries.push((crate::eks_addon::CLUSTER_NAME_ENV, FAKE_CLUSTER));
+    let mut ds = aws_node_ds(&entries, owned);
+    let names: Vec<&str> = entries.iter().map(|(name, _)| *name).collect();
+    let mut fields = vec![owned_env_fields("eks", &names)];
+    if !owned.is_empty() {
+        fields.push(owned_env_fields(FIELD_MANAGER, owned));
+    }
+    #[allow(clippy::expect_used)]
+    {
+        ds.metadata.managed_fields =
+            Some(serde_json::from_value(Value::Array(fields)).expect("managedFields"));
+    }
+    ds
+}
+
+/// The cluster of [`FakeEks`] and [`eks_addon_ds`].
+pub const FAKE_CLUSTER: &str = "prod";
+
+/// An AWS error code and message, as the SDK reports them.
+pub type FakeFailure = (&'static str, &'static str);
+
+/// One in-process EC2 for every test: a launch template (AL2 user data, version 1, the
+/// default), the instances launched from it, and instance types EC2 knows beyond the embedded
+/// table. Records every write and lookup; a call can be made to fail with an AWS error code.
+/// Simulates the answers the operator reads, not EC2's validation of requests.
+#[derive(Clone, Default)]
+pub struct FakeEc2(Arc<Mutex<Ec2State>>);
+
+/// What [`FakeEc2`] holds and saw.
+pub struct Ec2State {
+    pub template_id: String,
+    pub template_name: Option<String>,
+    /// The user data of the newest version, not base64-encoded.
+    pub user_data: String,
+    pub version: i64,
+    pub default_version: i64,
+    pub instances: Vec<String>,
+    /// Types `DescribeInstanceTypes` knows (besides none of the embedded ones).
+    pub live_types: BTreeMap<String, InstanceLimits>,
+    /// By operation (`DescribeLaunchTemplateVersions`, `CreateLaunchTemplateVersion`, ...).
+    pub failures: BTreeMap<&'static str, FakeFailure>,
+    /// Created versions' user data, base64 as sent.
+    pub created: Vec<String>,
+    pub defaults: Vec<i64>,
+    pub type_lookups: Vec<Vec<String>>,
+}
+
+impl Default for Ec2State {
+    fn default() -> Self {
+        Self {
+            template_id: "lt-0abc".into(),
+            template_name: Some("web".into()),
+            user_data: "#!/bin/bash\n/etc/eks/bootstrap.sh prod\n".into(),
+            version: 1,
+            default_version: 1,
+            instances: Vec::new(),
+            live_types: BTreeMap::new(),
+            failures: BTreeMap::new(),
+            created: Vec::new(),
+            defaults: Vec::new(),
+            type_lookups: Vec::new(),
+        }
+    }
+}
+
+impl FakeEc2 {
+    pub fn state(&self) -> MutexGuard<'_, Ec2State> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `operation` fails with `code` from now on.
+    pub fn fail(&self, operation: &'static str, failure: FakeFailure) {
+        self.state().failures.insert(operation, failure);
+    }
+
+    fn check(&self, operation: &'static str) -> Result<(), Ec2Error> {
+        match self.state().failures.get(operation) {
+            Some((code, message)) => Err(Ec2Error::Api {
+                operation,
+                code: (*code).to_owned(),
+                message: (*message).to_owned(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl LaunchTemplateApi for FakeEc2 {
+    async fn read_version(
+        &self,
+        _: &TemplateRef,
+        version: &str,
+    ) -> Result<TemplateVersion, Ec2Error> {
+        use base64::Engine as _;
+        self.check("DescribeLaunchTemplateVersions")?;
+        let state = self.state();
+        let number = match version {
+            "$Latest" => state.version,
+            "$Default" => state.default_version,
+            n => n.parse().unwrap_or(state.version),
+        };
+        Ok(TemplateVersion {
+            template_id: state.template_id.clone(),
+            template_name: state.template_name.clone(),
+            version: number,
+            default_version: number == state.default_version,
+            data: LaunchTemplateData::with_user_data(
+                base64::engine::general_purpose::STANDARD.encode(&state.user_data),
+            ),
+        })
+    }
+
+    async fn create_version(
+        &self,
+        _: &TemplateVersion,
+        user_data: &str,
+        _: &str,
+    ) -> Result<i64, Ec2Error> {
+        use base64::Engine as _;
+        self.check("CreateLaunchTemplateVersion")?;
+        let mut state = self.state();
+        state.created.push(user_data.to_owned());
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(user_data)
+            .unwrap_or_default();
+        state.user_data = String::from_utf8_lossy(&decoded).into_owned();
+        state.version += 1;
+        Ok(state.version)
+    }
+
+    async fn set_default_version(&self, _: &str, version: i64) -> Result<(), Ec2Error> {
+        self.check("ModifyLaunchTemplate")?;
+        let mut state = self.state();
+        state.defaults.push(version);
+        state.default_version = version;
+        Ok(())
+    }
+
+    async fn instances_of(&self, _: &str) -> Result<Vec<String>, Ec2Error> {
+        self.check("DescribeInstances")?;
+        Ok(self.state().instances.clone())
+    }
+
+    async fn instance_types(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<(String, InstanceLimits)>, Ec2Error> {
+        self.check("DescribeInstanceTypes")?;
+        let mut state = self.state();
+        state.type_lookups.push(names.to_vec());
+        Ok(names
+            .iter()
+            .filter_map(|n| state.live_types.get(n).map(|l| (n.clone(), *l)))
+            .collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl Ec2Provider for FakeEc2 {
+    async fn api(&self, _: Option<&str>) -> Result<Arc<dyn LaunchTemplateApi>, Ec2Error> {
+        Ok(Arc::new(self.clone()))
+    }
+}
+
+/// One in-process EKS for every test: cluster [`FAKE_CLUSTER`] with the add-on `vpc-cni`.
+/// Behaves like the service where the operator depends on it: UpdateAddon stores the new
+/// configurationValues, puts the add-on in UPDATING and answers an InProgress update; a second
+/// UpdateAddon while one runs fails with `ResourceInUseException`; the update finishes
+/// (Successful, add-on ACTIVE) when it is next followed with DescribeUpdate or
+/// [`FakeEks::finish_updates`]. Another cluster has no add-on (`ResourceNotFoundException`).
+/// A call can be made to fail once with any error. It does not apply the configuration to
+/// aws-node (the test does, as EKS would), and checks no IAM.
+#[derive(Clone, Default)]
+pub struct FakeEks(Arc<Mutex<EksState>>);
+
+/// What [`FakeEks`] holds and saw.
+pub struct EksState {
+    pub version: String,
+    pub status: String,
+    pub configuration_values: Option<String>,
+    /// The add-on version's configuration schema.
+    pub schema: Option<String>,
+    pub updates: Vec<UpdateFacts>,
+    /// Every call, by action (`DescribeAddon`, `UpdateAddon`, ...).
+    pub calls: Vec<&'static str>,
+    /// The next call of an action fails with this.
+    pub failures: BTreeMap<&'static str, EksError>,
+}
+
+impl Default for EksState {
+    fn default() -> Self {
+        Self {
+            version: "v1.19.2-eksbuild.1".into(),
+            status: "ACTIVE".into(),
+            configuration_values: None,
+            schema: None,
+            updates: Vec::new(),
+            calls: Vec::new(),
+            failures: BTreeMap::new(),
+        }
+    }
+}
+
+impl FakeEks {
+    pub fn state(&self) -> MutexGuard<'_, EksState> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The calls since the last take.
+    pub fn take_calls(&self) -> Vec<&'static str> {
+        std::mem::take(&mut self.state().calls)
+    }
+
+    /// The next `action` fails with an AWS error `code` and HTTP `status`.
+    pub fn fail_next(&self, action: &'static str, code: &str, status: u16) {
+        self.state().failures.insert(
+            action,
+            EksError::Api {
+                action,
+                code: code.to_owned(),
+                message: format!("{code} (fake)"),
+                status: Some(status),
+            },
+        );
+    }
+
+    /// Every update in progress succeeds; the add-on is ACTIVE.
+    pub fn finish_updates(&self) {
+        let mut state = self.state();
+        for update in state.updates.iter_mut().filter(|u| u.in_progress()) {
+            update.status = "Successful".into();
+        }
+        state.status = "ACTIVE".into();
+    }
+
+    fn call(&self, action: &'static str) -> Result<MutexGuard<'_, EksState>, EksError> {
+        let mut state = self.state();
+        state.calls.push(action);
+        match state.failures.remove(action) {
+            Some(err) => Err(err),
+            None => Ok(state),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl EksProvider for FakeEks {
+    async fn api(&self, cluster: &str) -> Result<Arc<dyn EksAddonApi>, EksError> {
+        Ok(Arc::new(FakeEksCluster {
+            eks: self.clone(),
+            cluster: cluster.to_owned(),
+        }))
+    }
+}
+
+/// [`FakeEks`] as one cluster's add-on API.
+struct FakeEksCluster {
+    eks: FakeEks,
+    cluster: String,
+}
+
+impl FakeEksCluster {
+    fn not_found(&self, action: &'static str) -> EksError {
+        EksError::Api {
+            action,
+            code: "ResourceNotFoundException".into(),
+            message: format!("No addon: vpc-cni found in cluster: {}", self.cluster),
+            status: Some(404),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl EksAddonApi for FakeEksCluster {
+    async fn describe_addon(&self) -> Result<Option<AddonFacts>, EksError> {
+        let state = self.eks.call("DescribeAddon")?;
+        if self.cluster != FAKE_CLUSTER {
+            return Ok(None);
+        }
+        Ok(Some(AddonFacts {
+            cluster: self.cluster.clone(),
+            version: Some(state.version.clone()),
+            status: Some(state.status.clone()),
+            configuration_values: state.configuration_values.clone(),
+            last_update: None,
+        }))
+    }
+
+    async fn configuration_schema(&self, _: &str) -> Result<Option<String>, EksError> {
+        let state = self.eks.call("DescribeAddonConfiguration")?;
+        Ok(state.schema.clone())
+    }
+
+    async fn update_addon(&self, values: &str, _: &str) -> Result<UpdateFacts, EksError> {
+        let mut state = self.eks.call("UpdateAddon")?;
+        if self.cluster != FAKE_CLUSTER {
+            return Err(self.not_found("UpdateAddon"));
+        }
+        if state.status == "UPDATING" {
+            return Err(EksError::Api {
+                action: "UpdateAddon",
+                code: "ResourceInUseException".into(),
+                message: "Addon vpc-cni is in UPDATING state".into(),
+                status: Some(409),
+            });
+        }
+        state.configuration_values = Some(values.to_owned());
+        state.status = "UPDATING".into();
+        let update = UpdateFacts {
+            id: format!("update-{}", state.updates.len() + 1),
+            status: "InProgress".into(),
+            errors: Vec::new(),
+        };
+        state.updates.push(update.clone());
+        Ok(update)
+    }
+
+    async fn describe_update(&self, id: &str) -> Result<UpdateFacts, EksError> {
+        drop(self.eks.call("DescribeUpdate")?);
+        self.eks.finish_updates();
+        let state = self.eks.state();
+        state
+            .updates
+            .iter()
+            .find(|u| u.id == id)
+            .cloned()
+            .ok_or_else(|| self.not_found("DescribeUpdate"))
+    }
 }

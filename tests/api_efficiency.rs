@@ -124,3 +124,63 @@ async fn steady_state_resyncs_write_nothing_and_one_change_writes_once() {
     assert_eq!(take(&api), vec![], "and then nothing more");
     api.assert_clean();
 }
+
+/// The same fleet in EKS add-on mode: one DescribeAddon, one schema read and one UpdateAddon for
+/// the change, one follow-up read once EKS applied it, then no EKS call and no Kubernetes
+/// request through resyncs and node churn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addon_mode_calls_eks_once_per_change_and_never_in_steady_state() {
+    use vpc_cni_tuner::testing::{EKS_ADDON_ENV, eks_addon_ds};
+
+    let (ctx, api, eks) = MockApi::addon(true);
+    api.fill(
+        &ctx,
+        pool_policies(POOLS),
+        vec![],
+        Some(&eks_addon_ds(EKS_ADDON_ENV, &[])),
+    );
+    ctx.observed()
+        .nodes
+        .replace_all((0..NODES).map(|i| pool_node(i, LARGE[i % LARGE.len()])));
+    let report = reconcile_fleet(&ctx).await.expect("first pass");
+    assert!(report.addon_updated);
+    assert_eq!(
+        eks.take_calls(),
+        ["DescribeAddon", "DescribeAddonConfiguration", "UpdateAddon"]
+    );
+    let first = take(&api);
+    assert!(
+        first.iter().all(|(_, p)| !p.contains("/daemonsets/")),
+        "aws-node is EKS's: {first:?}"
+    );
+    api.eks_applies(&ctx, &eks);
+    api.sync_policies(&ctx);
+    reconcile_fleet(&ctx).await.expect("follow");
+    assert_eq!(eks.take_calls(), ["DescribeAddon", "DescribeUpdate"]);
+    take(&api);
+    api.sync_policies(&ctx);
+
+    for _ in 0..3 {
+        let report = reconcile_fleet(&ctx).await.expect("resync");
+        assert_eq!(report, Default::default());
+    }
+    let leaving: std::collections::BTreeSet<String> =
+        (0..500).map(|i| format!("node-{i}")).collect();
+    let mut churned: Vec<(String, NodeFacts)> = ctx
+        .observed()
+        .nodes
+        .snapshot()
+        .into_iter()
+        .filter(|(k, _)| !leaving.contains(k))
+        .map(|(k, v)| (k, (*v).clone()))
+        .collect();
+    churned.extend((0..500).map(|i| {
+        let (_, facts) = pool_node(i, LARGE[i % LARGE.len()]);
+        (format!("replacement-{i}"), facts)
+    }));
+    ctx.observed().nodes.replace_all(churned);
+    reconcile_fleet(&ctx).await.expect("churn");
+    assert_eq!(take(&api), vec![], "steady state and churn: no request");
+    assert_eq!(eks.take_calls(), Vec::<&str>::new(), "and no EKS call");
+    api.assert_clean();
+}

@@ -221,3 +221,104 @@ async fn watch_expired_with_410_relists_and_the_cache_follows() {
     assert_eq!(lists, 2);
     api.assert_clean();
 }
+
+/// EKS add-on mode against the in-process EKS: throttling and server faults fail the reconcile
+/// (retried with backoff) and converge; a refusal is a condition and is not sent again.
+mod eks_addon {
+    use super::*;
+    use vpc_cni_tuner::testing::{EKS_ADDON_ENV, FakeEks, default_policy, eks_addon_ds};
+
+    fn setup() -> (Context, Verifier, FakeEks) {
+        let (ctx, api, eks) = MockApi::addon(true);
+        api.fill(
+            &ctx,
+            vec![default_policy()],
+            vec![node("t3.medium")],
+            Some(&eks_addon_ds(EKS_ADDON_ENV, &[])),
+        );
+        (ctx, api, eks)
+    }
+
+    fn sent() -> Vec<Step> {
+        vec![
+            event(|body| assert_eq!(body["reason"], "EksAddonUpdated")),
+            status("default", |body| {
+                assert_eq!(condition(body, "CNIConfigured")["reason"], "AddonUpdating")
+            }),
+        ]
+    }
+
+    #[tokio::test]
+    async fn throttled_update_addon_is_retried_and_converges() {
+        let (ctx, api, eks) = setup();
+        eks.fail_next("UpdateAddon", "ThrottlingException", 400);
+        let err = api.attempt(&ctx, vec![]).await.expect_err("throttled");
+        assert_eq!(err.kind(), "aws");
+        assert_eq!(
+            eks.take_calls(),
+            ["DescribeAddon", "DescribeAddonConfiguration", "UpdateAddon"]
+        );
+        let report = api.reconcile(&ctx, sent()).await;
+        assert!(report.addon_updated);
+        assert_eq!(eks.take_calls(), ["UpdateAddon"], "schema and read cached");
+        assert_eq!(eks.state().updates.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn server_error_on_describe_addon_is_retried_and_converges() {
+        let (ctx, api, eks) = setup();
+        eks.fail_next("DescribeAddon", "ServerException", 500);
+        let err = api.attempt(&ctx, vec![]).await.expect_err("5xx");
+        assert_eq!(err.kind(), "aws");
+        let report = api.reconcile(&ctx, sent()).await;
+        assert!(report.addon_updated);
+    }
+
+    #[tokio::test]
+    async fn access_denied_is_a_condition_naming_the_action_and_not_resent() {
+        let (ctx, api, eks) = setup();
+        eks.fail_next("UpdateAddon", "AccessDeniedException", 403);
+        let report = api
+            .reconcile(
+                &ctx,
+                vec![status("default", |body| {
+                    let cni = condition(body, "CNIConfigured");
+                    assert_eq!(cni["status"], "False");
+                    assert_eq!(cni["reason"], "AccessDenied");
+                    let message = cni["message"].as_str().unwrap();
+                    assert!(message.contains("allow eks:UpdateAddon"), "{message}");
+                })],
+            )
+            .await;
+        assert!(!report.addon_updated);
+        eks.take_calls();
+        api.sync_policies(&ctx);
+        assert_eq!(api.reconcile(&ctx, vec![]).await, Default::default());
+        assert_eq!(eks.take_calls(), Vec::<&str>::new(), "not sent again");
+    }
+
+    #[tokio::test]
+    async fn a_change_while_an_update_runs_waits_for_it() {
+        let (ctx, api, eks) = setup();
+        api.reconcile(&ctx, sent()).await;
+        // The policy changes while EKS still applies the first update: the operator follows
+        // it and waits instead of sending a second one, which EKS would refuse.
+        eks.take_calls();
+        api.sync_policies(&ctx);
+        eks.state().status = "UPDATING".into();
+        ctx.observed()
+            .nodes
+            .replace_all([("node-0".to_owned(), node("m5.24xlarge"))]);
+        let report = api
+            .reconcile(
+                &ctx,
+                vec![status("default", |body| {
+                    let cni = condition(body, "CNIConfigured");
+                    assert_eq!(cni["reason"], "AddonUpdating");
+                })],
+            )
+            .await;
+        assert!(!report.addon_updated);
+        assert!(!eks.take_calls().contains(&"UpdateAddon"));
+    }
+}

@@ -437,88 +437,17 @@ mod karpenter {
 
 mod with_ec2 {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
     use base64::Engine as _;
-    use vpc_cni_tuner::aws::Ec2Error;
-    use vpc_cni_tuner::aws::Ec2Provider;
-    use vpc_cni_tuner::aws::launch_templates::LaunchTemplateData;
-    use vpc_cni_tuner::aws::launch_templates::{LaunchTemplateApi, TemplateRef, TemplateVersion};
-    use vpc_cni_tuner::instance::{InstanceCatalog, InstanceLimits};
-
-    /// An in-memory EC2: one AL2 template, and live facts for `zz9.huge`.
-    #[derive(Default)]
-    struct FakeEc2 {
-        created: Mutex<Vec<String>>,
-        defaults: Mutex<Vec<i64>>,
-        type_lookups: Mutex<Vec<Vec<String>>>,
-    }
-
-    #[async_trait::async_trait]
-    impl LaunchTemplateApi for FakeEc2 {
-        async fn read_version(
-            &self,
-            _: &TemplateRef,
-            _: &str,
-        ) -> Result<TemplateVersion, Ec2Error> {
-            Ok(TemplateVersion {
-                template_id: "lt-0abc".into(),
-                template_name: Some("web".into()),
-                version: 1,
-                default_version: true,
-                data: LaunchTemplateData::with_user_data(
-                    base64::engine::general_purpose::STANDARD
-                        .encode("#!/bin/bash\n/etc/eks/bootstrap.sh prod\n"),
-                ),
-            })
-        }
-        async fn create_version(
-            &self,
-            _: &TemplateVersion,
-            user_data: &str,
-            _: &str,
-        ) -> Result<i64, Ec2Error> {
-            self.created.lock().unwrap().push(user_data.to_owned());
-            Ok(2)
-        }
-        async fn set_default_version(&self, _: &str, version: i64) -> Result<(), Ec2Error> {
-            self.defaults.lock().unwrap().push(version);
-            Ok(())
-        }
-        async fn instances_of(&self, _: &str) -> Result<Vec<String>, Ec2Error> {
-            Ok(vec![])
-        }
-        async fn instance_types(
-            &self,
-            names: &[String],
-        ) -> Result<Vec<(String, InstanceLimits)>, Ec2Error> {
-            self.type_lookups.lock().unwrap().push(names.to_vec());
-            let m5 = InstanceCatalog::embedded().lookup("m5.large").unwrap();
-            Ok(names
-                .iter()
-                .filter(|n| *n == "zz9.huge")
-                .map(|n| (n.clone(), m5))
-                .collect())
-        }
-    }
-
-    struct Provider(Arc<FakeEc2>);
-
-    #[async_trait::async_trait]
-    impl Ec2Provider for Provider {
-        async fn api(
-            &self,
-            _: Option<&str>,
-        ) -> Result<Arc<dyn LaunchTemplateApi>, vpc_cni_tuner::aws::Ec2Error> {
-            Ok(self.0.clone())
-        }
-    }
+    use vpc_cni_tuner::instance::InstanceCatalog;
+    use vpc_cni_tuner::testing::FakeEc2;
 
     #[tokio::test]
     async fn launch_template_gets_max_pods_and_the_status_reports_it() {
         let (ctx, api) = MockApi::new();
-        let fake = Arc::new(FakeEc2::default());
-        let ctx = ctx.with_ec2(Arc::new(Provider(fake.clone())));
+        let fake = FakeEc2::default();
+        let ctx = ctx.with_ec2(Arc::new(fake.clone()));
         api.fill(
             &ctx,
             vec![policy(
@@ -554,7 +483,7 @@ mod with_ec2 {
             ],
         )
         .await;
-        let created = fake.created.lock().unwrap().clone();
+        let created = fake.state().created.clone();
         assert_eq!(created.len(), 1);
         let script = base64::engine::general_purpose::STANDARD
             .decode(&created[0])
@@ -564,7 +493,7 @@ mod with_ec2 {
                 .unwrap()
                 .contains("--max-pods=110")
         );
-        assert_eq!(*fake.defaults.lock().unwrap(), vec![2]);
+        assert_eq!(fake.state().defaults, vec![2]);
     }
 
     #[tokio::test]
@@ -573,8 +502,10 @@ mod with_ec2 {
             vec![node("zz9.huge"), node("zz9.huge")],
             Some(&aws_node_ds(DEFAULT_ENV, &[])),
         );
-        let fake = Arc::new(FakeEc2::default());
-        let ctx = ctx.with_ec2(Arc::new(Provider(fake.clone())));
+        let fake = FakeEc2::default();
+        let m5 = InstanceCatalog::embedded().lookup("m5.large").unwrap();
+        fake.state().live_types.insert("zz9.huge".into(), m5);
+        let ctx = ctx.with_ec2(Arc::new(fake.clone()));
         let report = api
             .reconcile(
                 &ctx,
@@ -594,12 +525,192 @@ mod with_ec2 {
             .await;
         assert!(report.daemonset_written);
         assert_eq!(
-            *fake.type_lookups.lock().unwrap(),
+            fake.state().type_lookups,
             vec![vec!["zz9.huge".to_owned()]],
             "one batched call"
         );
         // Cached: planning again asks EC2 nothing.
         let _ = vpc_cni_tuner::controller::plan_now(&ctx);
-        assert_eq!(fake.type_lookups.lock().unwrap().len(), 1);
+        assert_eq!(fake.state().type_lookups.len(), 1);
+    }
+}
+
+/// The EKS managed add-on owns aws-node: the env goes into its configurationValues through the
+/// in-process EKS, never into the DaemonSet.
+mod eks_addon {
+    use super::*;
+    use std::time::Duration;
+
+    use http::Method;
+    use serde_json::Value;
+    use vpc_cni_tuner::controller::Context;
+    use vpc_cni_tuner::testing::{EKS_ADDON_ENV, FakeEks, eks_addon_ds};
+
+    fn cluster(spec: Value, owned: &[&str]) -> (Context, Verifier, FakeEks) {
+        let (ctx, api, eks) = MockApi::addon(true);
+        api.fill(
+            &ctx,
+            vec![policy("default", "2026-01-01T00:00:00Z", spec, None)],
+            vec![node("t3.medium")],
+            Some(&eks_addon_ds(EKS_ADDON_ENV, owned)),
+        );
+        (ctx, api, eks)
+    }
+
+    fn sent_env(eks: &FakeEks) -> Value {
+        let values = eks.state().configuration_values.clone().expect("sent");
+        serde_json::from_str::<Value>(&values).expect("JSON")["env"].clone()
+    }
+
+    #[tokio::test]
+    async fn the_env_goes_into_configuration_values_then_nothing_more() {
+        let (ctx, api, eks) = cluster(json!({}), &[]);
+        let report = api
+            .reconcile(
+                &ctx,
+                vec![
+                    event(|body| {
+                        assert_eq!(body["reason"], "EksAddonUpdated");
+                        let note = body["note"].as_str().unwrap();
+                        assert!(note.contains("cluster prod"), "{note}");
+                        assert!(note.contains("update update-1"), "{note}");
+                    }),
+                    status("default", |body| {
+                        let config = &body["status"]["cniConfig"];
+                        assert_eq!(config["via"], "EksAddon");
+                        assert_eq!(config["eksAddon"]["clusterName"], "prod");
+                        assert_eq!(config["eksAddon"]["lastUpdateId"], "update-1");
+                        assert_eq!(
+                            config["eksAddon"]["env"]["ENABLE_PREFIX_DELEGATION"],
+                            "true"
+                        );
+                        let cni = condition(body, "CNIConfigured");
+                        assert_eq!(cni["status"], "False");
+                        assert_eq!(cni["reason"], "AddonUpdating");
+                    }),
+                ],
+            )
+            .await;
+        assert!(report.addon_updated);
+        assert!(!report.daemonset_written);
+        assert_eq!(report.requeue_after, Some(Duration::from_secs(3)));
+        assert_eq!(
+            eks.take_calls(),
+            ["DescribeAddon", "DescribeAddonConfiguration", "UpdateAddon"]
+        );
+        assert_eq!(
+            sent_env(&eks),
+            json!({"ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "1"})
+        );
+
+        // EKS applies it; the next pass follows the update and reports InSync.
+        api.eks_applies(&ctx, &eks);
+        api.sync_policies(&ctx);
+        let report = api
+            .reconcile(
+                &ctx,
+                vec![status("default", |body| {
+                    let cni = condition(body, "CNIConfigured");
+                    assert_eq!(cni["status"], "True", "{cni}");
+                    assert_eq!(cni["reason"], "InSync");
+                    let addon = &body["status"]["cniConfig"]["eksAddon"];
+                    assert_eq!(addon["lastUpdateStatus"], "Successful");
+                })],
+            )
+            .await;
+        assert!(!report.addon_updated);
+        assert_eq!(eks.take_calls(), ["DescribeAddon", "DescribeUpdate"]);
+
+        // Steady state: not a request to either API.
+        api.sync_policies(&ctx);
+        for _ in 0..3 {
+            assert_eq!(
+                api.reconcile(&ctx, vec![]).await,
+                ReconcileReport::default()
+            );
+        }
+        assert_eq!(eks.take_calls(), Vec::<&str>::new());
+    }
+
+    #[tokio::test]
+    async fn fields_a_daemonset_mode_run_owned_are_released_first() {
+        let (ctx, api, eks) = cluster(json!({}), PREFIX_OWNED);
+        api.reconcile(
+            &ctx,
+            vec![
+                Step::new(Method::PATCH, DS_PATH, |body| {
+                    let ops = body.as_array().expect("a JSON patch");
+                    assert_eq!(ops[0]["op"], "test");
+                    assert_eq!(ops[0]["value"], "vpc-cni-tuner");
+                    assert_eq!(ops[1]["op"], "remove");
+                }),
+                event(|body| assert_eq!(body["reason"], "EksAddonUpdated")),
+                status("default", |_| {}),
+            ],
+        )
+        .await;
+        let managers: Vec<Value> = api.daemonset()["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["manager"].clone())
+            .collect();
+        assert_eq!(managers, [json!("eks")], "the values stay, EKS's alone");
+        assert!(eks.take_calls().contains(&"UpdateAddon"));
+    }
+
+    #[tokio::test]
+    async fn dry_run_shows_the_document_and_sends_nothing() {
+        let (ctx, api, eks) = cluster(json!({"enforcement": "DryRun"}), &[]);
+        api.reconcile(
+            &ctx,
+            vec![status("default", |body| {
+                let cni = condition(body, "CNIConfigured");
+                assert_eq!(cni["reason"], "DryRun");
+                let message = cni["message"].as_str().unwrap();
+                assert!(
+                    message.contains(r#"would send configurationValues {"env":{"ENABLE_PREFIX_DELEGATION":"true""#),
+                    "{message}"
+                );
+            })],
+        )
+        .await;
+        assert_eq!(eks.take_calls(), ["DescribeAddon"]);
+    }
+
+    #[tokio::test]
+    async fn a_follower_calls_no_eks_api() {
+        let (ctx, api, eks) = MockApi::addon(false);
+        api.fill(
+            &ctx,
+            vec![default_policy()],
+            vec![node("t3.medium")],
+            Some(&eks_addon_ds(EKS_ADDON_ENV, &[])),
+        );
+        assert_eq!(
+            api.reconcile(&ctx, vec![]).await,
+            ReconcileReport::default()
+        );
+        assert_eq!(eks.take_calls(), Vec::<&str>::new());
+    }
+
+    #[tokio::test]
+    async fn an_update_someone_else_started_is_waited_for() {
+        let (ctx, api, eks) = cluster(json!({}), &[]);
+        eks.state().status = "UPDATING".into();
+        let report = api
+            .reconcile(
+                &ctx,
+                vec![status("default", |body| {
+                    let cni = condition(body, "CNIConfigured");
+                    assert_eq!(cni["reason"], "AddonUpdating");
+                    let message = cni["message"].as_str().unwrap();
+                    assert!(message.contains("in progress"), "{message}");
+                })],
+            )
+            .await;
+        assert!(!report.addon_updated);
+        assert_eq!(report.requeue_after, Some(Duration::from_secs(3)));
+        assert_eq!(eks.take_calls(), ["DescribeAddon"]);
     }
 }

@@ -41,9 +41,12 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use vpc_cni_tuner::controller::{Context, Error, ReconcileReport, reconcile_fleet};
 use vpc_cni_tuner::crd::{DaemonSetRef, FIELD_MANAGER, NodeNetworkPolicy};
+use vpc_cni_tuner::eks_addon::CniConfigVia;
 use vpc_cni_tuner::observe::facts::aws_node_facts;
 use vpc_cni_tuner::plan::NodeFacts;
-use vpc_cni_tuner::testing::{default_policy, owned_env_fields};
+use vpc_cni_tuner::testing::{
+    EKS_ADDON_ENV, FakeEks, default_policy, eks_addon_ds, owned_env_fields,
+};
 
 use super::rbac::{DEFAULT_NAMES, Names, access, permitting};
 
@@ -312,7 +315,23 @@ impl FakeApi {
                 );
                 state.problems.push(problem);
             }
-            if method == Method::PATCH {
+            if method == Method::PATCH && content_type == "application/json-patch+json" {
+                // Only the add-on mode's release of this operator's managedFields entries.
+                let releases = body.as_array().is_some_and(|ops| {
+                    ops.iter().all(|op| {
+                        op["path"]
+                            .as_str()
+                            .is_some_and(|p| p.starts_with("/metadata/managedFields/"))
+                            && (op["op"] == "remove"
+                                || (op["op"] == "test" && op["value"] == FIELD_MANAGER))
+                    })
+                });
+                if !releases {
+                    state.problems.push(format!(
+                        "PATCH {uri}: a JSON patch that is not a release of {FIELD_MANAGER}'s managedFields"
+                    ));
+                }
+            } else if method == Method::PATCH {
                 let params = query_params(&query);
                 let manager = params.get("fieldManager").map(String::as_str);
                 if manager != Some(FIELD_MANAGER)
@@ -473,6 +492,14 @@ impl State {
                     return json(404, status_body(404, "NotFound"));
                 };
                 match route.subresource.as_deref() {
+                    _ if body.is_array() => {
+                        let applied = serde_json::from_value::<json_patch::Patch>(body)
+                            .ok()
+                            .and_then(|patch| json_patch::patch(&mut object, &patch).ok());
+                        if applied.is_none() {
+                            return json(422, status_body(422, "Invalid"));
+                        }
+                    }
                     Some("status") => object["status"] = body["status"].clone(),
                     _ if route.resource == "daemonsets" => apply_container_env(&mut object, &body),
                     _ => merge(&mut object["spec"], &body["spec"]),
@@ -825,6 +852,15 @@ impl MockApi {
         Self::with_leader(false)
     }
 
+    /// A context in add-on mode's default (`--cni-config-via auto`, the cluster name from
+    /// aws-node's `CLUSTER_NAME`) with the in-process EKS.
+    pub fn addon(leader: bool) -> (Context, Verifier, FakeEks) {
+        let (ctx, api) = Self::with_leader(leader);
+        let eks = FakeEks::default();
+        let ctx = ctx.with_eks(CniConfigVia::Auto, None, Arc::new(eks.clone()));
+        (ctx, api, eks)
+    }
+
     fn with_leader(leader: bool) -> (Context, Verifier) {
         let api = FakeApi::new();
         let ctx = Context::new(
@@ -876,6 +912,26 @@ impl Verifier {
         ctx.observed()
             .aws_node
             .replace_all(ds.map(|ds| ("kube-system/aws-node".to_owned(), aws_node_facts(ds))));
+    }
+
+    /// EKS applies the add-on's configurationValues to aws-node, as it does after an update:
+    /// the add-on's env over the add-on's defaults, in the fake and in the cache.
+    pub fn eks_applies(&self, ctx: &Context, eks: &FakeEks) {
+        let values = eks.state().configuration_values.clone().unwrap_or_default();
+        let document: Value = serde_json::from_str(&values).unwrap_or(Value::Null);
+        let mut env: BTreeMap<String, String> = EKS_ADDON_ENV
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        for (name, value) in document["env"].as_object().into_iter().flatten() {
+            env.insert(name.clone(), value.as_str().unwrap_or_default().to_owned());
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let ds = eks_addon_ds(&env, &[]);
+        self.api.insert(&ds);
+        ctx.observed()
+            .aws_node
+            .replace_all([("kube-system/aws-node".to_owned(), aws_node_facts(&ds))]);
     }
 
     /// The aws-node DaemonSet as the fake holds it now.
