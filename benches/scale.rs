@@ -161,16 +161,8 @@ struct ModeFigures {
     reference: ReferenceFigures,
 }
 
-async fn run(nodes_wanted: usize, mode: ListMode) -> Option<ModeFigures> {
-    let api = ApiServer::start_with(mode).await?;
-    let admin = api.client().await;
-    let out = api.kubectl(&["apply", "-f", concat!(env!("CARGO_MANIFEST_DIR"), "/crds/")]);
-    assert!(out.status.success());
-    api.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/nodenetworkpolicies.tuner.vpccni.io",
-    ]);
+/// aws-node and `nodes_wanted` kubelet-sized Nodes.
+async fn seed(admin: &kube::Client, nodes_wanted: usize, mode: ListMode) {
     // A self-managed VPC CNI (created as Helm 3 does): the operator writes the DaemonSet.
     let daemonsets: Api<DaemonSet> = Api::namespaced(admin.clone(), "kube-system");
     let helm = PostParams {
@@ -212,6 +204,19 @@ async fn run(nodes_wanted: usize, mode: ListMode) -> Option<ModeFigures> {
         mode.label(),
         nodes_wanted as f64 / created.as_secs_f64()
     );
+}
+
+async fn run(nodes_wanted: usize, mode: ListMode) -> Option<ModeFigures> {
+    let api = ApiServer::start_with(mode).await?;
+    let admin = api.client().await;
+    let out = api.kubectl(&["apply", "-f", concat!(env!("CARGO_MANIFEST_DIR"), "/crds/")]);
+    assert!(out.status.success());
+    api.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/nodenetworkpolicies.tuner.vpccni.io",
+    ]);
+    seed(&admin, nodes_wanted, mode).await;
 
     let runs: usize = std::env::var("SCALE_RUNS")
         .ok()

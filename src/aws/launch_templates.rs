@@ -231,47 +231,12 @@ pub fn request_data(
                 .set_name(p.name().map(str::to_owned))
                 .build()
         }))
-        .set_block_device_mappings(non_empty(s.block_device_mappings().iter().map(|m| {
-            LaunchTemplateBlockDeviceMappingRequest::builder()
-                .set_device_name(m.device_name().map(str::to_owned))
-                .set_virtual_name(m.virtual_name().map(str::to_owned))
-                .set_no_device(m.no_device().map(str::to_owned))
-                .set_ebs(m.ebs().map(|e| {
-                    LaunchTemplateEbsBlockDeviceRequest::builder()
-                        .set_encrypted(e.encrypted())
-                        .set_delete_on_termination(e.delete_on_termination())
-                        .set_iops(e.iops())
-                        .set_kms_key_id(e.kms_key_id().map(str::to_owned))
-                        .set_snapshot_id(e.snapshot_id().map(str::to_owned))
-                        .set_volume_size(e.volume_size())
-                        .set_volume_type(e.volume_type().cloned())
-                        .set_throughput(e.throughput())
-                        .set_volume_initialization_rate(e.volume_initialization_rate())
-                        .build()
-                }))
-                .build()
-        })))
-        .set_network_interfaces(non_empty(s.network_interfaces().iter().map(|n| {
-            LaunchTemplateInstanceNetworkInterfaceSpecificationRequest::builder()
-                .set_associate_carrier_ip_address(n.associate_carrier_ip_address())
-                .set_associate_public_ip_address(n.associate_public_ip_address())
-                .set_delete_on_termination(n.delete_on_termination())
-                .set_description(n.description().map(str::to_owned))
-                .set_device_index(n.device_index())
-                .set_groups(non_empty(n.groups().iter().cloned()))
-                .set_interface_type(n.interface_type().map(str::to_owned))
-                .set_ipv6_address_count(n.ipv6_address_count())
-                .set_network_interface_id(n.network_interface_id().map(str::to_owned))
-                .set_private_ip_address(n.private_ip_address().map(str::to_owned))
-                .set_private_ip_addresses(non_empty(n.private_ip_addresses().iter().cloned()))
-                .set_secondary_private_ip_address_count(n.secondary_private_ip_address_count())
-                .set_subnet_id(n.subnet_id().map(str::to_owned))
-                .set_network_card_index(n.network_card_index())
-                .set_ipv4_prefix_count(n.ipv4_prefix_count())
-                .set_ipv6_prefix_count(n.ipv6_prefix_count())
-                .set_primary_ipv6(n.primary_ipv6())
-                .build()
-        })))
+        .set_block_device_mappings(non_empty(
+            s.block_device_mappings().iter().map(block_device),
+        ))
+        .set_network_interfaces(non_empty(
+            s.network_interfaces().iter().map(network_interface),
+        ))
         .set_image_id(s.image_id().map(str::to_owned))
         .set_instance_type(s.instance_type().cloned())
         .set_key_name(s.key_name().map(str::to_owned))
@@ -280,19 +245,7 @@ pub fn request_data(
                 .set_enabled(m.enabled())
                 .build()
         }))
-        .set_placement(s.placement().map(|p| {
-            LaunchTemplatePlacementRequest::builder()
-                .set_availability_zone(p.availability_zone().map(str::to_owned))
-                .set_affinity(p.affinity().map(str::to_owned))
-                .set_group_name(p.group_name().map(str::to_owned))
-                .set_host_id(p.host_id().map(str::to_owned))
-                .set_tenancy(p.tenancy().cloned())
-                .set_spread_domain(p.spread_domain().map(str::to_owned))
-                .set_host_resource_group_arn(p.host_resource_group_arn().map(str::to_owned))
-                .set_partition_number(p.partition_number())
-                .set_group_id(p.group_id().map(str::to_owned))
-                .build()
-        }))
+        .set_placement(s.placement().map(placement))
         .set_ram_disk_id(s.ram_disk_id().map(str::to_owned))
         .set_disable_api_termination(s.disable_api_termination())
         .set_instance_initiated_shutdown_behavior(s.instance_initiated_shutdown_behavior().cloned())
@@ -305,22 +258,7 @@ pub fn request_data(
         })))
         .set_security_group_ids(non_empty(s.security_group_ids().iter().cloned()))
         .set_security_groups(non_empty(s.security_groups().iter().cloned()))
-        .set_instance_market_options(s.instance_market_options().map(|m| {
-            LaunchTemplateInstanceMarketOptionsRequest::builder()
-                .set_market_type(m.market_type().cloned())
-                .set_spot_options(m.spot_options().map(|o| {
-                    LaunchTemplateSpotMarketOptionsRequest::builder()
-                        .set_max_price(o.max_price().map(str::to_owned))
-                        .set_spot_instance_type(o.spot_instance_type().cloned())
-                        .set_block_duration_minutes(o.block_duration_minutes())
-                        .set_valid_until(o.valid_until().cloned())
-                        .set_instance_interruption_behavior(
-                            o.instance_interruption_behavior().cloned(),
-                        )
-                        .build()
-                }))
-                .build()
-        }))
+        .set_instance_market_options(s.instance_market_options().map(market_options))
         .set_credit_specification(s.credit_specification().map(|c| {
             CreditSpecificationRequest::builder()
                 .set_cpu_credits(c.cpu_credits().map(str::to_owned))
@@ -333,20 +271,10 @@ pub fn request_data(
                 .set_amd_sev_snp(c.amd_sev_snp().cloned())
                 .build()
         }))
-        .set_capacity_reservation_specification(s.capacity_reservation_specification().map(|c| {
-            LaunchTemplateCapacityReservationSpecificationRequest::builder()
-                .set_capacity_reservation_preference(c.capacity_reservation_preference().cloned())
-                .set_capacity_reservation_target(c.capacity_reservation_target().map(|t| {
-                    CapacityReservationTarget::builder()
-                        .set_capacity_reservation_id(t.capacity_reservation_id().map(str::to_owned))
-                        .set_capacity_reservation_resource_group_arn(
-                            t.capacity_reservation_resource_group_arn()
-                                .map(str::to_owned),
-                        )
-                        .build()
-                }))
-                .build()
-        }))
+        .set_capacity_reservation_specification(
+            s.capacity_reservation_specification()
+                .map(capacity_reservation),
+        )
         .set_license_specifications(non_empty(s.license_specifications().iter().map(|l| {
             LaunchTemplateLicenseConfigurationRequest::builder()
                 .set_license_configuration_arn(l.license_configuration_arn().map(str::to_owned))
@@ -357,33 +285,136 @@ pub fn request_data(
                 .set_configured(h.configured())
                 .build()
         }))
-        .set_metadata_options(s.metadata_options().map(|m| {
-            LaunchTemplateInstanceMetadataOptionsRequest::builder()
-                .set_http_tokens(m.http_tokens().cloned())
-                .set_http_put_response_hop_limit(m.http_put_response_hop_limit())
-                .set_http_endpoint(m.http_endpoint().cloned())
-                .set_http_protocol_ipv6(m.http_protocol_ipv6().cloned())
-                .set_instance_metadata_tags(m.instance_metadata_tags().cloned())
-                .build()
-        }))
+        .set_metadata_options(s.metadata_options().map(metadata_options))
         .set_enclave_options(s.enclave_options().map(|e| {
             LaunchTemplateEnclaveOptionsRequest::builder()
                 .set_enabled(e.enabled())
                 .build()
         }))
-        .set_private_dns_name_options(s.private_dns_name_options().map(|p| {
-            LaunchTemplatePrivateDnsNameOptionsRequest::builder()
-                .set_hostname_type(p.hostname_type().cloned())
-                .set_enable_resource_name_dns_a_record(p.enable_resource_name_dns_a_record())
-                .set_enable_resource_name_dns_aaaa_record(p.enable_resource_name_dns_aaaa_record())
-                .build()
-        }))
+        .set_private_dns_name_options(s.private_dns_name_options().map(private_dns_name))
         .set_maintenance_options(s.maintenance_options().map(|m| {
             LaunchTemplateInstanceMaintenanceOptionsRequest::builder()
                 .set_auto_recovery(m.auto_recovery().cloned())
                 .build()
         }))
         .set_disable_api_stop(s.disable_api_stop())
+        .build()
+}
+
+fn block_device(
+    m: &aws_sdk_ec2::types::LaunchTemplateBlockDeviceMapping,
+) -> LaunchTemplateBlockDeviceMappingRequest {
+    LaunchTemplateBlockDeviceMappingRequest::builder()
+        .set_device_name(m.device_name().map(str::to_owned))
+        .set_virtual_name(m.virtual_name().map(str::to_owned))
+        .set_no_device(m.no_device().map(str::to_owned))
+        .set_ebs(m.ebs().map(|e| {
+            LaunchTemplateEbsBlockDeviceRequest::builder()
+                .set_encrypted(e.encrypted())
+                .set_delete_on_termination(e.delete_on_termination())
+                .set_iops(e.iops())
+                .set_kms_key_id(e.kms_key_id().map(str::to_owned))
+                .set_snapshot_id(e.snapshot_id().map(str::to_owned))
+                .set_volume_size(e.volume_size())
+                .set_volume_type(e.volume_type().cloned())
+                .set_throughput(e.throughput())
+                .set_volume_initialization_rate(e.volume_initialization_rate())
+                .build()
+        }))
+        .build()
+}
+
+fn network_interface(
+    n: &aws_sdk_ec2::types::LaunchTemplateInstanceNetworkInterfaceSpecification,
+) -> LaunchTemplateInstanceNetworkInterfaceSpecificationRequest {
+    LaunchTemplateInstanceNetworkInterfaceSpecificationRequest::builder()
+        .set_associate_carrier_ip_address(n.associate_carrier_ip_address())
+        .set_associate_public_ip_address(n.associate_public_ip_address())
+        .set_delete_on_termination(n.delete_on_termination())
+        .set_description(n.description().map(str::to_owned))
+        .set_device_index(n.device_index())
+        .set_groups(non_empty(n.groups().iter().cloned()))
+        .set_interface_type(n.interface_type().map(str::to_owned))
+        .set_ipv6_address_count(n.ipv6_address_count())
+        .set_network_interface_id(n.network_interface_id().map(str::to_owned))
+        .set_private_ip_address(n.private_ip_address().map(str::to_owned))
+        .set_private_ip_addresses(non_empty(n.private_ip_addresses().iter().cloned()))
+        .set_secondary_private_ip_address_count(n.secondary_private_ip_address_count())
+        .set_subnet_id(n.subnet_id().map(str::to_owned))
+        .set_network_card_index(n.network_card_index())
+        .set_ipv4_prefix_count(n.ipv4_prefix_count())
+        .set_ipv6_prefix_count(n.ipv6_prefix_count())
+        .set_primary_ipv6(n.primary_ipv6())
+        .build()
+}
+
+fn placement(p: &aws_sdk_ec2::types::LaunchTemplatePlacement) -> LaunchTemplatePlacementRequest {
+    LaunchTemplatePlacementRequest::builder()
+        .set_availability_zone(p.availability_zone().map(str::to_owned))
+        .set_affinity(p.affinity().map(str::to_owned))
+        .set_group_name(p.group_name().map(str::to_owned))
+        .set_host_id(p.host_id().map(str::to_owned))
+        .set_tenancy(p.tenancy().cloned())
+        .set_spread_domain(p.spread_domain().map(str::to_owned))
+        .set_host_resource_group_arn(p.host_resource_group_arn().map(str::to_owned))
+        .set_partition_number(p.partition_number())
+        .set_group_id(p.group_id().map(str::to_owned))
+        .build()
+}
+
+fn market_options(
+    m: &aws_sdk_ec2::types::LaunchTemplateInstanceMarketOptions,
+) -> LaunchTemplateInstanceMarketOptionsRequest {
+    LaunchTemplateInstanceMarketOptionsRequest::builder()
+        .set_market_type(m.market_type().cloned())
+        .set_spot_options(m.spot_options().map(|o| {
+            LaunchTemplateSpotMarketOptionsRequest::builder()
+                .set_max_price(o.max_price().map(str::to_owned))
+                .set_spot_instance_type(o.spot_instance_type().cloned())
+                .set_block_duration_minutes(o.block_duration_minutes())
+                .set_valid_until(o.valid_until().cloned())
+                .set_instance_interruption_behavior(o.instance_interruption_behavior().cloned())
+                .build()
+        }))
+        .build()
+}
+
+fn capacity_reservation(
+    c: &aws_sdk_ec2::types::LaunchTemplateCapacityReservationSpecificationResponse,
+) -> LaunchTemplateCapacityReservationSpecificationRequest {
+    LaunchTemplateCapacityReservationSpecificationRequest::builder()
+        .set_capacity_reservation_preference(c.capacity_reservation_preference().cloned())
+        .set_capacity_reservation_target(c.capacity_reservation_target().map(|t| {
+            CapacityReservationTarget::builder()
+                .set_capacity_reservation_id(t.capacity_reservation_id().map(str::to_owned))
+                .set_capacity_reservation_resource_group_arn(
+                    t.capacity_reservation_resource_group_arn()
+                        .map(str::to_owned),
+                )
+                .build()
+        }))
+        .build()
+}
+
+fn metadata_options(
+    m: &aws_sdk_ec2::types::LaunchTemplateInstanceMetadataOptions,
+) -> LaunchTemplateInstanceMetadataOptionsRequest {
+    LaunchTemplateInstanceMetadataOptionsRequest::builder()
+        .set_http_tokens(m.http_tokens().cloned())
+        .set_http_put_response_hop_limit(m.http_put_response_hop_limit())
+        .set_http_endpoint(m.http_endpoint().cloned())
+        .set_http_protocol_ipv6(m.http_protocol_ipv6().cloned())
+        .set_instance_metadata_tags(m.instance_metadata_tags().cloned())
+        .build()
+}
+
+fn private_dns_name(
+    p: &aws_sdk_ec2::types::LaunchTemplatePrivateDnsNameOptions,
+) -> LaunchTemplatePrivateDnsNameOptionsRequest {
+    LaunchTemplatePrivateDnsNameOptionsRequest::builder()
+        .set_hostname_type(p.hostname_type().cloned())
+        .set_enable_resource_name_dns_a_record(p.enable_resource_name_dns_a_record())
+        .set_enable_resource_name_dns_aaaa_record(p.enable_resource_name_dns_aaaa_record())
         .build()
 }
 

@@ -302,6 +302,56 @@ fn decide_prefix_delegation(
     }
 }
 
+/// The aws-node env of a group: prefix delegation and the warm-pool targets.
+fn group_env(
+    request: &TuningRequest,
+    types: &[InstanceFacts<'_>],
+    prefix_delegation: bool,
+    instance_types: &[InstanceRecommendation],
+    warnings: &mut Vec<String>,
+) -> Result<BTreeMap<String, String>, TuningError> {
+    let mut env = BTreeMap::new();
+    env.insert(
+        ENABLE_PREFIX_DELEGATION.to_owned(),
+        prefix_delegation.to_string(),
+    );
+    if request.ip_family == IpFamily::Ipv4 {
+        let capacities: Vec<(&str, u32)> = instance_types
+            .iter()
+            .map(|t| {
+                let capacity = t
+                    .max_pods_ip_limit
+                    .unwrap_or_default()
+                    .saturating_sub(max_pods::HOST_NETWORK_SYSTEM_PODS);
+                (t.instance_type.as_str(), capacity)
+            })
+            .collect();
+        let shape = GroupShape {
+            min_pod_ips_per_eni: types
+                .iter()
+                .map(|f| f.limits.ipv4_per_eni.saturating_sub(1))
+                .min()
+                .unwrap_or_default(),
+            min_pod_ip_capacity: capacities.iter().map(|(_, c)| *c).min().unwrap_or_default(),
+        };
+        let targets = warm_pool::resolve(
+            &request.warm_pool,
+            prefix_delegation,
+            shape,
+            &capacities,
+            warnings,
+        )?;
+        env.extend(targets.env());
+    } else if request.warm_pool.explicit != WarmPoolTargets::default() {
+        warnings.push(
+            "warm-pool targets are ignored in IPv6 clusters (each ENI gets a /80 prefix); they \
+             were not set"
+                .to_owned(),
+        );
+    }
+    Ok(env)
+}
+
 /// Recommends the aws-node env and maxPods for a group of instance types.
 pub fn recommend(
     request: &TuningRequest,
@@ -372,45 +422,13 @@ pub fn recommend(
         .min()
         .unwrap_or_default();
 
-    let mut env = BTreeMap::new();
-    env.insert(
-        ENABLE_PREFIX_DELEGATION.to_owned(),
-        prefix_delegation.to_string(),
-    );
-    if request.ip_family == IpFamily::Ipv4 {
-        let capacities: Vec<(&str, u32)> = instance_types
-            .iter()
-            .map(|t| {
-                let capacity = t
-                    .max_pods_ip_limit
-                    .unwrap_or_default()
-                    .saturating_sub(max_pods::HOST_NETWORK_SYSTEM_PODS);
-                (t.instance_type.as_str(), capacity)
-            })
-            .collect();
-        let shape = GroupShape {
-            min_pod_ips_per_eni: types
-                .iter()
-                .map(|f| f.limits.ipv4_per_eni.saturating_sub(1))
-                .min()
-                .unwrap_or_default(),
-            min_pod_ip_capacity: capacities.iter().map(|(_, c)| *c).min().unwrap_or_default(),
-        };
-        let targets = warm_pool::resolve(
-            &request.warm_pool,
-            prefix_delegation,
-            shape,
-            &capacities,
-            &mut warnings,
-        )?;
-        env.extend(targets.env());
-    } else if request.warm_pool.explicit != WarmPoolTargets::default() {
-        warnings.push(
-            "warm-pool targets are ignored in IPv6 clusters (each ENI gets a /80 prefix); they \
-             were not set"
-                .to_owned(),
-        );
-    }
+    let env = group_env(
+        request,
+        types,
+        prefix_delegation,
+        &instance_types,
+        &mut warnings,
+    )?;
 
     Ok(Recommendation {
         prefix_delegation,

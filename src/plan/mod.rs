@@ -432,7 +432,61 @@ fn cni_config_status(
     }
 }
 
-/// Decides the aws-node env and every policy's status.
+/// The cluster-wide decision: the oldest Enforce policy with a recommendation wins.
+fn winner(evaluated: &[Evaluated<'_>]) -> Option<Winner> {
+    evaluated.iter().find_map(|e| match &e.outcome {
+        Ok(Some(rec)) if e.input.spec.enforcement == Enforcement::Enforce => Some(Winner {
+            policy: e.input.name.to_owned(),
+            env: rec.env.clone(),
+            prefix_delegation: rec.prefix_delegation,
+        }),
+        _ => None,
+    })
+}
+
+/// In add-on mode, the add-on's configurationValues; what keeps the env from being written
+/// goes into `env_blocker` (a document the operator cannot edit, an add-on it cannot read).
+fn addon_document(
+    target: &CniTarget,
+    env_blocker: &mut Option<Blocked>,
+) -> Option<crate::eks_addon::ConfigurationValues> {
+    match target {
+        CniTarget::DaemonSet { .. } => None,
+        CniTarget::EksAddon(facts) => match eks_addon::parse_configuration(facts) {
+            Ok(document) => Some(document),
+            Err(blocked) => {
+                env_blocker.get_or_insert(blocked);
+                None
+            }
+        },
+        CniTarget::Unavailable { reason, message } => {
+            env_blocker.get_or_insert(Blocked {
+                reason: *reason,
+                message: message.clone(),
+            });
+            None
+        }
+    }
+}
+
+/// Each policy's launch-template step, for the policies that list templates.
+fn template_steps(
+    input: &FleetInput<'_>,
+    policies: &BTreeMap<String, PolicyPlan>,
+) -> BTreeMap<String, TemplateStep> {
+    input
+        .policies
+        .iter()
+        .filter_map(|p| {
+            let plan = policies.get(p.name)?;
+            let step = launch_template_step(p.spec, plan, input.ec2_access);
+            (step != TemplateStep::Nothing).then(|| (p.name.to_owned(), step))
+        })
+        .collect()
+}
+
+/// The one decide step: the aws-node (or add-on) write, the node-class writes, the
+/// launch-template steps and every policy's status, from one snapshot.
 pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
     let ordered = PolicyInput::oldest_first(&input.policies);
     let selections = select_all(input, &ordered);
@@ -442,21 +496,7 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
         .map(|(p, selection)| evaluate(input, p, selection))
         .collect();
 
-    // The cluster-wide decision: the oldest Enforce policy with a recommendation wins.
-    let winner = evaluated.iter().position(|e| {
-        e.input.spec.enforcement == Enforcement::Enforce && matches!(e.outcome, Ok(Some(_)))
-    });
-    let winner: Option<Winner> = winner.and_then(|i| {
-        let e = &evaluated[i];
-        match &e.outcome {
-            Ok(Some(rec)) => Some(Winner {
-                policy: e.input.name.to_owned(),
-                env: rec.env.clone(),
-                prefix_delegation: rec.prefix_delegation,
-            }),
-            _ => None,
-        }
-    });
+    let winner = winner(&evaluated);
     let daemonset_mode = matches!(input.cni_target, CniTarget::DaemonSet { .. });
     let EnvDecision {
         write,
@@ -468,22 +508,7 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
         (Some(w), Some(ds)) => decide_env(input, w, ds, daemonset_mode),
         _ => EnvDecision::default(),
     };
-    let mut addon_document = None;
-    match input.cni_target {
-        CniTarget::DaemonSet { .. } => {}
-        CniTarget::EksAddon(facts) => match eks_addon::parse_configuration(facts) {
-            Ok(document) => addon_document = Some(document),
-            Err(blocked) => {
-                env_blocker.get_or_insert(blocked);
-            }
-        },
-        CniTarget::Unavailable { reason, message } => {
-            env_blocker.get_or_insert(Blocked {
-                reason: *reason,
-                message: message.clone(),
-            });
-        }
-    }
+    let addon_document = addon_document(input.cni_target, &mut env_blocker);
     let foreign = input
         .aws_node
         .zip(winner.as_ref())
@@ -526,15 +551,7 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
     if let Some(karpenter) = &input.karpenter {
         plan_node_classes(input, karpenter, &mut policies);
     }
-    let templates = input
-        .policies
-        .iter()
-        .filter_map(|p| {
-            let plan = policies.get(p.name)?;
-            let step = launch_template_step(p.spec, plan, input.ec2_access);
-            (step != TemplateStep::Nothing).then(|| (p.name.to_owned(), step))
-        })
-        .collect();
+    let templates = template_steps(input, &policies);
     FleetPlan {
         daemonset_write: write,
         addon,

@@ -4,7 +4,9 @@
 
 use crate::crd::NodeClassStatus;
 use crate::karpenter::resources::{NodeClassFacts, NodePoolFacts};
-use crate::karpenter::{Requirement, allowed_types, choose_max_pods, labels as karpenter_labels};
+use crate::karpenter::{
+    NodeClassChoice, Requirement, allowed_types, choose_max_pods, labels as karpenter_labels,
+};
 
 use super::evaluate::tuning_request;
 use super::*;
@@ -155,6 +157,24 @@ fn unsynced(name: &str, message: String) -> NodeClassStatus {
     }
 }
 
+/// Why node classes cannot be planned at all, if they cannot.
+fn unavailable(availability: &KarpenterAvailability) -> Option<(Reason, String)> {
+    match availability {
+        KarpenterAvailability::Disabled => Some((
+            Reason::KarpenterDisabled,
+            "the operator runs without --karpenter: set the chart value karpenter.enabled=true \
+             (it also grants the RBAC for NodePools and EC2NodeClasses)"
+                .to_owned(),
+        )),
+        KarpenterAvailability::Pending => Some((
+            Reason::KarpenterPending,
+            "waiting for the first list of NodePools and EC2NodeClasses".to_owned(),
+        )),
+        KarpenterAvailability::Unavailable { reason, message } => Some((*reason, message.clone())),
+        KarpenterAvailability::Ready => None,
+    }
+}
+
 /// One node class: its status, its write (if any) and, when it cannot be planned, the reason.
 fn node_class(
     policy: &PolicyInput<'_>,
@@ -163,33 +183,18 @@ fn node_class(
     input: &KarpenterInput<'_>,
     warnings: &mut Vec<String>,
 ) -> (NodeClassStatus, Option<NodeClassWrite>, Option<Reason>) {
-    let fail = |reason: Reason, message: String| (unsynced(name, message), None, Some(reason));
-    match &input.availability {
-        KarpenterAvailability::Disabled => {
-            return fail(
-                Reason::KarpenterDisabled,
-                "the operator runs without --karpenter: set the chart value \
-                 karpenter.enabled=true (it also grants the RBAC for NodePools and EC2NodeClasses)"
-                    .to_owned(),
-            );
-        }
-        KarpenterAvailability::Pending => {
-            return fail(
-                Reason::KarpenterPending,
-                "waiting for the first list of NodePools and EC2NodeClasses".to_owned(),
-            );
-        }
-        KarpenterAvailability::Unavailable { reason, message } => {
-            return fail(*reason, message.clone());
-        }
-        KarpenterAvailability::Ready => {}
+    if let Some((reason, message)) = unavailable(&input.availability) {
+        return (unsynced(name, message), None, Some(reason));
     }
     let Some(class) = input.node_classes.get(name) else {
-        return fail(
-            Reason::NodeClassNotFound,
-            format!(
-                "EC2NodeClass {name} does not exist; create it or remove it from spec.karpenter.ec2NodeClasses"
-            ),
+        let message = format!(
+            "EC2NodeClass {name} does not exist; create it or remove it from \
+             spec.karpenter.ec2NodeClasses"
+        );
+        return (
+            unsynced(name, message),
+            None,
+            Some(Reason::NodeClassNotFound),
         );
     };
     let mut pools: Vec<&NodePoolFacts> = input
@@ -206,61 +211,11 @@ fn node_class(
         max_pods_found: class.max_pods,
         ..Default::default()
     };
-    let mut fail_with = |reason: Reason, message: String| {
-        status.message = Some(message);
-        (status.clone(), None, Some(reason))
-    };
-    if pools.is_empty() {
-        return fail_with(
-            Reason::NoNodePools,
-            format!(
-                "no NodePool launches from EC2NodeClass {name}; there is nothing to size it for"
-            ),
-        );
-    }
-    let requirements: Vec<&[Requirement]> =
-        pools.iter().map(|p| p.requirements.as_slice()).collect();
-    let allowed = match allowed_types(input.catalog, &requirements) {
-        Ok(allowed) if allowed.is_empty() => {
-            return fail_with(
-                Reason::InvalidNodePool,
-                format!(
-                    "the requirements of NodePool(s) {} allow no instance type this operator \
-                     knows; check them (kubectl get nodepool -o yaml)",
-                    pool_names.join(", ")
-                ),
-            );
-        }
-        Ok(allowed) => allowed,
-        Err(err) => {
-            return fail_with(
-                Reason::InvalidNodePool,
-                format!("NodePool(s) {}: {err}", pool_names.join(", ")),
-            );
-        }
-    };
-    // The prefix delegation aws-node has: this policy's plan (what the env is or will be after
-    // this pass), else the DaemonSet's env as it is.
-    let prefix = plan
-        .prefix_delegation
-        .or_else(|| input.aws_node.and_then(AwsNodeFacts::prefix_delegation))
-        .unwrap_or(false);
-    let mut request = tuning_request(policy.spec, input.aws_node);
-    request.prefix_delegation = if prefix {
-        PrefixDelegationMode::Enabled
-    } else {
-        PrefixDelegationMode::Disabled
-    };
-    let choice = match choose_max_pods(&request, &allowed) {
+    let choice = match choose(policy, plan, input, name, &pools) {
         Ok(choice) => choice,
-        Err(err) => {
-            return fail_with(
-                Reason::InvalidNodePool,
-                format!(
-                    "the instance types NodePool(s) {} allow: {err}",
-                    pool_names.join(", ")
-                ),
-            );
+        Err((reason, message)) => {
+            status.message = Some(message);
+            return (status, None, Some(reason));
         }
     };
     let wanted = choice.max_pods;
@@ -291,11 +246,83 @@ fn node_class(
             pool_names.join(", ")
         ));
     }
+    let write = write_for(policy, name, class, choice, &mut status, warnings);
+    (status, write, None)
+}
+
+/// The maxPods for the instance types the node class's NodePools allow, or why there is none.
+fn choose(
+    policy: &PolicyInput<'_>,
+    plan: &PolicyPlan,
+    input: &KarpenterInput<'_>,
+    name: &str,
+    pools: &[&NodePoolFacts],
+) -> Result<NodeClassChoice, (Reason, String)> {
+    let pool_names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+    let pool_names = pool_names.join(", ");
+    if pools.is_empty() {
+        return Err((
+            Reason::NoNodePools,
+            format!(
+                "no NodePool launches from EC2NodeClass {name}; there is nothing to size it for"
+            ),
+        ));
+    }
+    let requirements: Vec<&[Requirement]> =
+        pools.iter().map(|p| p.requirements.as_slice()).collect();
+    let allowed = match allowed_types(input.catalog, &requirements) {
+        Ok(allowed) if allowed.is_empty() => {
+            return Err((
+                Reason::InvalidNodePool,
+                format!(
+                    "the requirements of NodePool(s) {pool_names} allow no instance type this \
+                     operator knows; check them (kubectl get nodepool -o yaml)"
+                ),
+            ));
+        }
+        Ok(allowed) => allowed,
+        Err(err) => {
+            return Err((
+                Reason::InvalidNodePool,
+                format!("NodePool(s) {pool_names}: {err}"),
+            ));
+        }
+    };
+    // The prefix delegation aws-node has: this policy's plan (what the env is or will be after
+    // this pass), else the DaemonSet's env as it is.
+    let prefix = plan
+        .prefix_delegation
+        .or_else(|| input.aws_node.and_then(AwsNodeFacts::prefix_delegation))
+        .unwrap_or(false);
+    let mut request = tuning_request(policy.spec, input.aws_node);
+    request.prefix_delegation = if prefix {
+        PrefixDelegationMode::Enabled
+    } else {
+        PrefixDelegationMode::Disabled
+    };
+    choose_max_pods(&request, &allowed).map_err(|err| {
+        (
+            Reason::InvalidNodePool,
+            format!("the instance types NodePool(s) {pool_names} allow: {err}"),
+        )
+    })
+}
+
+/// The write that gives the node class `choice.max_pods`, unless it has it or the policy is
+/// DryRun; `status` says what the node class carries after this pass.
+fn write_for(
+    policy: &PolicyInput<'_>,
+    name: &str,
+    class: &NodeClassFacts,
+    choice: NodeClassChoice,
+    status: &mut NodeClassStatus,
+    warnings: &mut Vec<String>,
+) -> Option<NodeClassWrite> {
+    let wanted = choice.max_pods;
     let dry_run = policy.spec.enforcement == Enforcement::DryRun;
-    let in_sync = class.max_pods == Some(i64::from(wanted));
-    if in_sync {
+    if class.max_pods == Some(i64::from(wanted)) {
         status.in_sync = true;
-        return (status, None, None);
+        return None;
     }
     let above_ip_limit = match (class.max_pods, &choice.lowest_ip_limit) {
         (Some(found), Some((ip_type, ip_limit))) if found > i64::from(*ip_limit) => {
@@ -303,34 +330,31 @@ fn node_class(
         }
         _ => None,
     };
-    if let (Some(found), Some((ip_type, ip_limit)), true) =
-        (class.max_pods, &above_ip_limit, dry_run)
-    {
-        warnings.push(format!(
-            "EC2NodeClass {name} sets maxPods {found}, more than the {ip_limit} pods the IPs of \
-             {ip_type} carry: pods on such nodes stick in ContainerCreating; set it to {wanted} \
-             (enforcement: Enforce does)"
-        ));
-    }
     if dry_run {
+        if let (Some(found), Some((ip_type, ip_limit))) = (class.max_pods, &above_ip_limit) {
+            warnings.push(format!(
+                "EC2NodeClass {name} sets maxPods {found}, more than the {ip_limit} pods the IPs \
+                 of {ip_type} carry: pods on such nodes stick in ContainerCreating; set it to \
+                 {wanted} (enforcement: Enforce does)"
+            ));
+        }
         status.message = Some(format!(
             "DryRun: would set spec.kubelet.maxPods to {wanted}"
         ));
-        return (status, None, None);
+        return None;
     }
     // Written this pass: the status says what the node class carries after the write, so the
     // next pass finds nothing to change.
     status.in_sync = true;
     status.max_pods_found = Some(i64::from(wanted));
-    let write = NodeClassWrite {
+    Some(NodeClassWrite {
         policy: policy.name.to_owned(),
         node_class: name.to_owned(),
         max_pods: wanted,
         from: class.max_pods,
         bounding_type: choice.bounding_type,
         from_above_ip_limit: above_ip_limit,
-    };
-    (status, Some(write), None)
+    })
 }
 
 /// `KarpenterSynced` from the node classes' statuses; `problem` is why not, if anything is off.

@@ -22,6 +22,7 @@ fn kind(m: &OwnerMetadata) -> Option<(OwnerKind, Option<String>, Option<String>)
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // a table of cases, one per owner
 fn detects_each_owner_from_its_metadata() {
     let helm_labels = json!({"app.kubernetes.io/managed-by": "Helm", "helm.sh/chart": "aws-vpc-cni-1.22.4",
         "app.kubernetes.io/instance": "aws-vpc-cni"});

@@ -12,6 +12,17 @@ pub(super) struct Blockers<'b> {
     pub owner: Option<&'b Blocked>,
 }
 
+/// A condition the plan wants.
+fn cond(type_: &'static str, status: bool, reason: Reason, message: String) -> ConditionPlan {
+    ConditionPlan {
+        type_,
+        status,
+        reason,
+        message,
+    }
+}
+
+/// Sets the policy's conditions: Ready, CNIConfigured, Conflict and Degraded.
 pub(super) fn finish_conditions(
     e: &mut Evaluated<'_>,
     input: &FleetInput<'_>,
@@ -19,19 +30,38 @@ pub(super) fn finish_conditions(
     blockers: Blockers<'_>,
     foreign: &[String],
 ) {
-    let env_blocker = blockers.env;
-    let spec = e.input.spec;
-    let dry_run = spec.enforcement == Enforcement::DryRun;
-    let mut conditions = Vec::new();
-    let cond = |type_, status, reason, message: String| ConditionPlan {
-        type_,
-        status,
-        reason,
-        message,
+    let dry_run = e.input.spec.enforcement == Enforcement::DryRun;
+    let ready = ready(e, input, blockers.env, dry_run);
+    let ready_ok = ready.status;
+    let cni_configured = cni_configured(e, input, ready_ok, conflict.is_some(), blockers);
+    let degraded = degraded(e, input, ready_ok && conflict.is_none(), foreign);
+    let conflict = match conflict {
+        Some(message) => cond(
+            conditions::CONFLICT,
+            true,
+            Reason::LostToOlderPolicy,
+            message,
+        ),
+        None => cond(
+            conditions::CONFLICT,
+            false,
+            Reason::NoConflict,
+            "no other policy disagrees".to_owned(),
+        ),
     };
-    let ds_missing = input.aws_node.is_none() && &spec.daemon_set == input.managed_daemonset;
+    e.plan.conditions = vec![ready, cni_configured, conflict, degraded];
+}
 
-    let ready = match (&e.outcome, ds_missing) {
+/// Ready: the policy has a recommendation and nothing keeps it from being applied.
+fn ready(
+    e: &Evaluated<'_>,
+    input: &FleetInput<'_>,
+    env_blocker: Option<&Blocked>,
+    dry_run: bool,
+) -> ConditionPlan {
+    let spec = e.input.spec;
+    let ds_missing = input.aws_node.is_none() && &spec.daemon_set == input.managed_daemonset;
+    match (&e.outcome, ds_missing) {
         (Err(blocked), _) => cond(
             conditions::READY,
             false,
@@ -71,11 +101,18 @@ pub(super) fn finish_conditions(
             Reason::Reconciled,
             format!("{} nodes planned", e.plan.matched_nodes),
         ),
-    };
-    let ready_ok = ready.status;
-    conditions.push(ready);
+    }
+}
 
-    let cni_configured = if !ready_ok {
+/// CNIConfigured: whether aws-node carries the policy's env, or what keeps it from it.
+fn cni_configured(
+    e: &Evaluated<'_>,
+    input: &FleetInput<'_>,
+    ready_ok: bool,
+    conflict: bool,
+    blockers: Blockers<'_>,
+) -> ConditionPlan {
+    if !ready_ok {
         cond(
             conditions::CNI_CONFIGURED,
             false,
@@ -89,43 +126,9 @@ pub(super) fn finish_conditions(
             Reason::NoMatchingNodes,
             "nothing to configure".to_owned(),
         )
-    } else if dry_run {
-        // DryRun stays Ready; what the write would run into (a blocker of the cluster-wide
-        // write, or of this policy's own env on aws-node) is said here.
-        let would = input.aws_node.map(|ds| env_changes(ds, &e.plan.cni_env));
-        let blocked = env_blocker
-            .cloned()
-            .or_else(|| would.clone().and_then(Result::err));
-        let would_change = would
-            .and_then(Result::ok)
-            .map(|changes| changes.len())
-            .unwrap_or(0);
-        if let Some(blocked) = blocked {
-            cond(
-                conditions::CNI_CONFIGURED,
-                false,
-                blocked.reason,
-                blocked.message,
-            )
-        } else if would_change == 0 {
-            cond(
-                conditions::CNI_CONFIGURED,
-                true,
-                Reason::InSync,
-                format!("{} already carries these settings", input.managed_daemonset),
-            )
-        } else {
-            cond(
-                conditions::CNI_CONFIGURED,
-                false,
-                Reason::DryRun,
-                format!(
-                    "would change {would_change} env var(s) on {}; set enforcement: Enforce to apply",
-                    input.managed_daemonset
-                ),
-            )
-        }
-    } else if conflict.is_some() {
+    } else if e.input.spec.enforcement == Enforcement::DryRun {
+        dry_run_cni_configured(e, input, blockers.env)
+    } else if conflict {
         cond(
             conditions::CNI_CONFIGURED,
             false,
@@ -148,25 +151,60 @@ pub(super) fn finish_conditions(
             Reason::InSync,
             format!("{} carries these settings", input.managed_daemonset),
         )
-    };
-    conditions.push(cni_configured);
+    }
+}
 
-    let conflict_free = conflict.is_none();
-    conditions.push(match conflict {
-        Some(message) => cond(
-            conditions::CONFLICT,
-            true,
-            Reason::LostToOlderPolicy,
-            message,
-        ),
-        None => cond(
-            conditions::CONFLICT,
+/// CNIConfigured of a DryRun policy (which stays Ready): what the write would run into (a
+/// blocker of the cluster-wide write, or of this policy's own env on aws-node).
+fn dry_run_cni_configured(
+    e: &Evaluated<'_>,
+    input: &FleetInput<'_>,
+    env_blocker: Option<&Blocked>,
+) -> ConditionPlan {
+    let would = input.aws_node.map(|ds| env_changes(ds, &e.plan.cni_env));
+    let blocked = env_blocker
+        .cloned()
+        .or_else(|| would.clone().and_then(Result::err));
+    let would_change = would
+        .and_then(Result::ok)
+        .map(|changes| changes.len())
+        .unwrap_or(0);
+    if let Some(blocked) = blocked {
+        cond(
+            conditions::CNI_CONFIGURED,
             false,
-            Reason::NoConflict,
-            "no other policy disagrees".to_owned(),
-        ),
-    });
+            blocked.reason,
+            blocked.message,
+        )
+    } else if would_change == 0 {
+        cond(
+            conditions::CNI_CONFIGURED,
+            true,
+            Reason::InSync,
+            format!("{} already carries these settings", input.managed_daemonset),
+        )
+    } else {
+        cond(
+            conditions::CNI_CONFIGURED,
+            false,
+            Reason::DryRun,
+            format!(
+                "would change {would_change} env var(s) on {}; set enforcement: Enforce to apply",
+                input.managed_daemonset
+            ),
+        )
+    }
+}
 
+/// Degraded: the policy's warnings, values another manager overrides, and an EKS-managed
+/// aws-node written directly.
+fn degraded(
+    e: &Evaluated<'_>,
+    input: &FleetInput<'_>,
+    ready_and_conflict_free: bool,
+    foreign: &[String],
+) -> ConditionPlan {
+    let dry_run = e.input.spec.enforcement == Enforcement::DryRun;
     let mut degraded: Vec<String> = e.plan.warnings.clone();
     if !foreign.is_empty() && !dry_run {
         degraded.push(format!(
@@ -181,8 +219,7 @@ pub(super) fn finish_conditions(
         addon_warning: true,
     } = input.cni_target
         && !dry_run
-        && ready_ok
-        && conflict_free
+        && ready_and_conflict_free
         && matches!(e.outcome, Ok(Some(_)))
     {
         let names: Vec<&str> = e.plan.cni_env.keys().map(String::as_str).collect();
@@ -197,7 +234,7 @@ pub(super) fn finish_conditions(
             names.join(", ")
         ));
     }
-    conditions.push(if degraded.is_empty() {
+    if degraded.is_empty() {
         cond(
             conditions::DEGRADED,
             false,
@@ -211,6 +248,5 @@ pub(super) fn finish_conditions(
             Reason::Warnings,
             degraded.join("; "),
         )
-    });
-    e.plan.conditions = conditions;
+    }
 }
