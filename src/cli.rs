@@ -290,7 +290,7 @@ fn unknown_list(unknown: &[UnknownInstanceType]) -> String {
 
 impl RecommendArgs {
     /// The engine request these flags describe.
-    pub fn tuning_request(&self) -> TuningRequest {
+    pub(crate) fn tuning_request(&self) -> TuningRequest {
         TuningRequest {
             prefix_delegation: self.prefix_delegation,
             ip_family: self.ip_family,

@@ -158,7 +158,7 @@ impl std::fmt::Display for TemplateRef {
 }
 
 impl LaunchTemplateSpec {
-    pub fn template_ref(&self) -> TemplateRef {
+    pub(crate) fn template_ref(&self) -> TemplateRef {
         match (&self.id, &self.name) {
             (Some(id), _) => TemplateRef::Id(id.clone()),
             (None, Some(name)) => TemplateRef::Name(name.clone()),
@@ -339,7 +339,7 @@ pub struct MaxPods {
 impl MaxPods {
     /// The engine's policy; `Fixed` without a value (which the schema rejects) reads as
     /// `Recommended`.
-    pub fn engine_policy(&self) -> engine::MaxPodsPolicy {
+    pub(crate) fn engine_policy(&self) -> engine::MaxPodsPolicy {
         match (self.policy, self.value) {
             (MaxPodsPolicy::Fixed, Some(value)) => engine::MaxPodsPolicy::Fixed(value),
             (MaxPodsPolicy::IpLimit, _) => engine::MaxPodsPolicy::IpLimit,

@@ -159,7 +159,11 @@ impl ConfigurationValues {
 
     /// This document with `set` in `env` and the `remove` names taken out of it; every other key
     /// and env entry is kept. An `env` left empty is removed when this added it.
-    pub fn with_env(&self, set: &BTreeMap<String, String>, remove: &BTreeSet<String>) -> Self {
+    pub(crate) fn with_env(
+        &self,
+        set: &BTreeMap<String, String>,
+        remove: &BTreeSet<String>,
+    ) -> Self {
         let mut root = self.root.clone();
         let had_env = root.contains_key("env");
         let env = root

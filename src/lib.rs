@@ -2,11 +2,13 @@
 //! fleet that is actually running.
 //!
 //! Layout: [`instance`] (embedded instance-type facts), [`engine`] (formulas and recommendation),
-//! [`userdata`] (maxPods in node user data) and [`eks_addon`] (the EKS add-on's
-//! configurationValues) are the pure core, with no kube, AWS SDK or tokio imports, built even
-//! without the `operator` feature. With it (the default): [`crd`] (the API),
-//! [`plan`] (the pure decide step), [`controller`] (watch, apply, status), [`aws`] (EC2),
-//! [`cli`], [`admin`], [`leader`], [`metrics`] and [`operator`] (wiring).
+//! [`userdata`] (maxPods in node user data), [`eks_addon`] (the EKS add-on's
+//! configurationValues) and [`karpenter`] are the pure core, with no kube, AWS SDK or tokio
+//! imports, built even without the `operator` feature. With it (the default): [`crd`] (the API),
+//! [`aws`] (SDK adapters behind traits), [`plan`] (the pure decide step), then the reconcile
+//! pipeline [`observe`] -> [`plan`] -> [`apply`] -> [`report`], run by [`controller`]; and
+//! [`cli`], [`admin`], [`leader`], [`metrics`] and [`operator`] (wiring). Layers import only
+//! downwards (README, Layout; checked by `tests/layers.rs`).
 
 #[cfg(feature = "operator")]
 pub mod admin;

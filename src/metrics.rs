@@ -107,7 +107,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn observe_duration(&self, elapsed: Duration) {
+    pub(crate) fn observe_duration(&self, elapsed: Duration) {
         self.duration.observe(elapsed.as_secs_f64());
     }
 

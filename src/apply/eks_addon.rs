@@ -20,7 +20,7 @@ use crate::observe::eks_addon::{ADDON_TTL, AddonMemory, FRESH_ENOUGH, access_mes
 use crate::plan::{AddonPlan, AddonWrite, CniTarget, EnvChange};
 
 /// While an update runs, it is followed this often.
-pub const FOLLOW_EVERY: Duration = Duration::from_secs(3);
+pub(crate) const FOLLOW_EVERY: Duration = Duration::from_secs(3);
 /// Drift corrections back off: 10 s after the last write, then 20, 40, ... up to 15 minutes.
 const DRIFT_BACKOFF: Duration = Duration::from_secs(10);
 const DRIFT_BACKOFF_MAX: Duration = Duration::from_secs(900);

@@ -89,7 +89,7 @@ pub(super) async fn apply(
 }
 
 /// Description of versions the operator creates; also how it recognises them.
-pub const VERSION_DESCRIPTION_PREFIX: &str = "vpc-cni-tuner";
+pub(crate) const VERSION_DESCRIPTION_PREFIX: &str = "vpc-cni-tuner";
 
 /// Syncs one template to `wanted` maxPods. `nodes` maps instance ids to `capacity.pods`.
 pub async fn sync_template(
@@ -304,7 +304,11 @@ fn failure_reason(err: &Ec2Error) -> Reason {
 }
 
 /// The outcome for a template whose EC2 API could not be had at all (no region).
-pub fn unreachable_template(spec: &LaunchTemplateSpec, wanted: u32, err: &Ec2Error) -> SyncResult {
+pub(crate) fn unreachable_template(
+    spec: &LaunchTemplateSpec,
+    wanted: u32,
+    err: &Ec2Error,
+) -> SyncResult {
     let message = format!("launch template {}: {err}", spec.template_ref());
     SyncResult {
         status: LaunchTemplateStatus {

@@ -42,7 +42,7 @@ pub struct Writer<'a> {
 
 impl Writer<'_> {
     /// Counts one write in `vpc_cni_tuner_writes_total{target}`.
-    pub fn count_write(&self, target: &'static str) {
+    pub(crate) fn count_write(&self, target: &'static str) {
         self.metrics
             .writes
             .get_or_create(&WriteLabels { target })

@@ -60,7 +60,7 @@ impl EksError {
             if code.contains("AccessDenied") || code == "UnauthorizedOperation" || *status == Some(403))
     }
 
-    pub fn is_not_found(&self) -> bool {
+    pub(crate) fn is_not_found(&self) -> bool {
         self.code() == Some("ResourceNotFoundException")
     }
 

@@ -12,7 +12,9 @@ const OPERATION: &str = "DescribeInstanceTypes";
 pub const MAX_NAMES_PER_CALL: usize = 100;
 
 /// Converts one `InstanceTypeInfo` into the facts pod density depends on.
-pub fn limits_from_api(info: &InstanceTypeInfo) -> Result<(String, InstanceLimits), Ec2Error> {
+pub(crate) fn limits_from_api(
+    info: &InstanceTypeInfo,
+) -> Result<(String, InstanceLimits), Ec2Error> {
     let name = info
         .instance_type()
         .map(|t| t.as_str().to_owned())

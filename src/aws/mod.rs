@@ -53,7 +53,9 @@ pub async fn ec2_client(endpoint: &AwsEndpoint) -> aws_sdk_ec2::Client {
 
 /// An EC2 client as [`ec2_client`], or [`Ec2Error::NoRegion`] when neither `endpoint` nor the
 /// chain (environment, profile, instance metadata) names a region.
-pub async fn ec2_client_in_region(endpoint: &AwsEndpoint) -> Result<aws_sdk_ec2::Client, Ec2Error> {
+pub(crate) async fn ec2_client_in_region(
+    endpoint: &AwsEndpoint,
+) -> Result<aws_sdk_ec2::Client, Ec2Error> {
     let config = sdk_config(endpoint).await;
     if config.region().is_none() {
         return Err(Ec2Error::NoRegion);

@@ -27,7 +27,7 @@ pub struct NodePoolAnswer {
 
 /// Reads every `NodePool` in `path` (`-`: stdin; other documents are skipped) and answers for
 /// each.
-pub fn recommend_node_pools(
+pub(crate) fn recommend_node_pools(
     args: &RecommendArgs,
     path: &str,
     catalog: &InstanceCatalog,

@@ -61,7 +61,7 @@ impl Context {
     }
 
     /// EC2 access, or none at all.
-    pub fn with_ec2_access(mut self, provider: Option<Arc<dyn Ec2Provider>>) -> Self {
+    pub(crate) fn with_ec2_access(mut self, provider: Option<Arc<dyn Ec2Provider>>) -> Self {
         self.ec2 = provider;
         self
     }
@@ -100,7 +100,7 @@ impl Context {
         &self.leader
     }
 
-    pub fn is_leader(&self) -> bool {
+    pub(crate) fn is_leader(&self) -> bool {
         self.leader.load(Ordering::Acquire)
     }
 
@@ -109,7 +109,7 @@ impl Context {
     }
 
     /// All watch caches have their first full list.
-    pub fn caches_ready(&self) -> bool {
+    pub(crate) fn caches_ready(&self) -> bool {
         self.observed.caches_ready()
     }
 

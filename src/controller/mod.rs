@@ -22,7 +22,7 @@ use tracing::debug;
 pub use crate::error::{Error, retry_delay};
 pub use context::Context;
 pub use permissions::{API_CALLS, ApiCall, EC2_ACTIONS, EKS_ACTIONS, Scope};
-pub use watch::{LoopConfig, node_streaming_config, node_watch_config, run};
+pub use watch::{LoopConfig, node_watch_config, run};
 
 use crate::crd::NodeNetworkPolicy;
 use crate::metrics::{ErrorLabels, InstanceTypeLabels, Metrics};

@@ -224,7 +224,7 @@ pub fn node_watch_config() -> watcher::Config {
 
 /// The Node watch's streaming initial list (`sendInitialEvents=true`, the WatchList feature):
 /// one watch the API server answers from its watch cache, instead of a LIST of pages.
-pub fn node_streaming_config() -> watcher::Config {
+pub(crate) fn node_streaming_config() -> watcher::Config {
     watcher::Config::default().streaming_lists()
 }
 

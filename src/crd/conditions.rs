@@ -7,7 +7,7 @@ pub const CONFLICT: &str = "Conflict";
 pub const DEGRADED: &str = "Degraded";
 pub const LAUNCH_TEMPLATES_SYNCED: &str = "LaunchTemplatesSynced";
 pub const KARPENTER_SYNCED: &str = "KarpenterSynced";
-pub const OWNED: [&str; 6] = [
+pub(crate) const OWNED: [&str; 6] = [
     READY,
     CNI_CONFIGURED,
     CONFLICT,

@@ -34,21 +34,21 @@ impl CniVersion {
     }
 
     /// Prefix delegation arrived in VPC CNI 1.9.0 (amazon-vpc-cni-k8s CHANGELOG, v1.9.0).
-    pub const PREFIX_DELEGATION: Self = Self::new(1, 9, 0);
+    pub(crate) const PREFIX_DELEGATION: Self = Self::new(1, 9, 0);
 
     /// IPv6 clusters need VPC CNI 1.10.1 or later (EKS user guide, "IPv6 addresses for clusters,
     /// Pods, and services").
-    pub const IPV6: Self = Self::new(1, 10, 1);
+    pub(crate) const IPV6: Self = Self::new(1, 10, 1);
 
     /// The newest release this build knows (amazon-vpc-cni-k8s v1.22.2, June 2026). The CLI's
     /// default `--cni-version`; bump it together with the instance table.
-    pub const NEWEST_KNOWN: Self = Self::new(1, 22, 2);
+    pub(crate) const NEWEST_KNOWN: Self = Self::new(1, 22, 2);
 
     pub fn supports_prefix_delegation(self) -> bool {
         self >= Self::PREFIX_DELEGATION
     }
 
-    pub fn supports_ipv6(self) -> bool {
+    pub(crate) fn supports_ipv6(self) -> bool {
         self >= Self::IPV6
     }
 

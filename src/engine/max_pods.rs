@@ -5,21 +5,21 @@ use crate::instance::InstanceLimits;
 /// Host-network pods every node runs that take no VPC IP: aws-node and kube-proxy. The `+ 2` in
 /// the EKS formula (EKS user guide, "Amazon EC2 instance types"; amazon-vpc-cni-k8s
 /// `misc/eni-max-pods.txt` header).
-pub const HOST_NETWORK_SYSTEM_PODS: u32 = 2;
+pub(crate) const HOST_NETWORK_SYSTEM_PODS: u32 = 2;
 
 /// IPs in one delegated /28 prefix (VPC CNI docs, "Prefix mode for Linux").
-pub const IPS_PER_PREFIX: u32 = 16;
+pub(crate) const IPS_PER_PREFIX: u32 = 16;
 
 /// EKS recommended maxPods ceilings: 110 for types with 30 vCPUs or fewer, 250 above
 /// (amazon-eks-ami `max-pods-calculator.sh`, `MAX_POD_CEILING_FOR_LOW_CPU` / `_HIGH_CPU`).
-pub const MAX_PODS_CEILING_LOW_CPU: u32 = 110;
-pub const MAX_PODS_CEILING_HIGH_CPU: u32 = 250;
-pub const HIGH_CPU_THRESHOLD_VCPUS: u32 = 30;
+pub(crate) const MAX_PODS_CEILING_LOW_CPU: u32 = 110;
+pub(crate) const MAX_PODS_CEILING_HIGH_CPU: u32 = 250;
+pub(crate) const HIGH_CPU_THRESHOLD_VCPUS: u32 = 30;
 
 /// kube-reserved memory on EKS AMIs: `11 * maxPods + 255` MiB (amazon-eks-ami bootstrap and
 /// nodeadm `getMemoryMebibytesToReserve`).
-pub const KUBE_RESERVED_MIB_PER_POD: u32 = 11;
-pub const KUBE_RESERVED_MIB_BASE: u32 = 255;
+pub(crate) const KUBE_RESERVED_MIB_PER_POD: u32 = 11;
+pub(crate) const KUBE_RESERVED_MIB_BASE: u32 = 255;
 
 /// Cluster options that change how many ENIs can carry pods.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub struct EniOptions {
 
 /// ENIs that carry pod IPs: the default card's ENIs, clamped by `MAX_ENI`, minus one for custom
 /// networking, minus one for the trunk ENI. Never below zero.
-pub fn pod_enis(limits: &InstanceLimits, options: &EniOptions) -> u32 {
+pub(crate) fn pod_enis(limits: &InstanceLimits, options: &EniOptions) -> u32 {
     let mut enis = limits.max_enis;
     if let Some(max_eni) = options.max_eni {
         enis = enis.min(max_eni);
@@ -61,7 +61,7 @@ pub fn max_pods_ip_limit(pod_enis: u32, ipv4_per_eni: u32, prefix_delegation: bo
 }
 
 /// The EKS recommended ceiling for a type with `vcpus` vCPUs.
-pub fn recommended_ceiling(vcpus: u32) -> u32 {
+pub(crate) fn recommended_ceiling(vcpus: u32) -> u32 {
     if vcpus > HIGH_CPU_THRESHOLD_VCPUS {
         MAX_PODS_CEILING_HIGH_CPU
     } else {

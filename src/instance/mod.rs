@@ -190,7 +190,7 @@ impl InstanceCatalog {
 
     /// The `n` known names closest to `instance_type` (Jaro-Winkler over the whole name, with the
     /// family and size compared separately so `m5.larg` suggests `m5.large`, not `m5a.large`).
-    pub fn closest(&self, instance_type: &str, n: usize) -> Vec<String> {
+    pub(crate) fn closest(&self, instance_type: &str, n: usize) -> Vec<String> {
         let wanted = instance_type.trim().to_ascii_lowercase();
         let mut scored: Vec<(f64, &'static str)> = self
             .iter()

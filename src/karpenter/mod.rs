@@ -18,16 +18,15 @@ use crate::instance::attributes::Attributes;
 
 /// Labels Karpenter puts on its nodes and instance types.
 pub mod labels {
-    pub const NODE_POOL: &str = "karpenter.sh/nodepool";
     pub const NODE_CLASS: &str = "karpenter.k8s.aws/ec2nodeclass";
-    pub const INSTANCE_FAMILY: &str = "karpenter.k8s.aws/instance-family";
-    pub const INSTANCE_CATEGORY: &str = "karpenter.k8s.aws/instance-category";
-    pub const INSTANCE_GENERATION: &str = "karpenter.k8s.aws/instance-generation";
-    pub const INSTANCE_SIZE: &str = "karpenter.k8s.aws/instance-size";
-    pub const INSTANCE_CPU: &str = "karpenter.k8s.aws/instance-cpu";
-    pub const INSTANCE_HYPERVISOR: &str = "karpenter.k8s.aws/instance-hypervisor";
-    pub const ARCH: &str = "kubernetes.io/arch";
-    pub const INSTANCE_TYPE: &str = "node.kubernetes.io/instance-type";
+    pub(crate) const INSTANCE_FAMILY: &str = "karpenter.k8s.aws/instance-family";
+    pub(crate) const INSTANCE_CATEGORY: &str = "karpenter.k8s.aws/instance-category";
+    pub(crate) const INSTANCE_GENERATION: &str = "karpenter.k8s.aws/instance-generation";
+    pub(crate) const INSTANCE_SIZE: &str = "karpenter.k8s.aws/instance-size";
+    pub(crate) const INSTANCE_CPU: &str = "karpenter.k8s.aws/instance-cpu";
+    pub(crate) const INSTANCE_HYPERVISOR: &str = "karpenter.k8s.aws/instance-hypervisor";
+    pub(crate) const ARCH: &str = "kubernetes.io/arch";
+    pub(crate) const INSTANCE_TYPE: &str = "node.kubernetes.io/instance-type";
 }
 
 /// One entry of a NodePool's `spec.template.spec.requirements` (a node selector requirement,

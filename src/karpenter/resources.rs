@@ -54,14 +54,14 @@ pub struct NodeClassRef {
 
 impl NodeClassRef {
     /// The EC2NodeClass this reference names, if it names one.
-    pub fn ec2_node_class(&self) -> Option<&str> {
+    pub(crate) fn ec2_node_class(&self) -> Option<&str> {
         let group_ok = self.group.is_empty() || self.group == EC2_NODE_CLASS_GROUP;
         let kind_ok = self.kind.is_empty() || self.kind == "EC2NodeClass";
         (group_ok && kind_ok && !self.name.is_empty()).then_some(self.name.as_str())
     }
 }
 
-pub const EC2_NODE_CLASS_GROUP: &str = "karpenter.k8s.aws";
+pub(crate) const EC2_NODE_CLASS_GROUP: &str = "karpenter.k8s.aws";
 
 /// `EC2NodeClass.spec`: only the kubelet settings.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -101,7 +101,7 @@ pub struct NodeClassFacts {
     pub max_pods: Option<i64>,
 }
 
-pub fn node_pool_facts(pool: &NodePool) -> NodePoolFacts {
+pub(crate) fn node_pool_facts(pool: &NodePool) -> NodePoolFacts {
     NodePoolFacts {
         name: pool.metadata.name.clone().unwrap_or_default(),
         node_class: pool
@@ -115,7 +115,7 @@ pub fn node_pool_facts(pool: &NodePool) -> NodePoolFacts {
     }
 }
 
-pub fn node_class_facts(class: &EC2NodeClass) -> NodeClassFacts {
+pub(crate) fn node_class_facts(class: &EC2NodeClass) -> NodeClassFacts {
     NodeClassFacts {
         max_pods: class.spec.kubelet.as_ref().and_then(|k| k.max_pods),
     }

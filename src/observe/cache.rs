@@ -122,7 +122,7 @@ impl<T> ProjectedCache<T> {
     }
 
     /// The first full list has arrived.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
 

@@ -1,4 +1,4 @@
-//! Where the aws-node env goes ([`resolve`]: `--cni-config-via`, the DaemonSet's managedFields,
+//! Where the aws-node env goes (`resolve`: `--cni-config-via`, the DaemonSet's managedFields,
 //! eks:DescribeAddon), and what the operator knows of the EKS add-on between reconciles: the last
 //! DescribeAddon, the update it follows (eks:DescribeUpdate), and the write-side memory the apply
 //! step keeps ([`AddonState`]).
@@ -19,10 +19,10 @@ use crate::plan::{AwsNodeFacts, CniTarget};
 
 /// How long a DescribeAddon answer is used before it is asked again (while a write is wanted, or
 /// the DaemonSet does not carry the settings, [`FRESH_ENOUGH`]).
-pub const ADDON_TTL: Duration = Duration::from_secs(300);
+pub(crate) const ADDON_TTL: Duration = Duration::from_secs(300);
 /// A reconcile that needs the add-on as it is now still reuses an answer this young, so node
 /// churn does not turn into a DescribeAddon per reconcile.
-pub const FRESH_ENOUGH: Duration = Duration::from_secs(5);
+pub(crate) const FRESH_ENOUGH: Duration = Duration::from_secs(5);
 /// A DescribeAddon that failed for a reason a retry does not fix soon (access denied, no
 /// region) is asked again after this long, not on every reconcile.
 const FAILED_READ_RETRY: Duration = Duration::from_secs(60);
@@ -95,7 +95,7 @@ impl AddonState {
         }
     }
 
-    pub fn last_target(&self) -> CniTarget {
+    pub(crate) fn last_target(&self) -> CniTarget {
         self.last_target
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

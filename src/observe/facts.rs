@@ -10,7 +10,7 @@ use crate::crd::{DaemonSetRef, FIELD_MANAGER};
 use crate::plan::{AwsNodeFacts, EnvEntry, FieldManager, NodeFacts, OwnerMetadata, owner};
 
 /// The container in the aws-node DaemonSet whose env the operator manages.
-pub const AWS_NODE_CONTAINER: &str = "aws-node";
+pub(crate) const AWS_NODE_CONTAINER: &str = "aws-node";
 
 /// A Node's labels, `status.capacity.pods` and EC2 instance id; the watch never parses the rest
 /// ([`NodeView`]).
@@ -160,11 +160,11 @@ fn env_managers(ds: &DaemonSet) -> (EnvManagers, EnvManagers) {
 }
 
 /// The field manager EKS applies its managed add-ons with.
-pub const EKS_FIELD_MANAGER: &str = "eks";
+pub(crate) const EKS_FIELD_MANAGER: &str = "eks";
 
 /// Env names of the aws-node container that this operator's field manager owns, read from
 /// `managedFields` (`f:spec.f:template.f:spec.f:containers.k:{"name":"aws-node"}.f:env`).
-pub fn owned_env_names(ds: &DaemonSet) -> BTreeSet<String> {
+pub(crate) fn owned_env_names(ds: &DaemonSet) -> BTreeSet<String> {
     let mut owned = BTreeSet::new();
     for entry in ds.managed_fields() {
         if entry.manager.as_deref() != Some(FIELD_MANAGER) || entry.subresource.is_some() {

@@ -34,7 +34,7 @@ impl LiveInstanceTypes {
 
     /// Looks up, with EC2 `DescribeInstanceTypes`, node instance types `catalog` lacks, so
     /// brand-new types work without a release. Batched; answers are cached with a TTL.
-    pub async fn refresh(
+    pub(crate) async fn refresh(
         &self,
         provider: &dyn Ec2Provider,
         catalog: &InstanceCatalog,

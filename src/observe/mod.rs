@@ -64,7 +64,7 @@ impl Observed {
 
     /// All watch caches have their first full list (the Karpenter ones, once started, or know
     /// why they cannot have it).
-    pub fn caches_ready(&self) -> bool {
+    pub(crate) fn caches_ready(&self) -> bool {
         self.policies.is_ready()
             && self.nodes.is_ready()
             && self.aws_node.is_ready()
@@ -72,7 +72,7 @@ impl Observed {
     }
 
     /// The managed aws-node's cache key.
-    pub fn aws_node_key(&self) -> String {
+    pub(crate) fn aws_node_key(&self) -> String {
         format!("{}/{}", self.managed.namespace, self.managed.name)
     }
 
@@ -145,7 +145,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The plan's input, borrowing this snapshot.
-    pub fn input<'a>(&'a self, observed: &'a Observed) -> FleetInput<'a> {
+    pub(crate) fn input<'a>(&'a self, observed: &'a Observed) -> FleetInput<'a> {
         FleetInput {
             policies: self
                 .policies

@@ -34,7 +34,7 @@ pub enum Watched {
 }
 
 impl KarpenterState {
-    pub fn availability(&self) -> KarpenterAvailability {
+    pub(crate) fn availability(&self) -> KarpenterAvailability {
         if !self.enabled {
             return KarpenterAvailability::Disabled;
         }
@@ -63,7 +63,11 @@ impl KarpenterState {
     }
 
     /// Records a watch's list result; returns whether it changed.
-    pub fn set_unavailable(&self, watch: Watched, problem: Option<(Reason, String)>) -> bool {
+    pub(crate) fn set_unavailable(
+        &self,
+        watch: Watched,
+        problem: Option<(Reason, String)>,
+    ) -> bool {
         let mut all = self
             .unavailable
             .lock()
@@ -86,7 +90,7 @@ pub fn wanted(observed: &Observed) -> bool {
 }
 
 /// What a failed list of `what` means for the status, if it is a lasting problem.
-pub fn list_problem(what: &str, err: &watcher::Error) -> Option<(Reason, String)> {
+pub(crate) fn list_problem(what: &str, err: &watcher::Error) -> Option<(Reason, String)> {
     let watcher::Error::InitialListFailed(kube::Error::Api(status)) = err else {
         return None;
     };

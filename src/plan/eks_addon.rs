@@ -46,7 +46,7 @@ pub struct AddonWrite {
 
 impl AddonWrite {
     /// Some of the changes restore keys someone else changed (IaC drift).
-    pub fn has_drift(&self) -> bool {
+    pub(crate) fn has_drift(&self) -> bool {
         self.changes.iter().any(|c| c.drift)
     }
 }
@@ -300,7 +300,7 @@ fn waiting(facts: &AddonFacts, where_: &str, daemonset: &DaemonSetRef) -> (Reaso
 }
 
 /// Replaces a planned condition of `p`.
-pub fn set_condition(
+pub(crate) fn set_condition(
     p: &mut PolicyPlan,
     type_: &'static str,
     status: bool,

@@ -25,7 +25,7 @@ pub enum TemplateStep {
 }
 
 /// Decides the step from the policy's spec and plan, and whether the operator has EC2 access.
-pub fn launch_template_step(
+pub(crate) fn launch_template_step(
     spec: &NodeNetworkPolicySpec,
     plan: &PolicyPlan,
     ec2_access: bool,

@@ -22,10 +22,10 @@ use crate::instance::{InstanceCatalog, InstanceLimits};
 
 /// Node labels the plan reads.
 pub mod labels {
-    pub const INSTANCE_TYPE: &str = "node.kubernetes.io/instance-type";
-    pub const INSTANCE_TYPE_BETA: &str = "beta.kubernetes.io/instance-type";
-    pub const OS: &str = "kubernetes.io/os";
-    pub const COMPUTE_TYPE: &str = "eks.amazonaws.com/compute-type";
+    pub(crate) const INSTANCE_TYPE: &str = "node.kubernetes.io/instance-type";
+    pub(crate) const INSTANCE_TYPE_BETA: &str = "beta.kubernetes.io/instance-type";
+    pub(crate) const OS: &str = "kubernetes.io/os";
+    pub(crate) const COMPUTE_TYPE: &str = "eks.amazonaws.com/compute-type";
 }
 
 /// Why a selected node is left out: the VPC CNI does not give it pod IPs.
@@ -151,14 +151,14 @@ impl AwsNodeFacts {
 
 impl<'a> PolicyInput<'a> {
     /// The policies oldest first (then by name): the order conflicts are decided in.
-    pub fn oldest_first<'p>(policies: &'p [PolicyInput<'a>]) -> Vec<&'p PolicyInput<'a>> {
+    pub(crate) fn oldest_first<'p>(policies: &'p [PolicyInput<'a>]) -> Vec<&'p PolicyInput<'a>> {
         let mut ordered: Vec<&PolicyInput<'a>> = policies.iter().collect();
         ordered.sort_by(|a, b| (&a.created, a.name).cmp(&(&b.created, b.name)));
         ordered
     }
 
     /// The plan's view of a policy; `name` is the policy's name, borrowed from the caller.
-    pub fn from_policy(policy: &'a crate::crd::NodeNetworkPolicy, name: &'a str) -> Self {
+    pub(crate) fn from_policy(policy: &'a crate::crd::NodeNetworkPolicy, name: &'a str) -> Self {
         Self {
             name,
             created: policy

@@ -70,7 +70,7 @@ pub struct KarpenterReport {
 impl KarpenterReport {
     /// A write failed: the node class still carries its old value and is not in sync, and the
     /// condition says why.
-    pub fn write_failed(&mut self, write: &NodeClassWrite, message: String) {
+    pub(crate) fn write_failed(&mut self, write: &NodeClassWrite, message: String) {
         if let Some(status) = self
             .statuses
             .iter_mut()

@@ -57,7 +57,7 @@ impl OwnerKind {
     }
 
     /// The CNIConfigured reason when the operator hands aws-node over to this owner.
-    pub fn handover_reason(self) -> Reason {
+    pub(crate) fn handover_reason(self) -> Reason {
         match self {
             Self::EksAddon | Self::Other => Reason::AnotherManagerOwnsAwsNode,
             Self::Helm => Reason::HelmOwnsAwsNode,

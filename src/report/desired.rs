@@ -12,7 +12,11 @@ use crate::plan::{ConditionPlan, FleetPlan, LaunchTemplateReport, PolicyPlan, Te
 
 /// Policy `name`'s part of `plan` with what the apply step did: the add-on write's outcome in
 /// CNIConfigured and `cniConfig.eksAddon`, refused EC2NodeClass writes in `ec2NodeClasses`.
-pub fn with_outcomes(plan: &FleetPlan, outcomes: &Outcomes, name: &str) -> Option<PolicyPlan> {
+pub(crate) fn with_outcomes(
+    plan: &FleetPlan,
+    outcomes: &Outcomes,
+    name: &str,
+) -> Option<PolicyPlan> {
     let mut p = plan.policies.get(name)?.clone();
     if let Some(write) = plan.addon.write.as_ref().filter(|w| w.policy == name) {
         match &outcomes.addon {
@@ -65,7 +69,7 @@ pub fn with_outcomes(plan: &FleetPlan, outcomes: &Outcomes, name: &str) -> Optio
 }
 
 /// Policy `name`'s launch-template part: the plan's report, or the sync results.
-pub fn templates_report(
+pub(crate) fn templates_report(
     plan: &FleetPlan,
     outcomes: &Outcomes,
     name: &str,
@@ -143,7 +147,7 @@ pub fn desired_status(
 }
 
 /// The `LaunchTemplatesSynced` condition over a policy's templates.
-pub fn synced_condition(results: &[SyncResult], dry_run: bool) -> ConditionPlan {
+pub(crate) fn synced_condition(results: &[SyncResult], dry_run: bool) -> ConditionPlan {
     let problems: Vec<&(Reason, String)> =
         results.iter().filter_map(|r| r.problem.as_ref()).collect();
     if let Some(&&(reason, _)) = problems.first() {
@@ -187,7 +191,7 @@ pub fn synced_condition(results: &[SyncResult], dry_run: bool) -> ConditionPlan 
 }
 
 /// Whether `desired` differs from `current` (condition order does not matter).
-pub fn status_changed(
+pub(crate) fn status_changed(
     desired: &NodeNetworkPolicyStatus,
     current: Option<&NodeNetworkPolicyStatus>,
 ) -> bool {
@@ -201,7 +205,7 @@ pub fn status_changed(
 
 /// The part of `status` this operator applies: its own conditions only, so server-side apply
 /// leaves other controllers' conditions alone.
-pub fn owned_part(status: &NodeNetworkPolicyStatus) -> NodeNetworkPolicyStatus {
+pub(crate) fn owned_part(status: &NodeNetworkPolicyStatus) -> NodeNetworkPolicyStatus {
     NodeNetworkPolicyStatus {
         conditions: status
             .conditions
@@ -215,7 +219,7 @@ pub fn owned_part(status: &NodeNetworkPolicyStatus) -> NodeNetworkPolicyStatus {
 
 /// `message` cut to at most `max` bytes on a character boundary, with `...` when cut (condition
 /// messages and Event notes have size limits).
-pub fn truncate(message: &str, max: usize) -> String {
+pub(crate) fn truncate(message: &str, max: usize) -> String {
     if message.len() <= max {
         return message.to_owned();
     }

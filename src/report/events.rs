@@ -22,7 +22,7 @@ pub struct EventSink<'a> {
 
 impl EventSink<'_> {
     /// Records an Event about `policy`.
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         policy: &NodeNetworkPolicy,
         reason: &str,
@@ -57,7 +57,7 @@ struct Note {
 }
 
 /// Raises the Events of what `outcomes` say was done, in the order it was done.
-pub async fn publish_outcomes(
+pub(crate) async fn publish_outcomes(
     sink: &EventSink<'_>,
     policies: &[Arc<NodeNetworkPolicy>],
     plan: &FleetPlan,

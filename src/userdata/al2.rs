@@ -24,7 +24,7 @@ struct Word {
 }
 
 /// Whether `text` has a bootstrap.sh call outside comments.
-pub fn calls_bootstrap(text: &str) -> bool {
+pub(crate) fn calls_bootstrap(text: &str) -> bool {
     find_call(text).is_some()
 }
 

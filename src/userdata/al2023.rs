@@ -15,7 +15,7 @@ fn malformed(reason: impl Into<String>) -> UserDataError {
 }
 
 /// Whether `text` is a plain NodeConfig YAML document.
-pub fn is_node_config(text: &str) -> bool {
+pub(crate) fn is_node_config(text: &str) -> bool {
     node_configs(text).is_ok_and(|docs| !docs.is_empty())
 }
 

@@ -17,7 +17,7 @@ fn parse(text: &str) -> Result<DocumentMut, UserDataError> {
         .map_err(|e| malformed(format!("TOML: {e}")))
 }
 
-pub fn is_bottlerocket(text: &str) -> bool {
+pub(crate) fn is_bottlerocket(text: &str) -> bool {
     parse(text).is_ok_and(|doc| doc.get("settings").is_some_and(Item::is_table_like))
 }
 

@@ -53,23 +53,23 @@ impl<'a> Part<'a> {
             .unwrap_or_else(|| "text/plain".to_owned())
     }
 
-    pub fn is_node_config(&self) -> bool {
+    pub(crate) fn is_node_config(&self) -> bool {
         self.content_type() == "application/node.eks.aws"
     }
 
-    pub fn is_shell(&self) -> bool {
+    pub(crate) fn is_shell(&self) -> bool {
         self.content_type() == "text/x-shellscript"
     }
 
     /// The part this operator owns carries this header.
-    pub fn is_owned(&self) -> bool {
+    pub(crate) fn is_owned(&self) -> bool {
         self.header(OWNER_HEADER)
             .is_some_and(|v| v.eq_ignore_ascii_case(OWNER_VALUE))
     }
 }
 
-pub const OWNER_HEADER: &str = "X-Managed-By";
-pub const OWNER_VALUE: &str = "vpc-cni-tuner";
+pub(crate) const OWNER_HEADER: &str = "X-Managed-By";
+pub(crate) const OWNER_VALUE: &str = "vpc-cni-tuner";
 
 #[derive(Debug, Clone)]
 pub struct Multipart<'a> {
@@ -174,6 +174,6 @@ fn skip_blank_line(text: &str, at: usize) -> usize {
 }
 
 /// Offset of `inner` (a sub-slice of `outer`) within `outer`.
-pub fn offset_in(outer: &str, inner: &str) -> usize {
+pub(crate) fn offset_in(outer: &str, inner: &str) -> usize {
     (inner.as_ptr() as usize).saturating_sub(outer.as_ptr() as usize)
 }

@@ -21,7 +21,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// EC2's limit on user data: 16 KB before base64 encoding.
-pub const USER_DATA_LIMIT: usize = 16 * 1024;
+pub(crate) const USER_DATA_LIMIT: usize = 16 * 1024;
 
 /// The AMI family a user-data document is written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
