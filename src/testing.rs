@@ -282,6 +282,8 @@ pub struct Ec2State {
     pub live_types: BTreeMap<String, InstanceLimits>,
     /// By operation (`DescribeLaunchTemplateVersions`, `CreateLaunchTemplateVersion`, ...).
     pub failures: BTreeMap<&'static str, FakeFailure>,
+    /// DescribeLaunchTemplateVersions calls.
+    pub reads: usize,
     /// Created versions' user data, base64 as sent.
     pub created: Vec<String>,
     pub defaults: Vec<i64>,
@@ -299,6 +301,7 @@ impl Default for Ec2State {
             instances: Vec::new(),
             live_types: BTreeMap::new(),
             failures: BTreeMap::new(),
+            reads: 0,
             created: Vec::new(),
             defaults: Vec::new(),
             type_lookups: Vec::new(),
@@ -337,7 +340,8 @@ impl LaunchTemplateApi for FakeEc2 {
     ) -> Result<TemplateVersion, Ec2Error> {
         use base64::Engine as _;
         self.check("DescribeLaunchTemplateVersions")?;
-        let state = self.state();
+        let mut state = self.state();
+        state.reads += 1;
         let number = match version {
             "$Latest" => state.version,
             "$Default" => state.default_version,

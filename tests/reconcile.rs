@@ -494,6 +494,38 @@ mod with_ec2 {
                 .contains("--max-pods=110")
         );
         assert_eq!(fake.state().defaults, vec![2]);
+
+        // The next passes plan from the template's last sync: no EC2 call, no write, until
+        // the result is five minutes old or the policy's maxPods changes.
+        let reads = fake.state().reads;
+        api.sync_policies(&ctx);
+        assert_eq!(
+            api.reconcile(&ctx, vec![]).await,
+            ReconcileReport::default()
+        );
+        assert_eq!(fake.state().reads, reads, "the last sync is reused");
+        ctx.observed()
+            .nodes
+            .replace_all([("node-0".to_owned(), node("t2.medium"))]);
+        api.reconcile(
+            &ctx,
+            vec![
+                apply_env(|_| {}),
+                event(|_| {}),
+                event(|body| {
+                    let note = body["note"].as_str().unwrap();
+                    assert!(note.contains("maxPods 110 -> 17"), "{note}");
+                }),
+                status("default", |body| {
+                    assert_eq!(body["status"]["launchTemplates"][0]["maxPodsWanted"], 17);
+                }),
+            ],
+        )
+        .await;
+        assert!(
+            fake.state().reads > reads,
+            "a new maxPods is synced at once"
+        );
     }
 
     #[tokio::test]

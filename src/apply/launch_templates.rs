@@ -4,10 +4,8 @@
 //! many running nodes launched from each template still run another maxPods. Each template's
 //! [`SyncResult`] is its outcome.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::PoisonError;
-use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -20,68 +18,60 @@ use crate::aws::Ec2Error;
 use crate::aws::launch_templates::{LaunchTemplateApi, TemplateVersion};
 use crate::crd::conditions::Reason;
 use crate::crd::{LaunchTemplateSpec, LaunchTemplateStatus, NodeNetworkPolicy};
-use crate::plan::{FleetPlan, NodeFacts, TemplateStep};
+use crate::plan::launch_templates::sync_key;
+use crate::plan::{FleetPlan, NodeFacts, SyncResult, TemplateStep};
 use crate::userdata::{self, UserDataError};
 
-/// One template's outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncResult {
-    pub status: LaunchTemplateStatus,
-    /// The note of a `LaunchTemplateUpdated` event, when a version was created.
-    pub updated: Option<String>,
-    /// Why it is not in sync (names the template and what is wrong).
-    pub problem: Option<(Reason, String)>,
-}
-
-/// Syncs every policy's launch templates to the maxPods its [`TemplateStep::Sync`] asks for;
-/// the results by policy name, in the order of `spec.launchTemplates`.
+/// Syncs the launch templates the plan's [`TemplateStep::Sync`] steps do not reuse a recent
+/// result for, to the maxPods the step asks for; the results by policy name and by index in
+/// `spec.launchTemplates`. Each result is remembered in the observed template syncs.
 pub(super) async fn apply(
     w: &Writer<'_>,
     policies: &[Arc<NodeNetworkPolicy>],
     plan: &FleetPlan,
     nodes: &[Arc<NodeFacts>],
-) -> BTreeMap<String, Vec<SyncResult>> {
+) -> BTreeMap<String, BTreeMap<usize, SyncResult>> {
     let mut outcomes = BTreeMap::new();
-    if !plan
-        .templates
-        .values()
-        .any(|s| matches!(s, TemplateStep::Sync { .. }))
-    {
+    let (Some(provider), true) = (
+        w.ec2,
+        plan.templates.values().any(
+            |s| matches!(s, TemplateStep::Sync { reuse, .. } if reuse.iter().any(Option::is_none)),
+        ),
+    ) else {
         return outcomes;
-    }
+    };
     let nodes = nodes_by_instance(nodes);
     for policy in policies {
         let name = policy.name_any();
-        let Some(&TemplateStep::Sync { max_pods, dry_run }) = plan.templates.get(&name) else {
+        let Some(TemplateStep::Sync {
+            max_pods,
+            dry_run,
+            reuse,
+        }) = plan.templates.get(&name)
+        else {
             continue;
         };
-        let mut results = Vec::new();
-        for spec in &policy.spec.launch_templates {
-            let key = format!("{name}/{}", spec.key());
-            let result = match w.templates.fresh(&key, max_pods, dry_run, w.template_ttl) {
-                Some(result) => result,
-                None => {
-                    let Some(provider) = w.ec2 else {
-                        continue;
-                    };
-                    let result = match provider.api(spec.region.as_deref()).await {
-                        Ok(api) => {
-                            sync_template(api.as_ref(), spec, max_pods, dry_run, &nodes).await
-                        }
-                        Err(err) => {
-                            warn!(policy = %name, %err, "no EC2 API for a launch template");
-                            unreachable_template(spec, max_pods, &err)
-                        }
-                    };
-                    w.templates.store(key, max_pods, dry_run, &result);
-                    result
+        let (max_pods, dry_run) = (*max_pods, *dry_run);
+        let mut results = BTreeMap::new();
+        for (index, spec) in policy.spec.launch_templates.iter().enumerate() {
+            if reuse.get(index).is_some_and(Option::is_some) {
+                continue;
+            }
+            let result = match provider.api(spec.region.as_deref()).await {
+                Ok(api) => sync_template(api.as_ref(), spec, max_pods, dry_run, &nodes).await,
+                Err(err) => {
+                    warn!(policy = %name, %err, "no EC2 API for a launch template");
+                    unreachable_template(spec, max_pods, &err)
                 }
             };
+            w.observed
+                .template_syncs
+                .store(sync_key(&name, spec), max_pods, dry_run, &result);
             if let Some(note) = &result.updated {
                 w.count_write("launch_template");
                 info!(policy = %name, %note, "launch template updated");
             }
-            results.push(result);
+            results.insert(index, result);
         }
         outcomes.insert(name, results);
     }
@@ -340,43 +330,6 @@ async fn report_rollout(
         status.nodes = Some(capacities.len() as u32);
         status.nodes_behind =
             Some(capacities.iter().filter(|c| **c != Some(wanted)).count() as u32);
-    }
-}
-
-/// Remembers recent results so node churn does not turn into EC2 calls: a template is checked
-/// again when the wanted maxPods changes, after `ttl`, or sooner after a failure.
-#[derive(Default)]
-pub struct SyncCache {
-    entries: std::sync::Mutex<HashMap<String, (u32, bool, Instant, SyncResult)>>,
-}
-
-impl SyncCache {
-    pub fn fresh(
-        &self,
-        key: &str,
-        wanted: u32,
-        dry_run: bool,
-        ttl: Duration,
-    ) -> Option<SyncResult> {
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let (cached_wanted, cached_dry_run, at, result) = entries.get(key)?;
-        let ttl = if result.problem.is_some() {
-            ttl / 5
-        } else {
-            ttl
-        };
-        (*cached_wanted == wanted && *cached_dry_run == dry_run && at.elapsed() < ttl).then(|| {
-            // An event is reported once, when it happened.
-            SyncResult {
-                updated: None,
-                ..result.clone()
-            }
-        })
-    }
-
-    pub fn store(&self, key: String, wanted: u32, dry_run: bool, result: &SyncResult) {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries.insert(key, (wanted, dry_run, Instant::now(), result.clone()));
     }
 }
 

@@ -22,10 +22,8 @@ use crate::crd::NodeNetworkPolicy;
 use crate::error::Error;
 use crate::metrics::{Metrics, WriteLabels};
 use crate::observe::Observed;
-use crate::plan::{CniTarget, FleetPlan, NodeClassWrite, NodeFacts};
+use crate::plan::{CniTarget, FleetPlan, NodeClassWrite, NodeFacts, SyncResult};
 pub use eks_addon::AddonOutcome;
-use launch_templates::SyncCache;
-pub use launch_templates::SyncResult;
 pub use node_classes::NodeClassOutcome;
 
 /// What the apply step writes through.
@@ -34,10 +32,6 @@ pub struct Writer<'a> {
     pub observed: &'a Observed,
     pub metrics: &'a Metrics,
     pub ec2: Option<&'a dyn Ec2Provider>,
-    /// Recent launch-template results, so node churn does not turn into EC2 calls.
-    pub templates: &'a SyncCache,
-    /// How often an unchanged launch template is checked again.
-    pub template_ttl: Duration,
 }
 
 impl Writer<'_> {
@@ -56,8 +50,9 @@ pub struct Outcomes {
     /// The planned aws-node env was applied.
     pub daemonset_written: bool,
     pub addon: AddonOutcome,
-    /// Launch-template results by policy name.
-    pub templates: BTreeMap<String, Vec<SyncResult>>,
+    /// Launch-template syncs by policy name and index in `spec.launchTemplates` (the ones the
+    /// plan did not reuse a recent result for).
+    pub templates: BTreeMap<String, BTreeMap<usize, SyncResult>>,
     pub node_classes: Vec<(NodeClassWrite, NodeClassOutcome)>,
     /// Look again this soon (an EKS add-on update is being followed).
     pub requeue_after: Option<Duration>,

@@ -4,13 +4,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use kube::Client;
 use kube::runtime::events::Reporter;
 
 use crate::apply::Writer;
-use crate::apply::launch_templates::SyncCache;
 use crate::aws::Ec2Provider;
 use crate::aws::eks::EksProvider;
 use crate::crd::{DaemonSetRef, FIELD_MANAGER};
@@ -31,9 +29,6 @@ pub struct Context {
     leader: Arc<AtomicBool>,
     /// EC2 access for launch templates and live instance types; `None`: no AWS at all.
     ec2: Option<Arc<dyn Ec2Provider>>,
-    template_cache: SyncCache,
-    /// How often an unchanged launch template is checked again.
-    template_ttl: Duration,
 }
 
 impl Context {
@@ -49,8 +44,6 @@ impl Context {
             metrics: Metrics::default(),
             leader,
             ec2: None,
-            template_cache: SyncCache::default(),
-            template_ttl: Duration::from_secs(300),
         }
     }
 
@@ -119,8 +112,6 @@ impl Context {
             observed: &self.observed,
             metrics: &self.metrics,
             ec2: self.ec2(),
-            templates: &self.template_cache,
-            template_ttl: self.template_ttl,
         }
     }
 

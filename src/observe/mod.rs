@@ -9,6 +9,7 @@ pub mod cache;
 pub mod eks_addon;
 pub mod facts;
 pub mod instance_types;
+pub mod launch_templates;
 pub mod node_classes;
 pub mod node_view;
 
@@ -23,12 +24,13 @@ use crate::error::Error;
 use crate::instance::{InstanceCatalog, InstanceLimits};
 use crate::karpenter::resources::{NodeClassFacts, NodePoolFacts};
 use crate::plan::{
-    AwsNodeFacts, CniTarget, FleetInput, KarpenterAvailability, KarpenterFacts, NodeFacts,
-    PolicyInput,
+    AwsNodeFacts, CniTarget, FleetInput, KarpenterAvailability, KarpenterFacts, LastSync,
+    NodeFacts, PolicyInput,
 };
 use cache::ProjectedCache;
 use eks_addon::AddonState;
 use instance_types::LiveInstanceTypes;
+use launch_templates::TemplateSyncs;
 use node_classes::KarpenterState;
 
 /// What the operator knows of the cluster and AWS between reconciles: the watch caches and the
@@ -43,6 +45,8 @@ pub struct Observed {
     pub addon: AddonState,
     /// Facts looked up live for types the embedded table lacks.
     pub instance_types: LiveInstanceTypes,
+    /// Each launch template's last sync.
+    pub template_syncs: TemplateSyncs,
     /// The one aws-node DaemonSet this instance manages (`--daemonset`).
     pub managed: DaemonSetRef,
     pub catalog: InstanceCatalog,
@@ -57,6 +61,7 @@ impl Observed {
             karpenter: KarpenterState::default(),
             addon: AddonState::default(),
             instance_types: LiveInstanceTypes::default(),
+            template_syncs: TemplateSyncs::default(),
             managed,
             catalog: InstanceCatalog::embedded(),
         }
@@ -113,6 +118,7 @@ impl Observed {
             nodes,
             aws_node: self.aws_node(),
             extra_facts: self.instance_types.known(),
+            template_syncs: self.template_syncs.fresh(),
             cni_target,
             karpenter,
             ec2_access,
@@ -136,6 +142,8 @@ pub struct Snapshot {
     pub nodes: Vec<Arc<NodeFacts>>,
     pub aws_node: Option<Arc<AwsNodeFacts>>,
     pub extra_facts: BTreeMap<String, InstanceLimits>,
+    /// The launch templates' recent syncs.
+    pub template_syncs: BTreeMap<String, LastSync>,
     pub cni_target: CniTarget,
     /// When a policy lists EC2NodeClasses.
     pub karpenter: Option<KarpenterSnapshot>,
@@ -170,6 +178,7 @@ impl Snapshot {
                     .collect(),
             }),
             ec2_access: self.ec2_access,
+            template_syncs: &self.template_syncs,
         }
     }
 }

@@ -1,10 +1,37 @@
-//! What a policy's launch templates need this pass, decided without EC2: sync them to the
-//! policy's maxPods, or report why not (no EC2 access, no maxPods yet).
+//! What a policy's launch templates need this pass, decided without EC2 from the last syncs:
+//! sync them to the policy's maxPods (reusing a recent result for the same maxPods), or report
+//! why not (no EC2 access, no maxPods yet).
+
+use std::collections::BTreeMap;
 
 use crate::crd::conditions::{self, Reason};
-use crate::crd::{Enforcement, LaunchTemplateStatus, NodeNetworkPolicySpec};
+use crate::crd::{Enforcement, LaunchTemplateSpec, LaunchTemplateStatus, NodeNetworkPolicySpec};
 
 use super::{ConditionPlan, PolicyPlan};
+
+/// One template's sync: its status, the Event note when a version was created, and why it is
+/// not in sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncResult {
+    pub status: LaunchTemplateStatus,
+    /// The note of a `LaunchTemplateUpdated` event, when a version was created.
+    pub updated: Option<String>,
+    /// Why it is not in sync (names the template and what is wrong).
+    pub problem: Option<(Reason, String)>,
+}
+
+/// A template's last sync, while it is recent enough to reuse (observed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastSync {
+    pub max_pods: u32,
+    pub dry_run: bool,
+    pub result: SyncResult,
+}
+
+/// The key of a policy's template in the last syncs.
+pub fn sync_key(policy: &str, spec: &LaunchTemplateSpec) -> String {
+    format!("{policy}/{}", spec.key())
+}
 
 /// The launch-template part of a policy's status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,17 +45,25 @@ pub struct LaunchTemplateReport {
 pub enum TemplateStep {
     /// The policy lists no launch templates.
     Nothing,
-    /// Write `max_pods` into each template (DryRun: only report what would be written).
-    Sync { max_pods: u32, dry_run: bool },
+    /// Write `max_pods` into each template (DryRun: only report what would be written); per
+    /// template in `spec.launchTemplates`, the recent result to reuse instead of asking EC2.
+    Sync {
+        max_pods: u32,
+        dry_run: bool,
+        reuse: Vec<Option<SyncResult>>,
+    },
     /// Not synced this pass; the report says why.
     Report(LaunchTemplateReport),
 }
 
-/// Decides the step from the policy's spec and plan, and whether the operator has EC2 access.
+/// Decides the step from the policy's spec and plan, whether the operator has EC2 access, and
+/// the templates' last syncs.
 pub(crate) fn launch_template_step(
+    name: &str,
     spec: &NodeNetworkPolicySpec,
     plan: &PolicyPlan,
     ec2_access: bool,
+    last: &BTreeMap<String, LastSync>,
 ) -> TemplateStep {
     if spec.launch_templates.is_empty() {
         return TemplateStep::Nothing;
@@ -43,9 +78,20 @@ pub(crate) fn launch_template_step(
             "the operator has no EC2 access configured; it cannot write launch templates",
         ),
         (true, Some(max_pods)) if ready => {
+            let dry_run = spec.enforcement == Enforcement::DryRun;
+            let reuse = spec
+                .launch_templates
+                .iter()
+                .map(|t| {
+                    last.get(&sync_key(name, t))
+                        .filter(|l| l.max_pods == max_pods && l.dry_run == dry_run)
+                        .map(|l| l.result.clone())
+                })
+                .collect();
             return TemplateStep::Sync {
                 max_pods,
-                dry_run: spec.enforcement == Enforcement::DryRun,
+                dry_run,
+                reuse,
             };
         }
         _ => (

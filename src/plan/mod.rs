@@ -208,6 +208,8 @@ pub struct FleetInput<'a> {
     pub karpenter: Option<KarpenterFacts<'a>>,
     /// The operator has EC2 access (launch templates can be written).
     pub ec2_access: bool,
+    /// The launch templates' recent syncs, by [`launch_templates::sync_key`].
+    pub template_syncs: &'a BTreeMap<String, LastSync>,
 }
 
 /// A condition the plan wants, without timestamps (the status step adds those).
@@ -306,7 +308,7 @@ pub use eks_addon::{AddonFacts, AddonPlan, AddonWrite, CniTarget, UpdateFacts};
 use env::{describe_env_diff, env_changes, foreign_overrides};
 use evaluate::{evaluate, recompute, select_all};
 use launch_templates::launch_template_step;
-pub use launch_templates::{LaunchTemplateReport, TemplateStep};
+pub use launch_templates::{LastSync, LaunchTemplateReport, SyncResult, TemplateStep};
 use node_classes::plan_node_classes;
 pub use node_classes::{
     KarpenterAvailability, KarpenterFacts, KarpenterInput, KarpenterReport, NodeClassWrite,
@@ -479,7 +481,8 @@ fn template_steps(
         .iter()
         .filter_map(|p| {
             let plan = policies.get(p.name)?;
-            let step = launch_template_step(p.spec, plan, input.ec2_access);
+            let step =
+                launch_template_step(p.name, p.spec, plan, input.ec2_access, input.template_syncs);
             (step != TemplateStep::Nothing).then(|| (p.name.to_owned(), step))
         })
         .collect()

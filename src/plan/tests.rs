@@ -55,6 +55,7 @@ impl Fixture {
             now: jiff::Timestamp::UNIX_EPOCH,
             karpenter: None,
             ec2_access: false,
+            template_syncs: &BTreeMap::new(),
         };
         plan_fleet(&input)
     }
@@ -348,6 +349,7 @@ fn live_facts_fill_in_unknown_types() {
         now: jiff::Timestamp::UNIX_EPOCH,
         karpenter: None,
         ec2_access: false,
+        template_syncs: &BTreeMap::new(),
     };
     let plan = plan_fleet(&input);
     assert_eq!(plan.policies["default"].max_pods, Some(110));

@@ -4,11 +4,13 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::apply::{AddonOutcome, NodeClassOutcome, Outcomes, SyncResult};
+use crate::apply::{AddonOutcome, NodeClassOutcome, Outcomes};
 use crate::crd::NodeNetworkPolicyStatus;
 use crate::crd::conditions::{self, Reason};
 use crate::plan::eks_addon::set_condition;
-use crate::plan::{ConditionPlan, FleetPlan, LaunchTemplateReport, PolicyPlan, TemplateStep};
+use crate::plan::{
+    ConditionPlan, FleetPlan, LaunchTemplateReport, PolicyPlan, SyncResult, TemplateStep,
+};
 
 /// Policy `name`'s part of `plan` with what the apply step did: the add-on write's outcome in
 /// CNIConfigured and `cniConfig.eksAddon`, refused EC2NodeClass writes in `ec2NodeClasses`.
@@ -77,15 +79,21 @@ pub(crate) fn templates_report(
     match plan.templates.get(name)? {
         TemplateStep::Nothing => None,
         TemplateStep::Report(report) => Some(report.clone()),
-        TemplateStep::Sync { dry_run, .. } => {
-            let results = outcomes
-                .templates
-                .get(name)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
+        TemplateStep::Sync { dry_run, reuse, .. } => {
+            // A recent result where the plan reused one, else this pass's sync.
+            let synced = outcomes.templates.get(name);
+            let results: Vec<SyncResult> = reuse
+                .iter()
+                .enumerate()
+                .filter_map(|(i, reused)| {
+                    reused
+                        .clone()
+                        .or_else(|| synced.and_then(|s| s.get(&i)).cloned())
+                })
+                .collect();
             Some(LaunchTemplateReport {
-                condition: synced_condition(results, *dry_run),
-                statuses: results.iter().map(|r| r.status.clone()).collect(),
+                condition: synced_condition(&results, *dry_run),
+                statuses: results.into_iter().map(|r| r.status).collect(),
             })
         }
     }

@@ -131,7 +131,7 @@ fn notes(plan: &FleetPlan, outcomes: &Outcomes) -> Vec<Note> {
         });
     }
     for (policy, results) in &outcomes.templates {
-        for note in results.iter().filter_map(|r| r.updated.clone()) {
+        for note in results.values().filter_map(|r| r.updated.clone()) {
             notes.push(Note {
                 policy: policy.clone(),
                 reason: "LaunchTemplateUpdated",
