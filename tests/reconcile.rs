@@ -746,3 +746,53 @@ mod eks_addon {
         assert_eq!(eks.take_calls(), ["DescribeAddon"]);
     }
 }
+
+/// A write is planned only from a read of the add-on at most 5 s old: after a quiet spell, a
+/// change first reads the add-on again (one pass that writes nothing), then sends.
+#[tokio::test]
+async fn an_old_read_of_the_add_on_is_renewed_before_a_write() {
+    use std::time::Duration;
+    use vpc_cni_tuner::testing::{EKS_ADDON_ENV, eks_addon_ds};
+
+    let (ctx, api, eks) = MockApi::addon(true);
+    api.fill(
+        &ctx,
+        vec![default_policy()],
+        vec![node("m5.large")],
+        Some(&eks_addon_ds(EKS_ADDON_ENV, &[])),
+    );
+    api.reconcile(&ctx, vec![event(|_| {}), status("default", |_| {})])
+        .await;
+    api.eks_applies(&ctx, &eks);
+    api.sync_policies(&ctx);
+    api.reconcile(&ctx, vec![status("default", |_| {})]).await;
+    api.sync_policies(&ctx);
+    assert_eq!(
+        api.reconcile(&ctx, vec![]).await,
+        ReconcileReport::default()
+    );
+    eks.take_calls();
+
+    // Quiet for longer than the add-on read is trusted for a write; then the fleet changes.
+    tokio::time::sleep(Duration::from_millis(5_200)).await;
+    ctx.observed()
+        .nodes
+        .replace_all([("node-0".to_owned(), node("t2.medium"))]);
+    let report = api.reconcile(&ctx, vec![]).await;
+    assert_eq!(
+        report.requeue_after,
+        Some(Duration::ZERO),
+        "read again at once"
+    );
+    assert!(!report.addon_updated);
+    assert_eq!(
+        eks.take_calls(),
+        Vec::<&str>::new(),
+        "nothing sent from the old read"
+    );
+    let report = api
+        .reconcile(&ctx, vec![event(|_| {}), status("default", |_| {})])
+        .await;
+    assert!(report.addon_updated);
+    assert_eq!(eks.take_calls(), ["DescribeAddon", "UpdateAddon"]);
+}

@@ -1,6 +1,6 @@
 //! The add-on write: in add-on mode, carries out the plan's [`AddonPlan`]: releases the env
-//! fields this operator's field manager still owns on the DaemonSet, checks the add-on has not
-//! changed since the read the plan came from, validates the new configurationValues against the
+//! fields this operator's field manager still owns on the DaemonSet, writes only from a read of
+//! the add-on at most [`FRESH_ENOUGH`] old (else the next reconcile reads it again), validates the new configurationValues against the
 //! add-on's schema, and sends one eks:UpdateAddon (`resolveConflicts: PRESERVE`) per change.
 //! Returns an [`AddonOutcome`]; the report step turns it into conditions and Events.
 
@@ -16,7 +16,7 @@ use crate::aws::eks::EksError;
 use crate::crd::conditions::Reason;
 use crate::eks_addon::{ADDON_NAME, AddonFacts, UpdateFacts};
 use crate::error::Error;
-use crate::observe::eks_addon::{ADDON_TTL, AddonMemory, FRESH_ENOUGH, access_message, describe};
+use crate::observe::eks_addon::{ADDON_TTL, AddonMemory, FRESH_ENOUGH};
 use crate::plan::{AddonPlan, AddonWrite, CniTarget, EnvChange};
 
 /// While an update runs, it is followed this often.
@@ -40,7 +40,8 @@ pub enum AddonOutcome {
     Held { reason: Reason, message: String },
     /// A drift correction waits for the backoff this long.
     Backoff { left: Duration },
-    /// The add-on changed since the read the plan came from: nothing sent, planned again at once.
+    /// The plan came from a read older than [`FRESH_ENOUGH`]: nothing sent or reported; the
+    /// next reconcile, at once, reads the add-on and plans again.
     Stale,
 }
 
@@ -106,8 +107,8 @@ pub(super) async fn apply(
         };
         return Ok((held, None));
     }
-    // Planned from a read older than FRESH_ENOUGH: read again, and send only if unchanged.
-    if !read_is_current(w, &mut inner, facts).await? {
+    // Planned from a read older than FRESH_ENOUGH: read again first (at once).
+    if !read_is_current(&inner) {
         return Ok((AddonOutcome::Stale, Some(Duration::ZERO)));
     }
     if let Some(held) = check_schema(&mut inner, facts, write).await? {
@@ -149,30 +150,14 @@ fn drift_left(inner: &mut AddonMemory) -> Option<Duration> {
     (since < wait).then(|| wait - since)
 }
 
-/// Whether the add-on is still as `planned` read it; reads it again when that read is older
-/// than [`FRESH_ENOUGH`].
-async fn read_is_current(
-    w: &Writer<'_>,
-    inner: &mut AddonMemory,
-    planned: &AddonFacts,
-) -> Result<bool, Error> {
-    let young = inner
+/// Whether the plan came from a read of the add-on younger than [`FRESH_ENOUGH`]: a write is
+/// planned only from the add-on as it is now. An older read is not written from; the next
+/// observe step reads the add-on again (`want_fresh`).
+fn read_is_current(inner: &AddonMemory) -> bool {
+    inner
         .described
         .as_ref()
-        .is_some_and(|(at, _)| at.elapsed() <= FRESH_ENOUGH);
-    if young {
-        return Ok(true);
-    }
-    let now = describe(&w.observed.addon, inner, &planned.cluster)
-        .await
-        .map_err(Error::Eks)?;
-    let current = now.as_ref().is_some_and(|f| {
-        f.configuration_values == planned.configuration_values
-            && f.status == planned.status
-            && f.version == planned.version
-    });
-    inner.described = Some((Instant::now(), now));
-    Ok(current)
+        .is_some_and(|(at, _)| at.elapsed() <= FRESH_ENOUGH)
 }
 
 /// The add-on's own schema first: a value EKS would refuse is reported, not sent.
@@ -228,7 +213,7 @@ fn refuse(
     } else {
         Reason::AddonUpdateFailed
     };
-    let message = access_message(err, &facts.cluster);
+    let message = err.with_fix(&facts.cluster);
     inner.refuse(&write.configuration_values, reason, &message);
     AddonOutcome::Held { reason, message }
 }

@@ -72,6 +72,20 @@ impl EksError {
         }
     }
 
+    /// The error and, for access denied, the IAM fix (the action on the add-on's ARN).
+    pub fn with_fix(&self, cluster: &str) -> String {
+        if self.is_access_denied() {
+            format!(
+                "{self}: allow {} on the add-on \
+                 arn:aws:eks:REGION:ACCOUNT:addon/{cluster}/{ADDON_NAME}/* in the operator's IAM \
+                 role (README, EKS add-on mode)",
+                self.action().unwrap_or_default()
+            )
+        } else {
+            self.to_string()
+        }
+    }
+
     /// Throttling or a server fault: worth a retry after a backoff, not a condition.
     pub fn is_transient(&self) -> bool {
         match self {

@@ -209,7 +209,7 @@ fn cluster_name(flag: Option<&str>, ds: Option<&AwsNodeFacts>) -> Option<String>
 }
 
 /// DescribeAddon, and DescribeUpdate of the operator's update while it runs.
-pub(crate) async fn describe(
+async fn describe(
     state: &AddonState,
     inner: &mut AddonMemory,
     cluster: &str,
@@ -251,19 +251,7 @@ fn unavailable(err: &EksError, cluster: &str) -> CniTarget {
         } else {
             Reason::AwsError
         },
-        message: access_message(err, cluster),
-    }
-}
-
-pub(crate) fn access_message(err: &EksError, cluster: &str) -> String {
-    if err.is_access_denied() {
-        format!(
-            "{err}: allow {} on the add-on arn:aws:eks:REGION:ACCOUNT:addon/{cluster}/{ADDON_NAME}/* \
-             in the operator's IAM role (README, EKS add-on mode)",
-            err.action().unwrap_or_default()
-        )
-    } else {
-        format!("{err}")
+        message: err.with_fix(cluster),
     }
 }
 

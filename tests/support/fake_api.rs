@@ -915,8 +915,10 @@ impl Verifier {
     }
 
     /// EKS applies the add-on's configurationValues to aws-node, as it does after an update:
-    /// the add-on's env over the add-on's defaults, in the fake and in the cache.
+    /// the add-on's env over the add-on's defaults, in the fake and in the cache; the update is
+    /// done and the add-on ACTIVE.
     pub fn eks_applies(&self, ctx: &Context, eks: &FakeEks) {
+        eks.finish_updates();
         let values = eks.state().configuration_values.clone().unwrap_or_default();
         let document: Value = serde_json::from_str(&values).unwrap_or(Value::Null);
         let mut env: BTreeMap<String, String> = EKS_ADDON_ENV
