@@ -33,6 +33,13 @@ pub enum Command {
     Crd,
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
     Run(RunArgs),
+    /// Print the JSON Schema of `recommend -o json` (committed as schemas/recommend.v1.json).
+    Schema,
+    /// Print a shell completion script: `vpc-cni-tuner completions bash > /etc/bash_completion.d/vpc-cni-tuner`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -43,12 +50,21 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
+    /// The kubeconfig file to use instead of `KUBECONFIG` / `~/.kube/config` (in a pod: the
+    /// in-cluster config when neither this nor `--context` is given).
+    #[arg(long, env = "VPC_CNI_TUNER_KUBECONFIG")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+
+    /// The kubeconfig context to use instead of its current one; the file is left unchanged.
+    #[arg(long, env = "VPC_CNI_TUNER_CONTEXT")]
+    pub context: Option<String>,
+
     /// Address of the admin server (/livez, /readyz, /metrics); `[::]` serves IPv4 and IPv6.
-    #[arg(long, default_value = "[::]:8080")]
+    #[arg(long, env = "VPC_CNI_TUNER_ADMIN_ADDR", default_value = "[::]:8080")]
     pub admin_addr: std::net::SocketAddr,
 
     /// Elect a leader through a coordination.k8s.io Lease; only the leader writes.
-    #[arg(long)]
+    #[arg(long, env = "VPC_CNI_TUNER_LEADER_ELECT")]
     pub leader_elect: bool,
 
     /// Namespace of the leader Lease (defaults to the pod's namespace).
@@ -56,7 +72,11 @@ pub struct RunArgs {
     pub lease_namespace: String,
 
     /// Name of the leader Lease.
-    #[arg(long, default_value = "vpc-cni-tuner")]
+    #[arg(
+        long,
+        env = "VPC_CNI_TUNER_LEASE_NAME",
+        default_value = "vpc-cni-tuner"
+    )]
     pub lease_name: String,
 
     /// This replica's identity in the Lease (defaults to the pod name).
@@ -64,43 +84,53 @@ pub struct RunArgs {
     pub identity: Option<String>,
 
     /// The aws-node DaemonSet to manage, NAMESPACE/NAME.
-    #[arg(long, default_value = "kube-system/aws-node", value_parser = parse_daemonset_ref)]
+    #[arg(long, env = "VPC_CNI_TUNER_DAEMONSET", default_value = "kube-system/aws-node", value_parser = parse_daemonset_ref)]
     pub daemonset: crate::crd::DaemonSetRef,
 
     /// Re-plan at least this often (seconds), even without events.
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "VPC_CNI_TUNER_RESYNC_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub resync_seconds: u64,
 
     /// Wait this long (milliseconds) after an event for more before planning.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, env = "VPC_CNI_TUNER_DEBOUNCE_MILLIS", default_value_t = 500)]
     pub debounce_millis: u64,
 
     /// Log format; the level comes from RUST_LOG (default info).
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(
+        long,
+        env = "VPC_CNI_TUNER_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 
     /// AWS region of EC2 calls (launch templates without their own `region`, live instance-type
     /// lookups). Unset: aws-config's chain (`AWS_REGION`, `AWS_DEFAULT_REGION`, the profile,
     /// then the instance metadata service).
-    #[arg(long)]
+    #[arg(long, env = "VPC_CNI_TUNER_AWS_REGION")]
     pub aws_region: Option<String>,
 
     /// EC2 endpoint URL (a VPC interface endpoint, a FIPS or test endpoint). Unset: aws-config's
     /// chain (`AWS_ENDPOINT_URL_EC2`, `AWS_ENDPOINT_URL`), else the region's public endpoint.
-    #[arg(long)]
+    #[arg(long, env = "VPC_CNI_TUNER_EC2_ENDPOINT_URL")]
     pub ec2_endpoint_url: Option<String>,
 
     /// Manage Karpenter EC2NodeClasses that policies list (`spec.karpenter.ec2NodeClasses`):
     /// watch NodePools and EC2NodeClasses once a policy lists one, and write their kubelet
     /// maxPods. Needs the RBAC the chart grants with `karpenter.enabled=true`.
-    #[arg(long)]
+    #[arg(long, env = "VPC_CNI_TUNER_KARPENTER")]
     pub karpenter: bool,
 
     /// Where the aws-node env is written: `auto` writes the EKS managed add-on's
     /// configurationValues (eks:UpdateAddon) when EKS applies aws-node (nothing when EKS has no
     /// such add-on), and the DaemonSet otherwise; `daemonset` always writes the DaemonSet (add-on updates with
     /// resolveConflicts NONE then fail); `eks-addon` always writes the add-on.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(
+        long,
+        env = "VPC_CNI_TUNER_CNI_CONFIG_VIA",
+        value_enum,
+        default_value = "auto"
+    )]
     pub cni_config_via: crate::eks_addon::CniConfigVia,
 
     /// The EKS cluster's name, for the add-on calls. Unset: aws-node's `CLUSTER_NAME` env, which
@@ -110,7 +140,7 @@ pub struct RunArgs {
 
     /// EKS endpoint URL (a VPC interface endpoint, a FIPS or test endpoint). Unset: aws-config's
     /// chain (`AWS_ENDPOINT_URL_EKS`, `AWS_ENDPOINT_URL`), else the region's public endpoint.
-    #[arg(long)]
+    #[arg(long, env = "VPC_CNI_TUNER_EKS_ENDPOINT_URL")]
     pub eks_endpoint_url: Option<String>,
 }
 
@@ -319,6 +349,42 @@ impl RecommendArgs {
     }
 }
 
+/// The version of `recommend -o json`'s shape: a field is only added within a version; a field
+/// removed or changed in meaning makes the next.
+pub const RECOMMEND_SCHEMA_VERSION: &str = "vpc-cni-tuner.recommend/v1";
+
+/// `recommend -o json`: the recommendation with the version of its shape.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecommendOutput {
+    /// `vpc-cni-tuner.recommend/v1`.
+    pub schema_version: String,
+    #[serde(flatten)]
+    pub recommendation: Recommendation,
+}
+
+/// The JSON Schema of `recommend -o json`, as committed in `schemas/recommend.v1.json`.
+pub fn recommend_schema() -> String {
+    let mut schema = schemars::schema_for!(RecommendOutput);
+    schema.insert(
+        "$id".to_owned(),
+        serde_json::json!("https://vpc-cni-tuner.io/schemas/recommend.v1.json"),
+    );
+    if let Some(props) = schema
+        .get_mut("properties")
+        .and_then(|p| p.get_mut("schemaVersion"))
+        .and_then(|v| v.as_object_mut())
+    {
+        props.insert(
+            "const".to_owned(),
+            serde_json::json!(RECOMMEND_SCHEMA_VERSION),
+        );
+    }
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
 /// Runs `recommend` against `catalog`, writing to `out`.
 pub fn recommend(
     args: &RecommendArgs,
@@ -350,18 +416,22 @@ pub fn recommend(
         return Err(CliError::UnknownInstanceTypes(unknown));
     }
     let recommendation = engine::recommend(&args.tuning_request(), &facts)?;
+    let versioned = RecommendOutput {
+        schema_version: RECOMMEND_SCHEMA_VERSION.to_owned(),
+        recommendation,
+    };
     match args.output {
         OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut *out, &recommendation)
+            serde_json::to_writer_pretty(&mut *out, &versioned)
                 .map_err(|e| CliError::Render(e.to_string()))?;
             writeln!(out)?;
         }
         OutputFormat::Yaml => {
-            let text = serde_yaml_ng::to_string(&recommendation)
+            let text = serde_yaml_ng::to_string(&versioned)
                 .map_err(|e| CliError::Render(e.to_string()))?;
             out.write_all(text.as_bytes())?;
         }
-        OutputFormat::Table => out.write_all(render_table(&recommendation).as_bytes())?,
+        OutputFormat::Table => out.write_all(render_table(&versioned.recommendation).as_bytes())?,
     }
     Ok(())
 }
@@ -448,4 +518,34 @@ pub fn render_table(rec: &Recommendation) -> String {
         }
     }
     out
+}
+
+/// The Kubernetes client of `run`: `--kubeconfig` and `--context` when given (never changing
+/// the file), else kube's default (`KUBECONFIG`, `~/.kube/config`, the in-cluster config).
+#[cfg(feature = "operator")]
+pub async fn kube_client(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> anyhow::Result<kube::Client> {
+    use anyhow::Context as _;
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    if kubeconfig.is_none() && context.is_none() {
+        return Ok(kube::Client::try_default().await?);
+    }
+    let file = match kubeconfig {
+        Some(path) => Kubeconfig::read_from(path)
+            .with_context(|| format!("--kubeconfig {}: cannot read it", path.display()))?,
+        None => Kubeconfig::read().context("no kubeconfig to take --context from")?,
+    };
+    let options = KubeConfigOptions {
+        context: context.map(str::to_owned),
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(file, &options)
+        .await
+        .with_context(|| match context {
+            Some(name) => format!("--context {name}: not usable from the kubeconfig"),
+            None => "the kubeconfig is not usable".to_owned(),
+        })?;
+    Ok(kube::Client::try_from(config)?)
 }

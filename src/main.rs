@@ -17,6 +17,15 @@ fn main() -> ExitCode {
             .map(|yaml| print!("{yaml}"))
             .map_err(anyhow::Error::from),
         Command::Run(args) => run(args),
+        Command::Schema => {
+            print!("{}", cli::recommend_schema());
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "vpc-cni-tuner", &mut std::io::stdout());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -31,14 +40,17 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let subscriber = tracing_subscriber::fmt().with_env_filter(filter);
     match args.log_format {
-        LogFormat::Json => subscriber.json().init(),
+        // The message and the event's fields at the top level of each line, where log pipelines
+        // (CloudWatch, Loki, Elasticsearch) look for them.
+        LogFormat::Json => subscriber.json().flatten_event(true).init(),
         LogFormat::Text => subscriber.init(),
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(async {
-            let client = kube::Client::try_default().await?;
+            let client =
+                cli::kube_client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
             let (stop, shutdown) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
                 wait_for_signal().await;

@@ -229,3 +229,82 @@ fn karpenter_nodepool_file() {
         "{stderr}"
     );
 }
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vpc-cni-tuner"))
+        .args(args)
+        .output()
+        .expect("run vpc-cni-tuner")
+}
+
+/// `schemas/recommend.v1.json` is what `vpc-cni-tuner schema` prints, and outputs of
+/// `recommend -o json` (IPv4, IPv6, with warnings) validate against it.
+#[test]
+fn json_output_has_a_versioned_schema_that_it_follows() {
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/recommend.v1.json"
+    ))
+    .expect("committed schema");
+    let schema: serde_json::Value = serde_json::from_str(&committed).expect("schema JSON");
+    let printed: serde_json::Value =
+        serde_json::from_str(&stdout(&run(&["schema"]))).expect("printed schema");
+    assert_eq!(
+        printed, schema,
+        "regenerate: vpc-cni-tuner schema > schemas/recommend.v1.json"
+    );
+    let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+    for args in [
+        &["t3.medium", "m5.large"][..],
+        &["m5.large", "--ip-family", "ipv6"],
+        &["t2.medium", "m5.large", "--prefix-delegation", "enabled"],
+    ] {
+        let out = stdout(&recommend(&[args, &["-o", "json"]].concat()));
+        let json: serde_json::Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(json["schemaVersion"], "vpc-cni-tuner.recommend/v1");
+        let problems: Vec<String> = validator
+            .iter_errors(&json)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(problems.is_empty(), "{args:?}: {problems:?}");
+    }
+    // The schema can fail: a document without the version or with a wrong type is refused.
+    let mut bad: serde_json::Value =
+        serde_json::from_str(&stdout(&recommend(&["m5.large", "-o", "json"]))).unwrap();
+    bad["maxPods"] = serde_json::json!("many");
+    assert!(!validator.is_valid(&bad));
+    bad.as_object_mut().unwrap().remove("schemaVersion");
+    assert!(!validator.is_valid(&bad));
+}
+
+#[test]
+fn completions_for_each_shell_name_every_subcommand() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let script = stdout(&run(&["completions", shell]));
+        for word in ["recommend", "run", "kubeconfig", "context", "warm-profile"] {
+            assert!(script.contains(word), "{shell}: no {word}");
+        }
+    }
+    let out = run(&["completions", "tcsh"]);
+    assert!(!out.status.success(), "an unknown shell is refused");
+}
+
+/// Every flag of `run` can come from the environment (`vpc-cni-tuner run --help` shows it).
+#[test]
+fn every_run_flag_has_an_environment_variable() {
+    let help = stdout(&run(&["run", "--help"]));
+    let mut flags = 0;
+    for option in help.lines().filter(|l| l.trim_start().starts_with("--")) {
+        if option.contains("--help") {
+            continue;
+        }
+        flags += 1;
+        let mut block = help.split(option).nth(1).unwrap_or_default().to_owned();
+        block.truncate(block.find("\n  -").unwrap_or(block.len()));
+        assert!(
+            option.contains("[env: ") || block.contains("[env: "),
+            "{option} has no environment variable"
+        );
+    }
+    assert!(flags >= 17, "{flags} flags seen");
+}

@@ -2654,3 +2654,56 @@ async fn values_taken_from_a_helm_release_earlier_are_reported_with_the_fix() {
     let env = cluster.get_policy("all").await.status.unwrap().cni_env;
     helm_cni(&cluster, "upgrade", &json!({"env": env})).expect("with the values, no conflict");
 }
+
+/// `run --kubeconfig F --context C` talks to the cluster of context C in F, whatever
+/// `KUBECONFIG` and F's current context say (both point at nothing here), and the JSON log has
+/// the message and the fields at the top level of each line.
+#[tokio::test]
+async fn kubeconfig_and_context_flags_pick_the_cluster_and_json_logs_are_flat() {
+    let Some(cluster) = Cluster::start(json!({})).await else {
+        return;
+    };
+    let mut config: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&cluster.operator_kubeconfig).unwrap())
+            .unwrap();
+    config["contexts"][0]["name"] = json!("tuner");
+    config["clusters"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "nowhere", "cluster": {"server": "https://127.0.0.1:1"}}));
+    config["contexts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "nowhere", "context": {"cluster": "nowhere", "user": "envtest"}}));
+    config["current-context"] = json!("nowhere");
+    let file = cluster.logs.path().join("two-contexts.kubeconfig");
+    std::fs::write(&file, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
+    cluster.single_node_fleet(json!({"nodeSelector": {}})).await;
+    let operator = cluster.operator_with(
+        "flags",
+        &[("KUBECONFIG", "/nonexistent/kubeconfig".to_owned())],
+        &[
+            ("--kubeconfig", file.display().to_string()),
+            ("--context", "tuner".to_owned()),
+        ],
+    );
+    cluster
+        .wait_for_condition("Ready", &operator, |c| c.status == "True")
+        .await;
+    let log = operator.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(!lines.is_empty(), "JSON log lines:\n{log}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["message"].is_string() && l.get("fields").is_none()),
+        "message at the top level, no nested fields:\n{log}"
+    );
+    assert!(
+        lines.iter().any(|l| l["mode"].is_string()),
+        "an event's fields are top-level keys too:\n{log}"
+    );
+}

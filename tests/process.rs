@@ -29,6 +29,8 @@ const LEASE_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/operators/leas
 /// debounce.
 fn run_args() -> vpc_cni_tuner::cli::RunArgs {
     vpc_cni_tuner::cli::RunArgs {
+        kubeconfig: None,
+        context: None,
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         leader_elect: false,
         lease_namespace: "default".into(),

@@ -114,6 +114,20 @@ impl Serialize for CniVersion {
     }
 }
 
+impl schemars::JsonSchema for CniVersion {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "CniVersion".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A VPC CNI version, MAJOR.MINOR.PATCH",
+            "pattern": "^[0-9]+\\.[0-9]+\\.[0-9]+$"
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for CniVersion {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;

@@ -67,7 +67,9 @@ pub enum PrefixDelegationMode {
 }
 
 /// The cluster's IP family (fixed at cluster creation).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum IpFamily {
     #[default]
@@ -123,7 +125,7 @@ pub struct InstanceFacts<'a> {
 }
 
 /// The answer for one instance type. Field names are a JSON contract (`recommend -o json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceRecommendation {
     pub instance_type: String,
@@ -148,7 +150,7 @@ pub struct InstanceRecommendation {
 }
 
 /// The answer for a group of instance types (one launch template, one aws-node env).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Recommendation {
     /// `ENABLE_PREFIX_DELEGATION` for the cluster.
