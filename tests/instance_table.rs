@@ -193,7 +193,6 @@ fn matches_published_eni_max_pods() {
         ("r7iz.metal-16xl", 737, 688),
         ("u-6tb1.56xlarge", 737, 688),
         ("u-6tb1.metal", 147, 118),
-        ("i3.metal", 737, 688),
         ("cr1.8xlarge", 234, 205),
         ("x1e.xlarge", 29, 20),
     ];
@@ -303,4 +302,101 @@ fn vpc_cni_builtin_limits_win() {
         );
         assert_eq!(pods, max_pods, "{name}");
     }
+}
+
+/// The committed copy of amazon-vpc-cni-k8s `misc/eni-max-pods.txt` (refreshed by
+/// `scripts/refresh-eni-max-pods.sh`, which records the commit and date in
+/// `tests/fixtures/upstream/eni-max-pods.source`): every type it lists is in the catalog, with
+/// the max pods it publishes (`ENIs * (IPv4 per ENI - 1) + 2`, default card only). A type the
+/// file lists that the catalog does not know, or a value that differs, fails here with the fix.
+#[test]
+fn catalog_agrees_with_the_committed_eni_max_pods_txt() {
+    let text = include_str!("fixtures/upstream/eni-max-pods.txt");
+    let catalog = InstanceCatalog::embedded();
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let (Some(name), Some(published)) = (words.next(), words.next()) else {
+            panic!("not `TYPE MAX_PODS`: {line}");
+        };
+        let published: u32 = published.parse().expect("a number");
+        checked += 1;
+        match catalog.lookup(name) {
+            Ok(limits) => {
+                let pods = vpc_cni_tuner::engine::max_pods::max_pods_ip_limit(
+                    limits.max_enis,
+                    limits.ipv4_per_eni,
+                    false,
+                );
+                if pods != published {
+                    problems.push(format!(
+                        "{name}: eni-max-pods.txt {published}, catalog {pods} ({} ENIs x {} IPv4)",
+                        limits.max_enis, limits.ipv4_per_eni
+                    ));
+                }
+            }
+            Err(_) if KNOWN_GAPS.contains(&name) => {}
+            Err(_) => problems.push(format!("{name}: in eni-max-pods.txt, not in the catalog")),
+        }
+    }
+    assert!(checked > 1000, "{checked} entries read");
+    assert!(
+        problems.is_empty(),
+        "{} disagreements; regenerate the table (README, Instance data) or add a reviewed \
+         override:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+/// Types eni-max-pods.txt lists that the catalog leaves out on purpose.
+const KNOWN_GAPS: &[&str] = &[
+    // Its vCPU count is not published (src/instance/overrides.rs).
+    "bmn-sf1.metal",
+    // Retired: no region offers them; the live lookup serves them where one still does.
+    "f1.2xlarge",
+    "f1.4xlarge",
+    "f1.16xlarge",
+    "p3.2xlarge",
+    "p3.8xlarge",
+    "p3.16xlarge",
+];
+
+/// Every override that cites eni-max-pods.txt as its source is still in the committed copy, with
+/// the value the comment quotes: an override whose source upstream removed must be re-sourced
+/// or removed.
+#[test]
+fn overrides_citing_eni_max_pods_txt_are_still_in_it() {
+    let text = include_str!("fixtures/upstream/eni-max-pods.txt");
+    let published: std::collections::BTreeMap<&str, &str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(' '))
+        .collect();
+    let overrides = include_str!("../src/instance/overrides.rs");
+    let mut cited = 0;
+    let mut lines = overrides.lines().map(str::trim).peekable();
+    while let Some(line) = lines.next() {
+        let Some(claim) = line.strip_prefix("// eni-max-pods.txt: ") else {
+            continue;
+        };
+        let value = claim.split_whitespace().next().unwrap_or_default();
+        let entry = lines.next().unwrap_or_default();
+        let name = entry
+            .split('"')
+            .nth(1)
+            .expect("(\"type\", ...) after the comment");
+        cited += 1;
+        assert_eq!(
+            published.get(name).map(|v| v.trim()),
+            Some(value),
+            "{name}: the override cites eni-max-pods.txt {value}, the committed copy says \
+             otherwise; re-source or remove it"
+        );
+    }
+    assert!(cited > 5, "{cited} overrides cite eni-max-pods.txt");
 }

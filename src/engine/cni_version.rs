@@ -40,9 +40,10 @@ impl CniVersion {
     /// Pods, and services").
     pub(crate) const IPV6: Self = Self::new(1, 10, 1);
 
-    /// The newest release this build knows (amazon-vpc-cni-k8s v1.22.2, June 2026). The CLI's
+    /// The newest release this build knows (amazon-vpc-cni-k8s tag v1.23.0, 2026-07-31; its
+    /// ipamd gRPC moved to a Unix socket, which changes nothing the operator reads). The CLI's
     /// default `--cni-version`; bump it together with the instance table.
-    pub(crate) const NEWEST_KNOWN: Self = Self::new(1, 22, 2);
+    pub(crate) const NEWEST_KNOWN: Self = Self::new(1, 23, 0);
 
     pub fn supports_prefix_delegation(self) -> bool {
         self >= Self::PREFIX_DELEGATION

@@ -207,13 +207,14 @@ pub enum TuningError {
     },
     #[error(
         "maxPods {value} is more than the {ip_limit} pods the IPs of {instance_type} can carry: \
-         pods would be stuck in ContainerCreating; lower it to {ip_limit} or less, or enable \
-         prefix delegation"
+         pods would be stuck in ContainerCreating; lower it to {ip_limit} or less{advice}"
     )]
     FixedMaxPodsAboveIpLimit {
         value: u32,
         instance_type: String,
         ip_limit: u32,
+        /// What else would help under the settings in effect (empty: nothing else does).
+        advice: String,
     },
     #[error("maxPods must be 1 or more (got 0)")]
     ZeroMaxPods,
@@ -256,6 +257,48 @@ fn plan_type(request: &TuningRequest, facts: &InstanceFacts<'_>, prefix: bool) -
     TypePlan {
         ip_limit,
         max_pods: policy_max_pods(request, facts.limits.vcpus, ip_limit),
+    }
+}
+
+/// For a fixed maxPods above a type's IP limit: whether prefix delegation would help, said only
+/// where it is not already on and could be (a Nitro type, a CNI that has it), with the limit it
+/// would give.
+fn above_ip_limit_advice(
+    request: &TuningRequest,
+    facts: &InstanceFacts<'_>,
+    prefix_on: bool,
+    value: u32,
+) -> String {
+    let name = facts.instance_type;
+    if prefix_on {
+        // Already delegating prefixes: nothing but a lower value helps.
+        return String::new();
+    }
+    if !facts.limits.supports_prefix_delegation() {
+        return format!(
+            " ({name} runs on {}, where prefix delegation does not work)",
+            facts.limits.hypervisor
+        );
+    }
+    let Some(with_prefixes) = plan_type(request, facts, true).ip_limit else {
+        return String::new();
+    };
+    let how = if request.cni_version.supports_prefix_delegation() {
+        "enable prefix delegation (--prefix-delegation enabled; in a policy, prefixDelegation: \
+         Enabled)"
+            .to_owned()
+    } else {
+        format!(
+            "upgrade the VPC CNI to {} or later and enable prefix delegation",
+            CniVersion::PREFIX_DELEGATION
+        )
+    };
+    if with_prefixes >= value {
+        format!(", or {how}: {name} then carries {with_prefixes}")
+    } else {
+        format!(
+            " (with prefix delegation {name} carries {with_prefixes}, still fewer than {value})"
+        )
     }
 }
 
@@ -386,6 +429,7 @@ pub fn recommend(
                 value,
                 instance_type: facts.instance_type.to_owned(),
                 ip_limit,
+                advice: above_ip_limit_advice(request, facts, effective_prefix, value),
             });
         }
         if prefix_delegation && !capable {

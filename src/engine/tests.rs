@@ -328,3 +328,44 @@ fn same_inputs_same_output() {
     let req = request(PrefixDelegationMode::Auto);
     assert_eq!(recommend(&req, &types), recommend(&req, &types));
 }
+
+/// A fixed maxPods above the IP limit: the fix offered fits the settings in effect (no "enable
+/// prefix delegation" where it is on, or where it cannot work or would not be enough).
+#[test]
+fn fixed_max_pods_above_the_ip_limit_suggests_only_what_helps() {
+    let message = |facts: InstanceFacts<'_>, prefix: PrefixDelegationMode, value: u32, cni| {
+        let request = TuningRequest {
+            max_pods: MaxPodsPolicy::Fixed(value),
+            cni_version: cni,
+            ..request(prefix)
+        };
+        recommend(&request, &[facts]).unwrap_err().to_string()
+    };
+    let newest = CniVersion::NEWEST_KNOWN;
+    // Prefix delegation is already on (Auto turned it on): lower it, nothing else.
+    let on = message(T3_MEDIUM, PrefixDelegationMode::Auto, 500, newest);
+    assert!(on.ends_with("lower it to 242 or less"), "{on}");
+    // Off, and it would be enough.
+    let off = message(T3_MEDIUM, PrefixDelegationMode::Disabled, 200, newest);
+    assert!(
+        off.contains("lower it to 17 or less, or enable prefix delegation")
+            && off.ends_with("t3.medium then carries 242"),
+        "{off}"
+    );
+    // Off, but not enough even with it.
+    let short = message(T3_MEDIUM, PrefixDelegationMode::Disabled, 500, newest);
+    assert!(short.contains("still fewer than 500"), "{short}");
+    assert!(!short.contains("or enable"), "{short}");
+    // Xen: it cannot work there.
+    let xen = message(M4_LARGE, PrefixDelegationMode::Auto, 100, newest);
+    assert!(xen.contains("prefix delegation does not work"), "{xen}");
+    assert!(!xen.contains("or enable"), "{xen}");
+    // A CNI without it: upgrade first.
+    let old = message(
+        T3_MEDIUM,
+        PrefixDelegationMode::Auto,
+        200,
+        CniVersion::new(1, 8, 0),
+    );
+    assert!(old.contains("upgrade the VPC CNI to 1.9.0 or later"), "{old}");
+}

@@ -68,8 +68,6 @@ pub(super) static OVERRIDES: &[(&str, InstanceLimits)] = &[
     ("g4ad.xlarge", nitro(4, 2, 4)),
     // eni-max-pods.txt: 234 = 8 * (30 - 1) + 2.
     ("hs1.8xlarge", previous_generation_xen(16, 8, 30)),
-    // eni-max-pods.txt: 737 = 15 * (50 - 1) + 2.
-    ("i3.metal", metal(72, 15, 50)),
     // vpc-cni: 1 card, 15 ENIs x 50 IPv4 (737); DescribeInstanceTypes: 2 cards, 8 ENIs (394).
     ("i7ie.48xlarge", nitro(192, 15, 50)),
     // vpc-cni: 1 card, 15 ENIs x 50 IPv4 (737); DescribeInstanceTypes: 2 cards, 8 ENIs (394).
@@ -78,8 +76,6 @@ pub(super) static OVERRIDES: &[(&str, InstanceLimits)] = &[
     ("i8ge.48xlarge", nitro(192, 24, 50)),
     // vpc-cni: 1 card, 24 ENIs x 50 IPv4 (1178); DescribeInstanceTypes: 2 cards, 12 ENIs (590).
     ("i8ge.metal-48xl", metal(192, 24, 50)),
-    // eni-max-pods.txt: 737 = 15 * (50 - 1) + 2.
-    ("u-12tb1.112xlarge", nitro(448, 15, 50)),
     // eni-max-pods.txt: 147 = 5 * (30 - 1) + 2.
     ("u-12tb1.metal", metal(448, 5, 30)),
     // eni-max-pods.txt: 737 = 15 * (50 - 1) + 2.
@@ -88,8 +84,6 @@ pub(super) static OVERRIDES: &[(&str, InstanceLimits)] = &[
     ("u-24tb1.metal", metal(448, 15, 50)),
     // eni-max-pods.txt: 147 = 5 * (30 - 1) + 2.
     ("u-6tb1.metal", metal(448, 5, 30)),
-    // eni-max-pods.txt: 737 = 15 * (50 - 1) + 2.
-    ("u-9tb1.112xlarge", nitro(448, 15, 50)),
     // eni-max-pods.txt: 147 = 5 * (30 - 1) + 2.
     ("u-9tb1.metal", metal(448, 5, 30)),
 ];
