@@ -19,6 +19,16 @@ echo "==> installing test tools (tests/requirements.txt)"
 export MOTO_SERVER="$venv/bin/moto_server"
 export VPC_CNI_TUNER_PYTHON="$venv/bin/python"
 
+# promtool (Debian's prometheus package) checks the chart's alert rules and runs their unit
+# tests.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "==> installing promtool (Debian package prometheus)"
+  sudo_=""
+  if [ "$(id -u)" -ne 0 ]; then sudo_="sudo"; fi
+  $sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
 # A real kube-apiserver and etcd for the end-to-end tests (tests/e2e.rs), in envtest's layout.
 # Elsewhere: KUBEBUILDER_ASSETS="$(setup-envtest use -p path 1.36.x)". Without assets the e2e
 # tests skip, saying so; with CI=true (.ci/run) they fail instead.
@@ -34,6 +44,9 @@ echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "==> the pure core builds without Kubernetes and AWS (--no-default-features)"
 cargo check --locked --no-default-features --lib
+echo "==> promtool: the chart's alert rules and their unit tests"
+promtool check rules charts/vpc-cni-tuner/files/prometheus-rules.yaml
+promtool test rules tests/fixtures/prometheus/rules_test.yaml
 echo "==> cargo test"
 cargo test --locked
 

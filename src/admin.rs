@@ -31,6 +31,7 @@ async fn readyz(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
+    ctx.metrics().leader.set(i64::from(ctx.is_leader()));
     (
         [(
             header::CONTENT_TYPE,

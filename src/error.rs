@@ -13,6 +13,18 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every value [`Error::kind`] gives.
+    pub const KINDS: &[&str] = &[
+        "throttled",
+        "conflict",
+        "not_found",
+        "forbidden",
+        "server",
+        "client",
+        "transport",
+        "aws",
+    ];
+
     /// A bounded label for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {

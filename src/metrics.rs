@@ -1,5 +1,10 @@
-//! Prometheus metrics (served on the admin port at `/metrics`). Label values are bounded: error
-//! kinds are a fixed set; policy and instance-type labels follow the fleet.
+//! Prometheus metrics (served on the admin port at `/metrics`; the README's metrics reference
+//! lists each). Label values are bounded: error kinds, write targets and AWS operations are fixed
+//! sets; policy and instance-type labels follow the fleet. Gauges about the fleet's plan and the
+//! policies' conditions are exported by the leader only, so sums over replicas do not double;
+//! `vpc_cni_tuner_leader` says which replica that is.
+
+mod process;
 
 use std::time::Duration;
 
@@ -32,6 +37,30 @@ pub struct WriteLabels {
     pub target: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionLabels {
+    pub policy: String,
+    /// Ready, CNIConfigured, Conflict, Degraded, LaunchTemplatesSynced, KarpenterSynced.
+    pub r#type: String,
+    /// True or False.
+    pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AwsLabels {
+    /// `ec2` or `eks`.
+    pub service: &'static str,
+    /// The API operation (`DescribeLaunchTemplateVersions`, `UpdateAddon`, ...).
+    pub operation: &'static str,
+    /// `ok` or `error` (after the SDK's own retries).
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub reconciles: Counter,
@@ -43,70 +72,113 @@ pub struct Metrics {
     pub cached_nodes: Gauge,
     /// 1 for the way the Node watch gets its initial list.
     pub node_initial_list: Family<ListModeLabels, Gauge>,
+    /// 1 per policy and condition, with the condition's status (leader only).
+    pub policy_condition: Family<ConditionLabels, Gauge>,
+    /// 1 while this replica leads (writes), else 0.
+    pub leader: Gauge,
+    pub aws_requests: Family<AwsLabels, Counter>,
+}
+
+/// Reconciles take milliseconds against the API server, but AWS calls (with the SDK's retries)
+/// can take a minute or more: 1 ms to about 2 minutes.
+fn duration_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.001, 2.0, 18)
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("vpc_cni_tuner");
-        let reconciles = Counter::default();
-        let failures = Family::<ErrorLabels, Counter>::default();
-        let duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
-        let writes = Family::<WriteLabels, Counter>::default();
-        let recommended_max_pods = Family::<InstanceTypeLabels, Gauge>::default();
-        let nodes_not_at_target = Family::<InstanceTypeLabels, Gauge>::default();
-        let cached_nodes = Gauge::default();
-        let node_initial_list = Family::<ListModeLabels, Gauge>::default();
-        registry.register("reconciles", "Fleet reconciles run", reconciles.clone());
-        registry.register(
-            "reconcile_failures",
-            "Fleet reconciles that failed, by error kind",
-            failures.clone(),
-        );
-        registry.register(
-            "reconcile_duration_seconds",
-            "Time one fleet reconcile takes",
-            duration.clone(),
-        );
-        registry.register(
-            "writes",
-            "Writes to the API server, by target (daemonset, status)",
-            writes.clone(),
-        );
-        registry.register(
-            "recommended_max_pods",
-            "Recommended kubelet maxPods per policy and instance type",
-            recommended_max_pods.clone(),
-        );
-        registry.register(
-            "nodes_not_at_target",
-            "Nodes whose capacity.pods differs from the policy's maxPods",
-            nodes_not_at_target.clone(),
-        );
-        registry.register(
-            "cached_nodes",
-            "Nodes in the node cache",
-            cached_nodes.clone(),
-        );
-        registry.register(
-            "node_initial_list",
-            "How the Node watch lists: streaming (sendInitialEvents) or paged",
-            node_initial_list.clone(),
-        );
+        let mut root = Registry::default();
+        root.register_collector(Box::new(process::ProcessCollector));
+        let metrics = Self {
+            registry: Registry::default(),
+            reconciles: Counter::default(),
+            failures: Family::default(),
+            duration: Histogram::new(duration_buckets()),
+            writes: Family::default(),
+            recommended_max_pods: Family::default(),
+            nodes_not_at_target: Family::default(),
+            cached_nodes: Gauge::default(),
+            node_initial_list: Family::default(),
+            policy_condition: Family::default(),
+            leader: Gauge::default(),
+            aws_requests: Family::default(),
+        };
+        metrics.register(root.sub_registry_with_prefix("vpc_cni_tuner"));
         Self {
-            registry,
-            reconciles,
-            failures,
-            duration,
-            writes,
-            recommended_max_pods,
-            nodes_not_at_target,
-            cached_nodes,
-            node_initial_list,
+            registry: root,
+            ..metrics
         }
     }
 }
 
 impl Metrics {
+    fn register(&self, registry: &mut Registry) {
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "The operator's version (value 1)", build_info);
+        registry.register(
+            "reconciles",
+            "Fleet reconciles run",
+            self.reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_failures",
+            "Fleet reconciles that failed, by error kind",
+            self.failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one fleet reconcile takes, AWS calls included",
+            self.duration.clone(),
+        );
+        registry.register(
+            "writes",
+            "Writes by target: Kubernetes (daemonset, status, ec2nodeclass) and AWS \
+             (launch_template, eks_addon)",
+            self.writes.clone(),
+        );
+        registry.register(
+            "recommended_max_pods",
+            "Recommended kubelet maxPods per policy and instance type (leader only)",
+            self.recommended_max_pods.clone(),
+        );
+        registry.register(
+            "nodes_not_at_target",
+            "Nodes whose capacity.pods differs from the policy's maxPods (leader only)",
+            self.nodes_not_at_target.clone(),
+        );
+        registry.register(
+            "cached_nodes",
+            "Nodes in this replica's node cache",
+            self.cached_nodes.clone(),
+        );
+        registry.register(
+            "node_initial_list",
+            "How the Node watch lists: streaming (sendInitialEvents) or paged",
+            self.node_initial_list.clone(),
+        );
+        registry.register(
+            "policy_condition",
+            "1 per NodeNetworkPolicy condition, labelled with its type and status (leader only)",
+            self.policy_condition.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica is the leader (the one that writes)",
+            self.leader.clone(),
+        );
+        registry.register(
+            "aws_requests",
+            "AWS API requests by service, operation and result (ok or error, after the SDK's \
+             retries)",
+            self.aws_requests.clone(),
+        );
+    }
+
     pub(crate) fn observe_duration(&self, elapsed: Duration) {
         self.duration.observe(elapsed.as_secs_f64());
     }

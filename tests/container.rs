@@ -335,3 +335,53 @@ fn the_operator_runs_as_non_root_on_a_read_only_filesystem() {
         "the operator tried to write: {stderr}{stdout}"
     );
 }
+
+/// Multi-architecture: the builder runs on the build platform and cross-compiles for the
+/// image's TARGETARCH, amd64 and arm64 (Graviton), each with its C cross compiler and linker.
+#[test]
+fn dockerfile_cross_compiles_for_amd64_and_arm64() {
+    let steps = instructions();
+    let froms: Vec<&str> = steps
+        .iter()
+        .filter(|(op, _)| op == "FROM")
+        .map(|(_, arg)| arg.as_str())
+        .collect();
+    assert!(
+        froms[0].starts_with("--platform=$BUILDPLATFORM "),
+        "the builder runs natively: {}",
+        froms[0]
+    );
+    assert!(
+        steps
+            .iter()
+            .any(|(op, arg)| op == "ARG" && arg == "TARGETARCH")
+    );
+    let setup = steps
+        .iter()
+        .find(|(op, arg)| op == "RUN" && arg.contains("rustup target add"))
+        .map(|(_, arg)| arg.as_str())
+        .expect("a step that adds the Rust target");
+    for (arch, target, gcc) in [
+        ("amd64", "x86_64-unknown-linux-gnu", "gcc-x86-64-linux-gnu"),
+        (
+            "arm64",
+            "aarch64-unknown-linux-gnu",
+            "gcc-aarch64-linux-gnu",
+        ),
+    ] {
+        assert!(
+            setup.contains(&format!("{arch}) target={target}; gcc={gcc}")),
+            "{arch}: {setup}"
+        );
+        let linker = format!(
+            "CARGO_TARGET_{}_LINKER=",
+            target.to_uppercase().replace('-', "_")
+        );
+        assert!(
+            steps
+                .iter()
+                .any(|(op, arg)| op == "ENV" && arg.contains(&linker)),
+            "{linker}"
+        );
+    }
+}

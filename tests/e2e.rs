@@ -491,6 +491,7 @@ fn assert_list_mode(operator: &Operator, list_mode: ListMode) {
         1,
         "one list mode at a time:\n{metrics}"
     );
+    assert_alerts_and_dashboard_use_exported_metrics(&metrics);
 }
 
 async fn first_apply_scenario(list_mode: ListMode) {
@@ -2706,4 +2707,161 @@ async fn kubeconfig_and_context_flags_pick_the_cluster_and_json_logs_are_flat() 
         lines.iter().any(|l| l["mode"].is_string()),
         "an event's fields are top-level keys too:\n{log}"
     );
+}
+
+/// The chart's ServiceMonitor and PrometheusRule through the Helm 4 library against the real
+/// API server: not rendered while the cluster does not serve the kinds (the install succeeds),
+/// rendered once it does; the PrometheusRule carries the alerts promtool checks.
+#[tokio::test]
+async fn monitoring_objects_render_only_where_the_cluster_serves_them() {
+    let Some(api) = ApiServer::start().await else {
+        return;
+    };
+    let kubeconfig = api.kubeconfig().to_str().unwrap().to_owned();
+    let values = json!({
+        "serviceMonitor": {"enabled": true, "labels": {"release": "prometheus"}},
+        "prometheusRule": {"enabled": true},
+        "dashboard": {"enabled": true},
+    })
+    .to_string();
+    let helm = |command: &str| {
+        let (code, stdout, stderr) = support::chart::chart_py(&[
+            command,
+            "--kubeconfig",
+            &kubeconfig,
+            "--values",
+            &values,
+            "--name",
+            "tuner",
+            "--namespace",
+            "tuner-system",
+        ]);
+        assert_eq!(code, 0, "helm {command}: {stderr}");
+        serde_json::from_str::<Value>(&stdout).unwrap()
+    };
+    let installed = helm("install");
+    assert_eq!(installed["status"], "deployed", "{installed}");
+    kubectl_ok(
+        &api,
+        &[
+            "get",
+            "configmap",
+            "-n",
+            "tuner-system",
+            "tuner-vpc-cni-tuner-dashboard",
+        ],
+    );
+    kubectl_ok(
+        &api,
+        &[
+            "apply",
+            "-f",
+            &format!("{ROOT}/tests/fixtures/prometheus/monitoring-crds.yaml"),
+        ],
+    );
+    kubectl_ok(
+        &api,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/servicemonitors.monitoring.coreos.com",
+            "crd/prometheusrules.monitoring.coreos.com",
+        ],
+    );
+    let client = api.client().await;
+    let monitors = kube::Api::<kube::api::DynamicObject>::namespaced_with(
+        client.clone(),
+        "tuner-system",
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "monitoring.coreos.com",
+            "v1",
+            "ServiceMonitor",
+        )),
+    );
+    let rules = kube::Api::<kube::api::DynamicObject>::namespaced_with(
+        client.clone(),
+        "tuner-system",
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "monitoring.coreos.com",
+            "v1",
+            "PrometheusRule",
+        )),
+    );
+    assert!(
+        monitors
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "the install, before the CRDs, rendered no ServiceMonitor"
+    );
+    let upgraded = helm("upgrade");
+    assert_eq!(upgraded["status"], "deployed", "{upgraded}");
+    let monitor = monitors.get("tuner-vpc-cni-tuner").await.unwrap();
+    assert_eq!(monitor.data["spec"]["endpoints"][0]["port"], "admin");
+    assert_eq!(monitor.data["spec"]["endpoints"][0]["path"], "/metrics");
+    assert_eq!(monitor.metadata.labels.unwrap()["release"], "prometheus");
+    let rule = rules.get("tuner-vpc-cni-tuner").await.unwrap();
+    let alerts: Vec<&str> = rule.data["spec"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["alert"].as_str().unwrap())
+        .collect();
+    assert!(alerts.contains(&"VpcCniTunerPolicyNotReady"), "{alerts:?}");
+    assert!(
+        rule.data["spec"]["groups"][0]["rules"][0]["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("{{ $labels.policy }}"),
+        "Prometheus templates reach Prometheus unrendered"
+    );
+}
+
+/// Every metric the chart's alerts and dashboard name is one the operator exports: read from
+/// its real `/metrics` (a name counts when it has a sample or a `# TYPE` line; counters and
+/// histograms by their `_total`, `_bucket`, `_sum` and `_count` series).
+fn assert_alerts_and_dashboard_use_exported_metrics(metrics: &str) {
+    let exported: std::collections::BTreeSet<String> = metrics
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("# TYPE ")
+                .and_then(|t| t.split_whitespace().next())
+                .map(str::to_owned)
+                .or_else(|| {
+                    (!l.starts_with('#'))
+                        .then(|| l.split(['{', ' ']).next().unwrap_or_default().to_owned())
+                })
+        })
+        .collect();
+    let known = |name: &str| {
+        exported.contains(name)
+            || ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .any(|s| name.strip_suffix(s).is_some_and(|b| exported.contains(b)))
+    };
+    for file in [
+        "charts/vpc-cni-tuner/files/prometheus-rules.yaml",
+        "charts/vpc-cni-tuner/files/dashboard.json",
+    ] {
+        let text = std::fs::read_to_string(format!("{ROOT}/{file}")).unwrap();
+        let mut named = 0;
+        for (at, _) in text
+            .match_indices("vpc_cni_tuner_")
+            .chain(text.match_indices("process_"))
+        {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            named += 1;
+            assert!(
+                known(&name),
+                "{file} names {name}, which /metrics lacks:\n{metrics}"
+            );
+        }
+        assert!(named > 5, "{file}: {named} metric names");
+    }
 }

@@ -796,3 +796,52 @@ async fn an_old_read_of_the_add_on_is_renewed_before_a_write() {
     assert!(report.addon_updated);
     assert_eq!(eks.take_calls(), ["DescribeAddon", "UpdateAddon"]);
 }
+
+/// The metrics of a reconcile: AWS requests by operation and result, each policy condition with
+/// its status, the leader flag and the build; a follower exports none of the fleet's gauges.
+#[tokio::test]
+async fn metrics_say_what_the_leader_did_and_a_follower_exports_no_fleet_gauges() {
+    use vpc_cni_tuner::testing::{EKS_ADDON_ENV, eks_addon_ds};
+
+    let (ctx, api, eks) = MockApi::addon(true);
+    api.fill(
+        &ctx,
+        vec![default_policy()],
+        vec![node("t3.medium")],
+        Some(&eks_addon_ds(EKS_ADDON_ENV, &[])),
+    );
+    eks.fail_next("DescribeAddonConfiguration", "AccessDeniedException", 403);
+    api.reconcile(&ctx, vec![status("default", |_| {})]).await;
+    let text = ctx.metrics().encode();
+    for line in [
+        r#"vpc_cni_tuner_aws_requests_total{service="eks",operation="DescribeAddon",result="ok"} 1"#,
+        r#"vpc_cni_tuner_aws_requests_total{service="eks",operation="DescribeAddonConfiguration",result="error"} 1"#,
+        r#"vpc_cni_tuner_policy_condition{policy="default",type="Ready",status="True"} 1"#,
+        r#"vpc_cni_tuner_policy_condition{policy="default",type="CNIConfigured",status="False"} 1"#,
+        "vpc_cni_tuner_leader 1",
+        r#"vpc_cni_tuner_recommended_max_pods{policy="default",instance_type="t3.medium"} 110"#,
+    ] {
+        assert!(text.contains(line), "{line} in:\n{text}");
+    }
+    assert!(text.contains("vpc_cni_tuner_build_info{version="));
+    assert!(text.contains("process_cpu_seconds_total "));
+    assert!(text.contains("vpc_cni_tuner_reconcile_duration_seconds_bucket{le=\"131.072\"}"));
+
+    let (follower, api) = MockApi::follower();
+    api.fill(
+        &follower,
+        vec![default_policy()],
+        vec![node("t3.medium")],
+        Some(&aws_node_ds(DEFAULT_ENV, &[])),
+    );
+    api.reconcile(&follower, vec![]).await;
+    let text = follower.metrics().encode();
+    assert!(text.contains("vpc_cni_tuner_leader 0"), "{text}");
+    for name in [
+        "vpc_cni_tuner_policy_condition{",
+        "vpc_cni_tuner_recommended_max_pods{",
+        "vpc_cni_tuner_nodes_not_at_target{",
+    ] {
+        assert!(!text.contains(name), "a follower exports no {name}");
+    }
+}

@@ -3,6 +3,7 @@
 //! layer sees plain values ([`crate::instance::InstanceLimits`], an opaque
 //! [`launch_templates::LaunchTemplateData`]), never SDK types.
 
+pub mod counted;
 pub mod eks;
 pub mod instance_types;
 pub mod launch_templates;

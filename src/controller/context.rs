@@ -10,10 +10,11 @@ use kube::runtime::events::Reporter;
 
 use crate::apply::Writer;
 use crate::aws::Ec2Provider;
+use crate::aws::counted::{CallObserver, counted_ec2, counted_eks};
 use crate::aws::eks::EksProvider;
 use crate::crd::{DaemonSetRef, FIELD_MANAGER};
 use crate::eks_addon::CniConfigVia;
-use crate::metrics::Metrics;
+use crate::metrics::{AwsLabels, ErrorLabels, Metrics};
 use crate::observe::Observed;
 use crate::observe::eks_addon::AddonState;
 use crate::report::EventSink;
@@ -37,26 +38,61 @@ impl Context {
             controller: FIELD_MANAGER.to_owned(),
             instance: std::env::var("POD_NAME").ok(),
         };
+        // Every error kind and AWS operation from zero: rate() and increase() see the first one.
+        let metrics = Metrics::default();
+        for kind in crate::error::Error::KINDS {
+            metrics
+                .failures
+                .get_or_create(&ErrorLabels { kind })
+                .inc_by(0);
+        }
+        for (service, operation) in crate::aws::counted::OPERATIONS {
+            for result in ["ok", "error"] {
+                metrics
+                    .aws_requests
+                    .get_or_create(&AwsLabels {
+                        service,
+                        operation,
+                        result,
+                    })
+                    .inc_by(0);
+            }
+        }
         Self {
             reporter,
             client,
             observed: Observed::new(managed),
-            metrics: Metrics::default(),
+            metrics,
             leader,
             ec2: None,
         }
     }
 
     /// Gives the controller EC2 access (launch templates, live instance types).
-    pub fn with_ec2(mut self, provider: Arc<dyn Ec2Provider>) -> Self {
-        self.ec2 = Some(provider);
+    pub fn with_ec2(self, provider: Arc<dyn Ec2Provider>) -> Self {
+        self.with_ec2_access(Some(provider))
+    }
+
+    /// EC2 access, or none at all. Every request is counted in `aws_requests_total`.
+    pub(crate) fn with_ec2_access(mut self, provider: Option<Arc<dyn Ec2Provider>>) -> Self {
+        let observe = self.aws_observer();
+        self.ec2 = provider.map(|p| counted_ec2(p, observe));
         self
     }
 
-    /// EC2 access, or none at all.
-    pub(crate) fn with_ec2_access(mut self, provider: Option<Arc<dyn Ec2Provider>>) -> Self {
-        self.ec2 = provider;
-        self
+    /// Reports AWS requests to the metrics.
+    fn aws_observer(&self) -> CallObserver {
+        let requests = self.metrics.aws_requests.clone();
+        Arc::new(move |service, operation, ok| {
+            let result = if ok { "ok" } else { "error" };
+            requests
+                .get_or_create(&AwsLabels {
+                    service,
+                    operation,
+                    result,
+                })
+                .inc();
+        })
     }
 
     /// Where the aws-node env goes (`--cni-config-via`), the cluster's name and the EKS API.
@@ -66,6 +102,7 @@ impl Context {
         cluster: Option<String>,
         provider: Arc<dyn EksProvider>,
     ) -> Self {
+        let provider = counted_eks(provider, self.aws_observer());
         self.observed.addon = AddonState::new(via, cluster, provider);
         self
     }

@@ -81,12 +81,18 @@ async fn reconcile_inner(ctx: &Context) -> Result<ReconcileReport, Error> {
     let observed = ctx.observed();
     let snapshot = crate::observe::observe(observed, ctx.ec2(), leader).await?;
     let plan = plan_fleet(&snapshot.input(observed));
-    ctx.metrics().cached_nodes.set(snapshot.nodes.len() as i64);
-    update_gauges(ctx.metrics(), &plan);
+    let metrics = ctx.metrics();
+    metrics.cached_nodes.set(snapshot.nodes.len() as i64);
+    metrics.leader.set(i64::from(leader));
     if !leader {
+        // The fleet's gauges are the leader's: a standby exports none, so sums do not double.
+        metrics.recommended_max_pods.clear();
+        metrics.nodes_not_at_target.clear();
+        metrics.policy_condition.clear();
         debug!("not the leader: planned, writing nothing");
         return Ok(ReconcileReport::default());
     }
+    update_gauges(metrics, &plan);
     let policies = &snapshot.policies;
     let (outcomes, applied) = crate::apply::apply(
         &ctx.writer(),

@@ -367,5 +367,8 @@ fn fixed_max_pods_above_the_ip_limit_suggests_only_what_helps() {
         200,
         CniVersion::new(1, 8, 0),
     );
-    assert!(old.contains("upgrade the VPC CNI to 1.9.0 or later"), "{old}");
+    assert!(
+        old.contains("upgrade the VPC CNI to 1.9.0 or later"),
+        "{old}"
+    );
 }

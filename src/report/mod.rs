@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::apply::{AddonOutcome, Outcomes};
 use crate::crd::{FIELD_MANAGER, NodeNetworkPolicy};
 use crate::error::Error;
-use crate::metrics::{Metrics, WriteLabels};
+use crate::metrics::{ConditionLabels, Metrics, WriteLabels};
 use crate::observe::Observed;
 use crate::plan::FleetPlan;
 use desired::{desired_status, owned_part, status_changed, templates_report, with_outcomes};
@@ -43,6 +43,7 @@ pub async fn report(
     }
     let mut written = 0;
     let now = Time(jiff::Timestamp::now());
+    metrics.policy_condition.clear();
     for policy in policies {
         let name = policy.name_any();
         let Some(policy_plan) = with_outcomes(plan, outcomes, &name) else {
@@ -54,6 +55,16 @@ pub async fn report(
             policy.status.as_ref(),
             now.clone(),
         );
+        for c in &desired.conditions {
+            if crate::crd::conditions::OWNED.contains(&c.type_.as_str()) {
+                let labels = ConditionLabels {
+                    policy: name.clone(),
+                    r#type: c.type_.clone(),
+                    status: if c.status == "True" { "True" } else { "False" },
+                };
+                metrics.policy_condition.get_or_create(&labels).set(1);
+            }
+        }
         if !status_changed(&desired, policy.status.as_ref()) {
             continue;
         }
