@@ -41,6 +41,25 @@ fn setup() -> (Context, Verifier) {
     (ctx, api)
 }
 
+/// Churn: 500 nodes leave and 500 of the same types and pools join, so the plan is unchanged.
+fn churn(ctx: &Context) {
+    let leaving: std::collections::BTreeSet<String> =
+        (0..500).map(|i| format!("node-{i}")).collect();
+    let mut churned: Vec<(String, NodeFacts)> = ctx
+        .observed()
+        .nodes
+        .snapshot()
+        .into_iter()
+        .filter(|(k, _)| !leaving.contains(k))
+        .map(|(k, v)| (k, (*v).clone()))
+        .collect();
+    churned.extend((0..500).map(|i| {
+        let (_, facts) = pool_node(i, LARGE[i % LARGE.len()]);
+        (format!("replacement-{i}"), facts)
+    }));
+    ctx.observed().nodes.replace_all(churned);
+}
+
 /// The requests since the last call, as (method, path).
 fn take(api: &Verifier) -> Vec<(Method, String)> {
     api.take_requests()
@@ -71,22 +90,7 @@ async fn steady_state_resyncs_write_nothing_and_one_change_writes_once() {
     }
     assert_eq!(take(&api), vec![], "a steady state writes nothing");
 
-    // Churn: 500 nodes leave and 500 of the same types and pools join: the plan is unchanged.
-    let leaving: std::collections::BTreeSet<String> =
-        (0..500).map(|i| format!("node-{i}")).collect();
-    let mut churned: Vec<(String, NodeFacts)> = ctx
-        .observed()
-        .nodes
-        .snapshot()
-        .into_iter()
-        .filter(|(k, _)| !leaving.contains(k))
-        .map(|(k, v)| (k, (*v).clone()))
-        .collect();
-    churned.extend((0..500).map(|i| {
-        let (_, facts) = pool_node(i, LARGE[i % LARGE.len()]);
-        (format!("replacement-{i}"), facts)
-    }));
-    ctx.observed().nodes.replace_all(churned);
+    churn(&ctx);
     reconcile_fleet(&ctx).await.expect("churn");
     assert_eq!(take(&api), vec![], "churn with known types writes nothing");
 
@@ -164,21 +168,7 @@ async fn addon_mode_calls_eks_once_per_change_and_never_in_steady_state() {
         let report = reconcile_fleet(&ctx).await.expect("resync");
         assert_eq!(report, Default::default());
     }
-    let leaving: std::collections::BTreeSet<String> =
-        (0..500).map(|i| format!("node-{i}")).collect();
-    let mut churned: Vec<(String, NodeFacts)> = ctx
-        .observed()
-        .nodes
-        .snapshot()
-        .into_iter()
-        .filter(|(k, _)| !leaving.contains(k))
-        .map(|(k, v)| (k, (*v).clone()))
-        .collect();
-    churned.extend((0..500).map(|i| {
-        let (_, facts) = pool_node(i, LARGE[i % LARGE.len()]);
-        (format!("replacement-{i}"), facts)
-    }));
-    ctx.observed().nodes.replace_all(churned);
+    churn(&ctx);
     reconcile_fleet(&ctx).await.expect("churn");
     assert_eq!(take(&api), vec![], "steady state and churn: no request");
     assert_eq!(eks.take_calls(), Vec::<&str>::new(), "and no EKS call");

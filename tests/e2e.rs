@@ -1211,22 +1211,7 @@ async fn install_paths_apply_without_warnings_and_helm_upgrades_the_crd() {
             "--wait=true",
         ],
     );
-    let kubeconfig = api.kubeconfig().to_str().unwrap().to_owned();
-    let helm = |command: &str, chart: &str| {
-        let (code, stdout, stderr) = support::chart::chart_py(&[
-            command,
-            "--kubeconfig",
-            &kubeconfig,
-            "--chart",
-            chart,
-            "--name",
-            "tuner",
-            "--namespace",
-            "tuner-system",
-        ]);
-        assert_eq!(code, 0, "helm {command}: {stderr}");
-        serde_json::from_str::<Value>(&stdout).unwrap()
-    };
+    let helm = |command: &str, chart: &str| helm_release(&api, command, &["--chart", chart]);
     let client = api.client().await;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let has_launch_templates = || async {
@@ -1265,16 +1250,7 @@ async fn install_paths_apply_without_warnings_and_helm_upgrades_the_crd() {
             .unwrap()
             .is_some()
     );
-    let (code, _, stderr) = support::chart::chart_py(&[
-        "uninstall",
-        "--kubeconfig",
-        &kubeconfig,
-        "--name",
-        "tuner",
-        "--namespace",
-        "tuner-system",
-    ]);
-    assert_eq!(code, 0, "helm uninstall: {stderr}");
+    helm_release(&api, "uninstall", &[]);
     assert!(
         deployments
             .get_opt("tuner-vpc-cni-tuner")
@@ -1289,6 +1265,18 @@ async fn install_paths_apply_without_warnings_and_helm_upgrades_the_crd() {
             .is_some(),
         "helm.sh/resource-policy: keep leaves the CRD (and every policy) in place"
     );
+}
+
+/// `chart.py COMMAND` (install, upgrade) of the release `tuner` in `tuner-system` through the
+/// Helm 4 library against `api`, with `args` (`--chart`, `--values`); its JSON summary.
+fn helm_release(api: &ApiServer, command: &str, args: &[&str]) -> Value {
+    let kubeconfig = api.kubeconfig().to_str().unwrap().to_owned();
+    let mut all = vec![command, "--kubeconfig", &kubeconfig];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--name", "tuner", "--namespace", "tuner-system"]);
+    let (code, stdout, stderr) = support::chart::chart_py(&all);
+    assert_eq!(code, 0, "helm {command}: {stderr}");
+    serde_json::from_str::<Value>(&stdout).unwrap()
 }
 
 /// Copies a directory, following symbolic links (the chart's `files/crds` links to `crds/`).
@@ -2717,28 +2705,13 @@ async fn monitoring_objects_render_only_where_the_cluster_serves_them() {
     let Some(api) = ApiServer::start().await else {
         return;
     };
-    let kubeconfig = api.kubeconfig().to_str().unwrap().to_owned();
     let values = json!({
         "serviceMonitor": {"enabled": true, "labels": {"release": "prometheus"}},
         "prometheusRule": {"enabled": true},
         "dashboard": {"enabled": true},
     })
     .to_string();
-    let helm = |command: &str| {
-        let (code, stdout, stderr) = support::chart::chart_py(&[
-            command,
-            "--kubeconfig",
-            &kubeconfig,
-            "--values",
-            &values,
-            "--name",
-            "tuner",
-            "--namespace",
-            "tuner-system",
-        ]);
-        assert_eq!(code, 0, "helm {command}: {stderr}");
-        serde_json::from_str::<Value>(&stdout).unwrap()
-    };
+    let helm = |command: &str| helm_release(&api, command, &["--values", &values]);
     let installed = helm("install");
     assert_eq!(installed["status"], "deployed", "{installed}");
     kubectl_ok(

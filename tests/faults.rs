@@ -226,17 +226,10 @@ async fn watch_expired_with_410_relists_and_the_cache_follows() {
 /// (retried with backoff) and converge; a refusal is a condition and is not sent again.
 mod eks_addon {
     use super::*;
-    use vpc_cni_tuner::testing::{EKS_ADDON_ENV, FakeEks, default_policy, eks_addon_ds};
+    use vpc_cni_tuner::testing::{FakeEks, default_policy};
 
     fn setup() -> (Context, Verifier, FakeEks) {
-        let (ctx, api, eks) = MockApi::addon(true);
-        api.fill(
-            &ctx,
-            vec![default_policy()],
-            vec![node("t3.medium")],
-            Some(&eks_addon_ds(EKS_ADDON_ENV, &[])),
-        );
-        (ctx, api, eks)
+        MockApi::addon_cluster(default_policy(), vec![node("t3.medium")], &[])
     }
 
     fn sent() -> Vec<Step> {

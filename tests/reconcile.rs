@@ -579,14 +579,8 @@ mod eks_addon {
     use vpc_cni_tuner::testing::{EKS_ADDON_ENV, FakeEks, eks_addon_ds};
 
     fn cluster(spec: Value, owned: &[&str]) -> (Context, Verifier, FakeEks) {
-        let (ctx, api, eks) = MockApi::addon(true);
-        api.fill(
-            &ctx,
-            vec![policy("default", "2026-01-01T00:00:00Z", spec, None)],
-            vec![node("t3.medium")],
-            Some(&eks_addon_ds(EKS_ADDON_ENV, owned)),
-        );
-        (ctx, api, eks)
+        let policy = policy("default", "2026-01-01T00:00:00Z", spec, None);
+        MockApi::addon_cluster(policy, vec![node("t3.medium")], owned)
     }
 
     fn sent_env(eks: &FakeEks) -> Value {

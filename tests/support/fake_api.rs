@@ -852,6 +852,23 @@ impl MockApi {
         Self::with_leader(false)
     }
 
+    /// A leader in add-on mode on a cluster of `policy`, these nodes and the EKS add-on's
+    /// aws-node (this operator owning `owned` from a DaemonSet-mode run).
+    pub fn addon_cluster(
+        policy: NodeNetworkPolicy,
+        nodes: Vec<NodeFacts>,
+        owned: &[&str],
+    ) -> (Context, Verifier, FakeEks) {
+        let (ctx, api, eks) = Self::addon(true);
+        api.fill(
+            &ctx,
+            vec![policy],
+            nodes,
+            Some(&eks_addon_ds(EKS_ADDON_ENV, owned)),
+        );
+        (ctx, api, eks)
+    }
+
     /// A context in add-on mode's default (`--cni-config-via auto`, the cluster name from
     /// aws-node's `CLUSTER_NAME`) with the in-process EKS.
     pub fn addon(leader: bool) -> (Context, Verifier, FakeEks) {
