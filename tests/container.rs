@@ -17,6 +17,15 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The arguments of the Dockerfile's `FROM`s, in order.
+fn froms(steps: &[(String, String)]) -> Vec<&str> {
+    steps
+        .iter()
+        .filter(|(op, _)| op == "FROM")
+        .map(|(_, arg)| arg.as_str())
+        .collect()
+}
+
 /// The Dockerfile's instructions, one per logical line (continuations joined).
 fn instructions() -> Vec<(String, String)> {
     let text = std::fs::read_to_string(root().join("Dockerfile")).expect("Dockerfile");
@@ -47,11 +56,7 @@ fn instructions() -> Vec<(String, String)> {
 #[test]
 fn dockerfile_is_multi_stage_minimal_and_non_root() {
     let steps = instructions();
-    let froms: Vec<&str> = steps
-        .iter()
-        .filter(|(op, _)| op == "FROM")
-        .map(|(_, arg)| arg.as_str())
-        .collect();
+    let froms = froms(&steps);
     assert!(froms.len() >= 2, "multi-stage: {froms:?}");
     // The build stage uses the project's pinned toolchain.
     let toolchain = std::fs::read_to_string(root().join("rust-toolchain.toml")).unwrap();
@@ -341,11 +346,7 @@ fn the_operator_runs_as_non_root_on_a_read_only_filesystem() {
 #[test]
 fn dockerfile_cross_compiles_for_amd64_and_arm64() {
     let steps = instructions();
-    let froms: Vec<&str> = steps
-        .iter()
-        .filter(|(op, _)| op == "FROM")
-        .map(|(_, arg)| arg.as_str())
-        .collect();
+    let froms = froms(&steps);
     assert!(
         froms[0].starts_with("--platform=$BUILDPLATFORM "),
         "the builder runs natively: {}",
