@@ -21,7 +21,7 @@ pub mod status;
 pub use node_classes::{KarpenterSpec, NodeClassStatus};
 pub use status::{
     AwsNodeOwnerStatus, CniConfigStatus, EksAddonStatus, HandoverStatus, InstanceTypeStatus,
-    LaunchTemplateStatus, NodeNetworkPolicyStatus,
+    LaunchTemplateStatus, NodeNetworkPolicyStatus, TemplateLauncherStatus,
 };
 
 /// What the operator should manage for the nodes a selector picks.

@@ -23,7 +23,7 @@ use crate::aws::launch_templates::{
     LaunchTemplateApi, LaunchTemplateData, TemplateRef, TemplateVersion,
 };
 use crate::aws::{Ec2Error, Ec2Provider};
-use crate::crd::{FIELD_MANAGER, NodeNetworkPolicy};
+use crate::crd::{FIELD_MANAGER, NodeNetworkPolicy, TemplateLauncherStatus};
 use crate::eks_addon::{AddonFacts, UpdateFacts};
 use crate::instance::InstanceLimits;
 use crate::plan::{NodeFacts, labels};
@@ -282,6 +282,10 @@ pub struct Ec2State {
     pub live_types: BTreeMap<String, InstanceLimits>,
     /// By operation (`DescribeLaunchTemplateVersions`, `CreateLaunchTemplateVersion`, ...).
     pub failures: BTreeMap<&'static str, FakeFailure>,
+    /// The groups that launch from the template: Auto Scaling groups, and node groups by
+    /// cluster.
+    pub auto_scaling_groups: Vec<TemplateLauncherStatus>,
+    pub node_groups: BTreeMap<String, Vec<TemplateLauncherStatus>>,
     /// DescribeLaunchTemplateVersions calls.
     pub reads: usize,
     /// Created versions' user data, base64 as sent.
@@ -301,6 +305,8 @@ impl Default for Ec2State {
             instances: Vec::new(),
             live_types: BTreeMap::new(),
             failures: BTreeMap::new(),
+            auto_scaling_groups: Vec::new(),
+            node_groups: BTreeMap::new(),
             reads: 0,
             created: Vec::new(),
             defaults: Vec::new(),
@@ -400,6 +406,44 @@ impl LaunchTemplateApi for FakeEc2 {
             .iter()
             .filter_map(|n| state.live_types.get(n).map(|l| (n.clone(), *l)))
             .collect())
+    }
+
+    async fn auto_scaling_groups_of(
+        &self,
+        template_id: &str,
+    ) -> Result<Vec<TemplateLauncherStatus>, Ec2Error> {
+        self.check("DescribeAutoScalingGroups")?;
+        let all = self.state().auto_scaling_groups.clone();
+        Ok(self.launchers_of(template_id, &all))
+    }
+
+    async fn node_groups_of(
+        &self,
+        template_id: &str,
+        cluster: &str,
+    ) -> Result<Vec<TemplateLauncherStatus>, Ec2Error> {
+        self.check("DescribeNodegroup")?;
+        let all = self
+            .state()
+            .node_groups
+            .get(cluster)
+            .cloned()
+            .unwrap_or_default();
+        Ok(self.launchers_of(template_id, &all))
+    }
+}
+
+impl FakeEc2 {
+    fn launchers_of(
+        &self,
+        template_id: &str,
+        all: &[TemplateLauncherStatus],
+    ) -> Vec<TemplateLauncherStatus> {
+        if template_id == self.state().template_id {
+            all.to_vec()
+        } else {
+            Vec::new()
+        }
     }
 }
 

@@ -868,7 +868,11 @@ async fn launch_templates_sync_through_the_binary_and_live_lookup() {
                 {"id": bottlerocket, "setDefaultVersion": true}]}),
         )
         .await;
-    let aws_env = moto.aws_env();
+    // Who launches from them: an Auto Scaling group (AL2023, $Default) and a managed node group
+    // of cluster prod (AL2, version 1).
+    moto.launchers("web", &al2023, "$Default", &al2).await;
+    let mut aws_env = moto.aws_env();
+    aws_env.push(("EKS_CLUSTER_NAME", "prod".to_owned()));
     let mut operator = cluster.operator("tuner-0", &aws_env);
     let policy = eventually("LaunchTemplatesSynced", CONVERGE, &[&operator], || async {
         let p = cluster.get_policy("gpu").await;
@@ -951,6 +955,22 @@ async fn launch_templates_sync_through_the_binary_and_live_lookup() {
         (al2023_status.nodes, al2023_status.nodes_behind),
         (Some(1), Some(1))
     );
+    let launched_by = |id: &str| {
+        let status = status
+            .launch_templates
+            .iter()
+            .find(|t| t.id.as_deref() == Some(id));
+        serde_json::to_value(&status.unwrap().launched_by).unwrap()
+    };
+    assert_eq!(
+        launched_by(&al2023),
+        json!([{"kind": "AutoScalingGroup", "name": "web", "version": "$Default"}])
+    );
+    assert_eq!(
+        launched_by(&al2),
+        json!([{"kind": "NodeGroup", "name": "web-ng", "version": "1"}])
+    );
+    assert_eq!(launched_by(&bottlerocket), json!([]));
     let synced = condition_of(&policy, conditions::LAUNCH_TEMPLATES_SYNCED).unwrap();
     assert!(
         synced

@@ -65,9 +65,7 @@ async fn mocked_sdk_create_version_sends_source_version_and_copied_data() {
             ))
             .unwrap(),
     ));
-    let api = SdkLaunchTemplates {
-        client: client(http),
-    };
+    let api = SdkLaunchTemplates::new(client(http));
     let source = TemplateVersion {
         template_id: "lt-0abc".into(),
         template_name: Some("web".into()),

@@ -14,7 +14,7 @@ use support::MotoServer;
 use support::launch_templates::{
     AL2, AL2023, BOTTLEROCKET, create_template, default_version, versions,
 };
-use vpc_cni_tuner::apply::launch_templates::sync_template;
+use vpc_cni_tuner::apply::launch_templates::{sync_template, sync_template_in};
 use vpc_cni_tuner::aws::launch_templates::SdkLaunchTemplates;
 use vpc_cni_tuner::crd::{LaunchTemplateSpec, UserDataFormatSpec};
 use vpc_cni_tuner::userdata::{UserDataFormat, read_max_pods};
@@ -34,9 +34,7 @@ fn spec_for(id: &str, format: UserDataFormatSpec, set_default: bool) -> LaunchTe
 async fn all_three_formats_get_max_pods_and_keep_the_rest() {
     let moto = MotoServer::start();
     let client = moto.ec2_client();
-    let api = SdkLaunchTemplates {
-        client: client.clone(),
-    };
+    let api = SdkLaunchTemplates::new(client.clone());
     let nodes = BTreeMap::new();
     for (name, user_data, format) in [
         ("al2023", AL2023, UserDataFormat::Al2023),
@@ -105,9 +103,7 @@ async fn all_three_formats_get_max_pods_and_keep_the_rest() {
 async fn without_set_default_the_operators_latest_version_counts_as_written() {
     let moto = MotoServer::start();
     let client = moto.ec2_client();
-    let api = SdkLaunchTemplates {
-        client: client.clone(),
-    };
+    let api = SdkLaunchTemplates::new(client.clone());
     let id = create_template(&client, "no-default", AL2.as_bytes()).await;
     let spec = spec_for(&id, UserDataFormatSpec::Al2, false);
     let first = sync_template(&api, &spec, 58, false, &BTreeMap::new()).await;
@@ -123,9 +119,7 @@ async fn without_set_default_the_operators_latest_version_counts_as_written() {
 async fn unsupported_user_data_is_reported_and_nothing_is_written() {
     let moto = MotoServer::start();
     let client = moto.ec2_client();
-    let api = SdkLaunchTemplates {
-        client: client.clone(),
-    };
+    let api = SdkLaunchTemplates::new(client.clone());
     let gzip = [0x1f_u8, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
     for (name, data) in [("gzip", &gzip[..]), ("unknown", b"echo hello\n".as_slice())] {
         let id = create_template(&client, name, data).await;
@@ -153,9 +147,7 @@ async fn unsupported_user_data_is_reported_and_nothing_is_written() {
 async fn dry_run_reads_and_writes_nothing() {
     let moto = MotoServer::start();
     let client = moto.ec2_client();
-    let api = SdkLaunchTemplates {
-        client: client.clone(),
-    };
+    let api = SdkLaunchTemplates::new(client.clone());
     let id = create_template(&client, "dry", BOTTLEROCKET.as_bytes()).await;
     let result = sync_template(
         &api,
@@ -173,9 +165,7 @@ async fn dry_run_reads_and_writes_nothing() {
 #[tokio::test]
 async fn missing_template_names_the_aws_error_code() {
     let moto = MotoServer::start();
-    let api = SdkLaunchTemplates {
-        client: moto.ec2_client(),
-    };
+    let api = SdkLaunchTemplates::new(moto.ec2_client());
     let result = sync_template(
         &api,
         &spec_for("lt-0000000000000000", UserDataFormatSpec::Auto, true),
@@ -193,9 +183,7 @@ async fn missing_template_names_the_aws_error_code() {
 async fn rollout_counts_nodes_launched_from_the_template() {
     let moto = MotoServer::start();
     let client = moto.ec2_client();
-    let api = SdkLaunchTemplates {
-        client: client.clone(),
-    };
+    let api = SdkLaunchTemplates::new(client.clone());
     let id = create_template(&client, "rollout", AL2023.as_bytes()).await;
     let run = client
         .run_instances()
@@ -226,4 +214,77 @@ async fn rollout_counts_nodes_launched_from_the_template() {
     .await;
     assert_eq!(result.status.nodes, Some(2));
     assert_eq!(result.status.nodes_behind, Some(1));
+}
+
+/// Who launches from a template, read from moto: Auto Scaling groups by their launch template
+/// or mixed-instances policy, managed node groups of the cluster by theirs.
+#[tokio::test]
+async fn groups_that_launch_from_the_template_are_reported() {
+    use aws_sdk_autoscaling::types::{
+        LaunchTemplate, LaunchTemplateSpecification, MixedInstancesPolicy,
+    };
+    use vpc_cni_tuner::aws::launchers::LauncherClients;
+    let moto = MotoServer::start();
+    let client = moto.ec2_client();
+    let id = create_template(&client, "fleet", AL2.as_bytes()).await;
+    let other = create_template(&client, "other", AL2.as_bytes()).await;
+    moto.launchers("web", &id, "$Latest", &id).await;
+    moto.launchers("batch", &other, "$Default", &other).await;
+    let (spot, _) = moto.launcher_clients();
+    spot.create_auto_scaling_group()
+        .auto_scaling_group_name("spot")
+        .mixed_instances_policy(
+            MixedInstancesPolicy::builder()
+                .launch_template(
+                    LaunchTemplate::builder()
+                        .launch_template_specification(
+                            LaunchTemplateSpecification::builder()
+                                .launch_template_id(&id)
+                                .version("2")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build(),
+        )
+        .min_size(0)
+        .max_size(2)
+        .availability_zones("us-east-1a")
+        .send()
+        .await
+        .unwrap();
+    let (autoscaling, eks) = moto.launcher_clients();
+    let launchers = LauncherClients::from_clients(autoscaling, eks);
+    let api = SdkLaunchTemplates::new(client).with_launchers(launchers);
+    let spec = spec_for(&id, UserDataFormatSpec::Auto, true);
+    let result = sync_template_in(&api, &spec, 58, false, &BTreeMap::new(), Some("prod")).await;
+    let found: Vec<(String, String, Option<String>)> = result
+        .status
+        .launched_by
+        .unwrap_or_else(|| panic!("{:?}", result.status.message))
+        .into_iter()
+        .map(|l| (l.kind, l.name, l.version))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("AutoScalingGroup".into(), "spot".into(), Some("2".into())),
+            (
+                "AutoScalingGroup".into(),
+                "web".into(),
+                Some("$Latest".into())
+            ),
+            ("NodeGroup".into(), "web-ng".into(), Some("1".into())),
+        ]
+    );
+    // Without a cluster name, node groups are not asked for.
+    let result = sync_template_in(&api, &spec, 58, false, &BTreeMap::new(), None).await;
+    assert!(
+        result
+            .status
+            .launched_by
+            .unwrap()
+            .iter()
+            .all(|l| l.kind == "AutoScalingGroup")
+    );
 }

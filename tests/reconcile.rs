@@ -447,6 +447,13 @@ mod with_ec2 {
     async fn launch_template_gets_max_pods_and_the_status_reports_it() {
         let (ctx, api) = MockApi::new();
         let fake = FakeEc2::default();
+        fake.state()
+            .auto_scaling_groups
+            .push(vpc_cni_tuner::crd::TemplateLauncherStatus {
+                kind: "AutoScalingGroup".into(),
+                name: "web".into(),
+                version: Some("$Default".into()),
+            });
         let ctx = ctx.with_ec2(Arc::new(fake.clone()));
         api.fill(
             &ctx,
@@ -478,6 +485,10 @@ mod with_ec2 {
                     assert_eq!(lt["maxPodsWanted"], 110);
                     assert_eq!(lt["format"], "AL2");
                     assert_eq!(lt["inSync"], true);
+                    assert_eq!(
+                        lt["launchedBy"],
+                        json!([{"kind": "AutoScalingGroup", "name": "web", "version": "$Default"}])
+                    );
                     assert_eq!(condition(body, "LaunchTemplatesSynced")["status"], "True");
                 }),
             ],

@@ -41,6 +41,11 @@ pub(super) async fn apply(
         return outcomes;
     };
     let nodes = nodes_by_instance(nodes);
+    let observed = w.observed;
+    let cluster = crate::observe::eks_addon::cluster_name(
+        observed.addon.cluster.as_deref(),
+        observed.aws_node().as_deref(),
+    );
     for policy in policies {
         let name = policy.name_any();
         let Some(TemplateStep::Sync {
@@ -58,7 +63,10 @@ pub(super) async fn apply(
                 continue;
             }
             let result = match provider.api(spec.region.as_deref()).await {
-                Ok(api) => sync_template(api.as_ref(), spec, max_pods, dry_run, &nodes).await,
+                Ok(api) => {
+                    let cluster = cluster.as_deref();
+                    sync_template_in(api.as_ref(), spec, max_pods, dry_run, &nodes, cluster).await
+                }
                 Err(err) => {
                     warn!(policy = %name, %err, "no EC2 API for a launch template");
                     unreachable_template(spec, max_pods, &err)
@@ -88,6 +96,19 @@ pub async fn sync_template(
     wanted: u32,
     dry_run: bool,
     nodes: &BTreeMap<String, Option<u32>>,
+) -> SyncResult {
+    sync_template_in(api, spec, wanted, dry_run, nodes, None).await
+}
+
+/// [`sync_template`], also reporting the managed node groups of EKS cluster `cluster` (when
+/// known) and the Auto Scaling groups that launch from the template.
+pub async fn sync_template_in(
+    api: &dyn LaunchTemplateApi,
+    spec: &LaunchTemplateSpec,
+    wanted: u32,
+    dry_run: bool,
+    nodes: &BTreeMap<String, Option<u32>>,
+    cluster: Option<&str>,
 ) -> SyncResult {
     let template = spec.template_ref();
     let mut status = LaunchTemplateStatus {
@@ -168,6 +189,7 @@ pub async fn sync_template(
     status.format = Some(rewrite.format.to_string());
     status.max_pods_found = rewrite.previous_max_pods;
     report_rollout(api, &source.template_id, wanted, nodes, &mut status).await;
+    report_launchers(api, &source.template_id, cluster, &mut status).await;
 
     write_version(api, spec, source, &rewrite, wanted, dry_run, status).await
 }
@@ -311,6 +333,41 @@ pub(crate) fn unreachable_template(
         },
         updated: None,
         problem: Some((failure_reason(err), message)),
+    }
+}
+
+/// The Auto Scaling groups and (in `cluster`) managed node groups that launch from the template,
+/// with the version each launches; when they cannot be read, the message says why.
+async fn report_launchers(
+    api: &dyn LaunchTemplateApi,
+    template_id: &str,
+    cluster: Option<&str>,
+    status: &mut LaunchTemplateStatus,
+) {
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    match api.auto_scaling_groups_of(template_id).await {
+        Ok(groups) => found.extend(groups),
+        Err(err) => problems.push(err.to_string()),
+    }
+    if let Some(cluster) = cluster {
+        match api.node_groups_of(template_id, cluster).await {
+            Ok(groups) => found.extend(groups),
+            Err(err) => problems.push(err.to_string()),
+        }
+    }
+    if problems.is_empty() {
+        found.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+        status.launched_by = Some(found);
+    } else {
+        let note = format!(
+            "cannot tell which node groups launch from it: {}",
+            problems.join("; ")
+        );
+        status.message = Some(match status.message.take() {
+            Some(message) => format!("{message}; {note}"),
+            None => note,
+        });
     }
 }
 

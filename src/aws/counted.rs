@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::eks::{EksAddonApi, EksError, EksProvider};
 use super::launch_templates::{LaunchTemplateApi, TemplateRef, TemplateVersion};
 use super::{Ec2Error, Ec2Provider};
+use crate::crd::TemplateLauncherStatus;
 use crate::eks_addon::{AddonFacts, UpdateFacts};
 use crate::instance::InstanceLimits;
 
@@ -17,6 +18,8 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("ec2", "ModifyLaunchTemplate"),
     ("ec2", "DescribeInstances"),
     ("ec2", "DescribeInstanceTypes"),
+    ("autoscaling", "DescribeAutoScalingGroups"),
+    ("eks", "DescribeNodegroup"),
     ("eks", "DescribeAddon"),
     ("eks", "DescribeAddonConfiguration"),
     ("eks", "UpdateAddon"),
@@ -110,6 +113,23 @@ impl LaunchTemplateApi for Counted<dyn LaunchTemplateApi> {
     ) -> Result<Vec<(String, InstanceLimits)>, Ec2Error> {
         let result = self.inner.instance_types(names).await;
         self.report("ec2", "DescribeInstanceTypes", result)
+    }
+
+    async fn auto_scaling_groups_of(
+        &self,
+        template_id: &str,
+    ) -> Result<Vec<TemplateLauncherStatus>, Ec2Error> {
+        let result = self.inner.auto_scaling_groups_of(template_id).await;
+        self.report("autoscaling", "DescribeAutoScalingGroups", result)
+    }
+
+    async fn node_groups_of(
+        &self,
+        template_id: &str,
+        cluster: &str,
+    ) -> Result<Vec<TemplateLauncherStatus>, Ec2Error> {
+        let result = self.inner.node_groups_of(template_id, cluster).await;
+        self.report("eks", "DescribeNodegroup", result)
     }
 }
 

@@ -19,6 +19,7 @@ use aws_sdk_ec2::types::{
 };
 
 use super::Ec2Error;
+use crate::crd::TemplateLauncherStatus;
 use crate::instance::InstanceLimits;
 
 pub use crate::crd::TemplateRef;
@@ -83,12 +84,41 @@ pub trait LaunchTemplateApi: Send + Sync {
         &self,
         names: &[String],
     ) -> Result<Vec<(String, InstanceLimits)>, Ec2Error>;
+    /// The Auto Scaling groups that launch from the template (its launch template, or its
+    /// mixed-instances policy's).
+    async fn auto_scaling_groups_of(
+        &self,
+        template_id: &str,
+    ) -> Result<Vec<TemplateLauncherStatus>, Ec2Error>;
+    /// The managed node groups of EKS cluster `cluster` that launch from the template.
+    async fn node_groups_of(
+        &self,
+        template_id: &str,
+        cluster: &str,
+    ) -> Result<Vec<TemplateLauncherStatus>, Ec2Error>;
 }
 
 /// The AWS SDK implementation.
 #[derive(Debug, Clone)]
 pub struct SdkLaunchTemplates {
     pub client: aws_sdk_ec2::Client,
+    /// Auto Scaling and EKS (node groups); `None`: who launches from a template is not asked.
+    launchers: Option<super::launchers::LauncherClients>,
+}
+
+impl SdkLaunchTemplates {
+    pub fn new(client: aws_sdk_ec2::Client) -> Self {
+        Self {
+            client,
+            launchers: None,
+        }
+    }
+
+    /// Also reads which Auto Scaling groups and node groups launch from a template.
+    pub fn with_launchers(mut self, launchers: super::launchers::LauncherClients) -> Self {
+        self.launchers = Some(launchers);
+        self
+    }
 }
 
 #[async_trait::async_trait]
@@ -211,6 +241,27 @@ impl LaunchTemplateApi for SdkLaunchTemplates {
         names: &[String],
     ) -> Result<Vec<(String, InstanceLimits)>, Ec2Error> {
         super::instance_types::describe(&self.client, names).await
+    }
+
+    async fn auto_scaling_groups_of(
+        &self,
+        template_id: &str,
+    ) -> Result<Vec<TemplateLauncherStatus>, Ec2Error> {
+        match &self.launchers {
+            Some(launchers) => launchers.auto_scaling_groups_of(template_id).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    async fn node_groups_of(
+        &self,
+        template_id: &str,
+        cluster: &str,
+    ) -> Result<Vec<TemplateLauncherStatus>, Ec2Error> {
+        match &self.launchers {
+            Some(launchers) => launchers.node_groups_of(template_id, cluster).await,
+            None => Ok(Vec::new()),
+        }
     }
 }
 

@@ -7,6 +7,7 @@ pub mod counted;
 pub mod eks;
 pub mod instance_types;
 pub mod launch_templates;
+pub mod launchers;
 pub mod provider;
 
 pub use provider::{Ec2Provider, SdkProvider};

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::launch_templates::{LaunchTemplateApi, SdkLaunchTemplates};
+use super::launchers::LauncherClients;
 use super::{AwsEndpoint, Ec2Error, ec2_client_in_region};
 
 /// Hands out an EC2 API per region (`None`: the operator's default region).
@@ -42,12 +43,14 @@ impl Ec2Provider for SdkProvider {
         }
         // Only a client that found its region is kept: a region the metadata service could not
         // give now is asked for again on the next pass.
+        let region = key.clone().or_else(|| self.defaults.region.clone());
         let client = ec2_client_in_region(&AwsEndpoint {
-            region: key.clone().or_else(|| self.defaults.region.clone()),
+            region: region.clone(),
             endpoint_url: self.defaults.endpoint_url.clone(),
         })
         .await?;
-        let api = Arc::new(SdkLaunchTemplates { client });
+        let launchers = LauncherClients::new(region).await;
+        let api = Arc::new(SdkLaunchTemplates::new(client).with_launchers(launchers));
         clients.insert(key, api.clone());
         Ok(api)
     }

@@ -116,12 +116,16 @@ pub const EKS_ACTIONS: &[&str] = &[
     "eks:DescribeUpdate",
 ];
 
-/// Every EC2 action the operator calls; `tests/docs.rs` checks that the README's IAM policy grants
-/// exactly these.
+/// Every AWS action of the launch-template and instance-type work (EC2, and the Auto Scaling
+/// and EKS reads of who launches from a template); `tests/docs.rs` checks that the README's IAM
+/// policy grants exactly these.
 pub const EC2_ACTIONS: &[&str] = &[
     "ec2:DescribeInstanceTypes",
     "ec2:DescribeLaunchTemplateVersions",
     "ec2:CreateLaunchTemplateVersion",
     "ec2:ModifyLaunchTemplate",
     "ec2:DescribeInstances",
+    "autoscaling:DescribeAutoScalingGroups",
+    "eks:ListNodegroups",
+    "eks:DescribeNodegroup",
 ];

@@ -177,8 +177,25 @@ pub struct LaunchTemplateStatus {
     /// update, instance refresh) to roll the new maxPods out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes_behind: Option<u32>,
+    /// The EKS managed node groups and Auto Scaling groups that launch from the template, and
+    /// the version each launches (`null` when they could not be read; the message says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launched_by: Option<Vec<TemplateLauncherStatus>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// A group that launches nodes from a launch template.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateLauncherStatus {
+    /// `NodeGroup` (an EKS managed node group) or `AutoScalingGroup`.
+    pub kind: String,
+    pub name: String,
+    /// The template version it launches: a number, `$Default` or `$Latest` (a managed node
+    /// group always pins a number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// Per instance type in the matched fleet.

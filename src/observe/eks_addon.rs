@@ -198,7 +198,7 @@ async fn resolve_inner(observed: &Observed, ds: Option<&AwsNodeFacts>) -> Result
 
 /// The cluster of the add-on calls: `--eks-cluster-name` / `EKS_CLUSTER_NAME`, else aws-node's
 /// `CLUSTER_NAME` env.
-fn cluster_name(flag: Option<&str>, ds: Option<&AwsNodeFacts>) -> Option<String> {
+pub(crate) fn cluster_name(flag: Option<&str>, ds: Option<&AwsNodeFacts>) -> Option<String> {
     let from_daemonset = ds
         .and_then(|d| d.env_value(CLUSTER_NAME_ENV))
         .and_then(|e| e.value.as_deref());

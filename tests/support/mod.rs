@@ -98,12 +98,86 @@ impl MotoServer {
         aws_sdk_ec2::Client::from_conf(config)
     }
 
+    /// Auto Scaling and EKS clients for this server (node-group fixtures).
+    pub fn launcher_clients(&self) -> (aws_sdk_autoscaling::Client, aws_sdk_eks::Client) {
+        let credentials =
+            aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "moto");
+        let autoscaling = aws_sdk_autoscaling::Config::builder()
+            .behavior_version(aws_sdk_autoscaling::config::BehaviorVersion::latest())
+            .region(aws_sdk_autoscaling::config::Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(credentials.clone())
+            .build();
+        let eks = aws_sdk_eks::Config::builder()
+            .behavior_version(aws_sdk_eks::config::BehaviorVersion::latest())
+            .region(aws_sdk_eks::config::Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(credentials)
+            .build();
+        (
+            aws_sdk_autoscaling::Client::from_conf(autoscaling),
+            aws_sdk_eks::Client::from_conf(eks),
+        )
+    }
+
+    /// An Auto Scaling group `name` launching `version` of template `id`, and an EKS cluster
+    /// `prod` with a managed node group `name`-ng launching version 1 of template `ng_template`.
+    pub async fn launchers(&self, name: &str, id: &str, version: &str, ng_template: &str) {
+        use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
+        let (autoscaling, eks) = self.launcher_clients();
+        autoscaling
+            .create_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .launch_template(
+                LaunchTemplateSpecification::builder()
+                    .launch_template_id(id)
+                    .version(version)
+                    .build(),
+            )
+            .min_size(0)
+            .max_size(2)
+            .availability_zones("us-east-1a")
+            .send()
+            .await
+            .expect("an Auto Scaling group");
+        if eks.describe_cluster().name("prod").send().await.is_err() {
+            eks.create_cluster()
+                .name("prod")
+                .role_arn("arn:aws:iam::123456789012:role/eks")
+                .resources_vpc_config(
+                    aws_sdk_eks::types::VpcConfigRequest::builder()
+                        .subnet_ids("subnet-1")
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("an EKS cluster");
+        }
+        eks.create_nodegroup()
+            .cluster_name("prod")
+            .nodegroup_name(format!("{name}-ng"))
+            .node_role("arn:aws:iam::123456789012:role/nodes")
+            .subnets("subnet-1")
+            .launch_template(
+                aws_sdk_eks::types::LaunchTemplateSpecification::builder()
+                    .id(ng_template)
+                    .version("1")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("a managed node group");
+    }
+
     /// Environment for a child process that talks to this server and nothing else.
     pub fn aws_env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("AWS_ACCESS_KEY_ID", "testing".into()),
             ("AWS_SECRET_ACCESS_KEY", "testing".into()),
             ("AWS_REGION", "us-east-1".into()),
+            // Auto Scaling and EKS (who launches from a template) at this server too.
+            ("AWS_ENDPOINT_URL_AUTO_SCALING", self.endpoint()),
+            ("AWS_ENDPOINT_URL_EKS", self.endpoint()),
             ("AWS_EC2_METADATA_DISABLED", "true".into()),
             ("AWS_CONFIG_FILE", "/dev/null".into()),
             ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()),
