@@ -247,10 +247,15 @@ async fn write_version(
     }
     if dry_run {
         status.in_sync = false;
-        status.message = Some(format!(
+        let would = format!(
             "would create a version of {template} from version {} with maxPods {wanted}",
             source.version
-        ));
+        );
+        // A note already there (who launches from it could not be read) is kept.
+        status.message = Some(match status.message.take() {
+            Some(note) => format!("{would}; {note}"),
+            None => would,
+        });
         return SyncResult {
             status,
             updated: None,

@@ -88,3 +88,38 @@ async fn template_deleted_while_being_updated_is_reported_not_retried_blindly() 
     assert!(!condition.status);
     assert_eq!(condition.reason, "LaunchTemplateNotFound");
 }
+
+/// Who launches from a template cannot be read (IAM): the sync still works, `launchedBy` is
+/// absent and the message says why, also next to DryRun's own message.
+#[tokio::test]
+async fn unreadable_launchers_are_said_and_do_not_stop_the_sync() {
+    let spec = LaunchTemplateSpec {
+        id: Some("lt-0abc".into()),
+        name: None,
+        region: None,
+        user_data_format: UserDataFormatSpec::Auto,
+        set_default_version: true,
+        source_version: "$Default".into(),
+    };
+    let fake = FakeEc2::default();
+    fake.fail(
+        "DescribeAutoScalingGroups",
+        (
+            "AccessDenied",
+            "not authorized to perform autoscaling:DescribeAutoScalingGroups",
+        ),
+    );
+    let result = sync_template_in(&fake, &spec, 110, true, &BTreeMap::new(), Some("prod")).await;
+    assert_eq!(result.problem, None);
+    assert_eq!(result.status.launched_by, None);
+    let message = result.status.message.expect("a message");
+    assert!(message.starts_with("would create a version"), "{message}");
+    assert!(
+        message.contains("cannot tell which node groups launch from it")
+            && message.contains("autoscaling:DescribeAutoScalingGroups"),
+        "{message}"
+    );
+    let written = sync_template_in(&fake, &spec, 110, false, &BTreeMap::new(), None).await;
+    assert!(written.status.in_sync);
+    assert_eq!(fake.state().created.len(), 1, "the write is not held up");
+}
