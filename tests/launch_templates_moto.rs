@@ -230,29 +230,20 @@ async fn groups_that_launch_from_the_template_are_reported() {
     let other = create_template(&client, "other", AL2.as_bytes()).await;
     moto.launchers("web", &id, "$Latest", &id).await;
     moto.launchers("batch", &other, "$Default", &other).await;
-    let (spot, _) = moto.launcher_clients();
-    spot.create_auto_scaling_group()
-        .auto_scaling_group_name("spot")
-        .mixed_instances_policy(
-            MixedInstancesPolicy::builder()
-                .launch_template(
-                    LaunchTemplate::builder()
-                        .launch_template_specification(
-                            LaunchTemplateSpecification::builder()
-                                .launch_template_id(&id)
-                                .version("2")
-                                .build(),
-                        )
+    let spot = MixedInstancesPolicy::builder()
+        .launch_template(
+            LaunchTemplate::builder()
+                .launch_template_specification(
+                    LaunchTemplateSpecification::builder()
+                        .launch_template_id(&id)
+                        .version("2")
                         .build(),
                 )
                 .build(),
         )
-        .min_size(0)
-        .max_size(2)
-        .availability_zones("us-east-1a")
-        .send()
-        .await
-        .unwrap();
+        .build();
+    moto.auto_scaling_group("spot", |group| group.mixed_instances_policy(spot))
+        .await;
     let (autoscaling, eks) = moto.launcher_clients();
     let launchers = LauncherClients::from_clients(autoscaling, eks);
     let api = SdkLaunchTemplates::new(client).with_launchers(launchers);

@@ -6,7 +6,7 @@
 
 use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
 
-use super::{AwsEndpoint, Ec2Error, sdk_config, sdk_error_parts};
+use super::{Ec2Error, sdk_error_parts};
 use crate::crd::TemplateLauncherStatus;
 
 /// The Auto Scaling and EKS clients of one region.
@@ -17,16 +17,11 @@ pub struct LauncherClients {
 }
 
 impl LauncherClients {
-    /// Clients in `region` (else the chain's), with the chain's endpoints for both services.
-    pub async fn new(region: Option<String>) -> Self {
-        let config = sdk_config(&AwsEndpoint {
-            region,
-            endpoint_url: None,
-        })
-        .await;
+    /// Clients from a loaded aws-config (its region, credentials and endpoints).
+    pub fn from_config(config: &aws_config::SdkConfig) -> Self {
         Self::from_clients(
-            aws_sdk_autoscaling::Client::new(&config),
-            aws_sdk_eks::Client::new(&config),
+            aws_sdk_autoscaling::Client::new(config),
+            aws_sdk_eks::Client::new(config),
         )
     }
 

@@ -53,18 +53,6 @@ pub async fn ec2_client(endpoint: &AwsEndpoint) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::new(&sdk_config(endpoint).await)
 }
 
-/// An EC2 client as [`ec2_client`], or [`Ec2Error::NoRegion`] when neither `endpoint` nor the
-/// chain (environment, profile, instance metadata) names a region.
-pub(crate) async fn ec2_client_in_region(
-    endpoint: &AwsEndpoint,
-) -> Result<aws_sdk_ec2::Client, Ec2Error> {
-    let config = sdk_config(endpoint).await;
-    if config.region().is_none() {
-        return Err(Ec2Error::NoRegion);
-    }
-    Ok(aws_sdk_ec2::Client::new(&config))
-}
-
 /// aws-config's chain with the project's retries and timeouts and `endpoint`'s overrides.
 pub(crate) async fn sdk_config(endpoint: &AwsEndpoint) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())

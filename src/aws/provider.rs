@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::launch_templates::{LaunchTemplateApi, SdkLaunchTemplates};
 use super::launchers::LauncherClients;
-use super::{AwsEndpoint, Ec2Error, ec2_client_in_region};
+use super::{AwsEndpoint, Ec2Error, sdk_config};
 
 /// Hands out an EC2 API per region (`None`: the operator's default region).
 #[async_trait::async_trait]
@@ -43,13 +43,22 @@ impl Ec2Provider for SdkProvider {
         }
         // Only a client that found its region is kept: a region the metadata service could not
         // give now is asked for again on the next pass.
-        let region = key.clone().or_else(|| self.defaults.region.clone());
-        let client = ec2_client_in_region(&AwsEndpoint {
-            region: region.clone(),
-            endpoint_url: self.defaults.endpoint_url.clone(),
+        // One load of aws-config's chain (credentials, region) for the region's clients; only
+        // EC2 takes `--ec2-endpoint-url`, Auto Scaling and EKS keep the chain's endpoints.
+        let config = sdk_config(&AwsEndpoint {
+            region: key.clone().or_else(|| self.defaults.region.clone()),
+            endpoint_url: None,
         })
-        .await?;
-        let launchers = LauncherClients::new(region).await;
+        .await;
+        if config.region().is_none() {
+            return Err(Ec2Error::NoRegion);
+        }
+        let mut ec2 = aws_sdk_ec2::config::Builder::from(&config);
+        if let Some(url) = &self.defaults.endpoint_url {
+            ec2 = ec2.endpoint_url(url);
+        }
+        let client = aws_sdk_ec2::Client::from_conf(ec2.build());
+        let launchers = LauncherClients::from_config(&config);
         let api = Arc::new(SdkLaunchTemplates::new(client).with_launchers(launchers));
         clients.insert(key, api.clone());
         Ok(api)

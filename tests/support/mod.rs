@@ -120,26 +120,36 @@ impl MotoServer {
         )
     }
 
+    /// An Auto Scaling group `name` (0 to 2 instances in us-east-1a) that `launches` from a
+    /// template (its launch template or mixed-instances policy).
+    pub async fn auto_scaling_group(
+        &self,
+        name: &str,
+        launches: impl FnOnce(
+            aws_sdk_autoscaling::operation::create_auto_scaling_group::builders::CreateAutoScalingGroupFluentBuilder,
+        ) -> aws_sdk_autoscaling::operation::create_auto_scaling_group::builders::CreateAutoScalingGroupFluentBuilder,
+    ) {
+        let (autoscaling, _) = self.launcher_clients();
+        let group = autoscaling
+            .create_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .min_size(0)
+            .max_size(2)
+            .availability_zones("us-east-1a");
+        launches(group).send().await.expect("an Auto Scaling group");
+    }
+
     /// An Auto Scaling group `name` launching `version` of template `id`, and an EKS cluster
     /// `prod` with a managed node group `name`-ng launching version 1 of template `ng_template`.
     pub async fn launchers(&self, name: &str, id: &str, version: &str, ng_template: &str) {
         use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
-        let (autoscaling, eks) = self.launcher_clients();
-        autoscaling
-            .create_auto_scaling_group()
-            .auto_scaling_group_name(name)
-            .launch_template(
-                LaunchTemplateSpecification::builder()
-                    .launch_template_id(id)
-                    .version(version)
-                    .build(),
-            )
-            .min_size(0)
-            .max_size(2)
-            .availability_zones("us-east-1a")
-            .send()
-            .await
-            .expect("an Auto Scaling group");
+        let (_, eks) = self.launcher_clients();
+        let template = LaunchTemplateSpecification::builder()
+            .launch_template_id(id)
+            .version(version)
+            .build();
+        self.auto_scaling_group(name, |group| group.launch_template(template))
+            .await;
         if eks.describe_cluster().name("prod").send().await.is_err() {
             eks.create_cluster()
                 .name("prod")

@@ -6,6 +6,18 @@ use crate::crd::UserDataFormatSpec;
 use crate::report::desired::synced_condition;
 use crate::testing::FakeEc2;
 
+/// The template `id`, its default version as the source, made default after a write.
+fn template(id: &str) -> LaunchTemplateSpec {
+    LaunchTemplateSpec {
+        id: Some(id.into()),
+        name: None,
+        region: None,
+        user_data_format: UserDataFormatSpec::Auto,
+        set_default_version: true,
+        source_version: "$Default".into(),
+    }
+}
+
 /// A template that is deleted between the read and the write.
 fn deleted_mid_update() -> FakeEc2 {
     let fake = FakeEc2::default();
@@ -62,14 +74,7 @@ async fn access_denied_is_a_clear_condition() {
 
 #[tokio::test]
 async fn template_deleted_while_being_updated_is_reported_not_retried_blindly() {
-    let spec = LaunchTemplateSpec {
-        id: Some("lt-0abc".into()),
-        name: None,
-        region: None,
-        user_data_format: UserDataFormatSpec::Auto,
-        set_default_version: true,
-        source_version: "$Default".into(),
-    };
+    let spec = template("lt-0abc");
     let fake = deleted_mid_update();
     let result = sync_template(&fake, &spec, 110, false, &BTreeMap::new()).await;
     assert!(
@@ -93,14 +98,7 @@ async fn template_deleted_while_being_updated_is_reported_not_retried_blindly() 
 /// absent and the message says why, also next to DryRun's own message.
 #[tokio::test]
 async fn unreadable_launchers_are_said_and_do_not_stop_the_sync() {
-    let spec = LaunchTemplateSpec {
-        id: Some("lt-0abc".into()),
-        name: None,
-        region: None,
-        user_data_format: UserDataFormatSpec::Auto,
-        set_default_version: true,
-        source_version: "$Default".into(),
-    };
+    let spec = template("lt-0abc");
     let fake = FakeEc2::default();
     fake.fail(
         "DescribeAutoScalingGroups",
