@@ -121,6 +121,21 @@ pub struct RunArgs {
     #[arg(long, env = "VPC_CNI_TUNER_KARPENTER")]
     pub karpenter: bool,
 
+    /// Let policies whose launch templates have `rollout.enabled` replace nodes: EKS
+    /// `UpdateNodegroupVersion` and Auto Scaling `StartInstanceRefresh`, one group at a time
+    /// per policy. Needs the rollout IAM actions (chart value `rollout.enabled`). Without it
+    /// those groups wait, and the status says so.
+    #[arg(long, env = "VPC_CNI_TUNER_ROLLOUTS")]
+    pub rollouts: bool,
+
+    /// How often a rollout that runs or waits to start is looked at again (seconds).
+    #[arg(
+        long,
+        env = "VPC_CNI_TUNER_ROLLOUT_FOLLOW_SECONDS",
+        default_value_t = 30
+    )]
+    pub rollout_follow_seconds: u64,
+
     /// Where the aws-node env is written: `auto` writes the EKS managed add-on's
     /// configurationValues (eks:UpdateAddon) when EKS applies aws-node (nothing when EKS has no
     /// such add-on), and the DaemonSet otherwise; `daemonset` always writes the DaemonSet (add-on updates with

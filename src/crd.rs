@@ -20,8 +20,8 @@ pub mod status;
 
 pub use node_classes::{KarpenterSpec, NodeClassStatus};
 pub use status::{
-    AwsNodeOwnerStatus, CniConfigStatus, EksAddonStatus, HandoverStatus, InstanceTypeStatus,
-    LaunchTemplateStatus, NodeNetworkPolicyStatus, TemplateLauncherStatus,
+    AwsNodeOwnerStatus, CniConfigStatus, EksAddonStatus, GroupRolloutStatus, HandoverStatus,
+    InstanceTypeStatus, LaunchTemplateStatus, NodeNetworkPolicyStatus, TemplateLauncherStatus,
 };
 
 /// What the operator should manage for the nodes a selector picks.
@@ -108,6 +108,41 @@ pub struct LaunchTemplateSpec {
     #[serde(default = "default_source_version")]
     #[schemars(regex(pattern = r"^(\$Default|\$Latest|[0-9]+)$"))]
     pub source_version: String,
+    /// Replace the nodes of the managed node groups and Auto Scaling groups that launch from
+    /// this template once it carries the wanted maxPods (off by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutSpec>,
+}
+
+/// How the operator rolls a template's new version out to the nodes: one group at a time per
+/// policy, EKS's node-group update (`UpdateNodegroupVersion`) or an Auto Scaling instance refresh
+/// (`StartInstanceRefresh`). The operator must run with `--rollouts` (chart value
+/// `rollout.enabled`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// Start rollouts for this template. `false`: report only (`DryRun` policies report what
+    /// would be started either way).
+    #[serde(default)]
+    pub enabled: bool,
+    /// An instance refresh keeps at least this percentage of the Auto Scaling group in
+    /// service (EKS node-group updates use the node group's own `updateConfig`).
+    #[serde(default = "default_min_healthy")]
+    #[schemars(range(min = 0, max = 100))]
+    pub min_healthy_percentage: u32,
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            min_healthy_percentage: default_min_healthy(),
+        }
+    }
+}
+
+fn default_min_healthy() -> u32 {
+    90
 }
 
 fn default_true() -> bool {

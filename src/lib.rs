@@ -41,6 +41,7 @@ pub mod operator;
 pub mod plan;
 #[cfg(feature = "operator")]
 pub mod report;
+pub mod rollout;
 #[cfg(all(feature = "operator", any(test, feature = "test-util")))]
 pub mod testing;
 pub mod userdata;

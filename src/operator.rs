@@ -33,6 +33,31 @@ pub async fn run(
     run_with_ec2(client, args, Some(Arc::new(ec2)), shutdown).await
 }
 
+/// The controller's context from the flags.
+fn context(
+    client: Client,
+    args: &RunArgs,
+    ec2: Option<Arc<dyn Ec2Provider>>,
+    leader_flag: Arc<AtomicBool>,
+) -> Context {
+    let eks = SdkEksProvider::new(AwsEndpoint {
+        region: args.aws_region.clone(),
+        endpoint_url: args.eks_endpoint_url.clone(),
+    });
+    Context::new(client, args.daemonset.clone(), leader_flag)
+        .with_ec2_access(ec2)
+        .with_karpenter(args.karpenter)
+        .with_rollouts(
+            args.rollouts,
+            std::time::Duration::from_secs(args.rollout_follow_seconds.max(1)),
+        )
+        .with_eks(
+            args.cni_config_via,
+            args.eks_cluster_name.clone(),
+            Arc::new(eks),
+        )
+}
+
 /// [`run`] with the given EC2 access (`None`: none at all).
 pub async fn run_with_ec2(
     client: Client,
@@ -41,20 +66,9 @@ pub async fn run_with_ec2(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let leader_flag = Arc::new(AtomicBool::new(!args.leader_elect));
-    let eks = SdkEksProvider::new(AwsEndpoint {
-        region: args.aws_region.clone(),
-        endpoint_url: args.eks_endpoint_url.clone(),
-    });
-    let ctx = Context::new(client.clone(), args.daemonset.clone(), leader_flag.clone())
-        .with_ec2_access(ec2)
-        .with_karpenter(args.karpenter)
-        .with_eks(
-            args.cni_config_via,
-            args.eks_cluster_name.clone(),
-            Arc::new(eks),
-        );
+    let ctx = context(client.clone(), &args, ec2, leader_flag.clone());
     let ctx = Arc::new(ctx);
-    info!(daemonset = %args.daemonset, leader_elect = args.leader_elect, karpenter = args.karpenter, cni_config_via = ?args.cni_config_via, "starting vpc-cni-tuner");
+    info!(daemonset = %args.daemonset, leader_elect = args.leader_elect, karpenter = args.karpenter, rollouts = args.rollouts, cni_config_via = ?args.cni_config_via, "starting vpc-cni-tuner");
 
     // One stop signal for every task: the caller's shutdown, or a task that ended unexpectedly.
     let (stop, stopped) = watch::channel(false);

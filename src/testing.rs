@@ -23,10 +23,11 @@ use crate::aws::launch_templates::{
     LaunchTemplateApi, LaunchTemplateData, TemplateRef, TemplateVersion,
 };
 use crate::aws::{Ec2Error, Ec2Provider};
-use crate::crd::{FIELD_MANAGER, NodeNetworkPolicy, TemplateLauncherStatus};
+use crate::crd::{FIELD_MANAGER, NodeNetworkPolicy};
 use crate::eks_addon::{AddonFacts, UpdateFacts};
 use crate::instance::InstanceLimits;
 use crate::plan::{NodeFacts, labels};
+use crate::rollout::{Launcher, LauncherKind, UpdateProgress, UpdateState};
 
 /// The VPC CNI image of the fixtures' aws-node (the EKS add-on's build of v1.19.2).
 pub const CNI_IMAGE: &str =
@@ -165,6 +166,7 @@ pub fn node(instance_type: &str) -> NodeFacts {
         .collect(),
         capacity_pods: None,
         instance_id: None,
+        not_ready: false,
     }
 }
 
@@ -284,8 +286,12 @@ pub struct Ec2State {
     pub failures: BTreeMap<&'static str, FakeFailure>,
     /// The groups that launch from the template: Auto Scaling groups, and node groups by
     /// cluster.
-    pub auto_scaling_groups: Vec<TemplateLauncherStatus>,
-    pub node_groups: BTreeMap<String, Vec<TemplateLauncherStatus>>,
+    pub auto_scaling_groups: Vec<Launcher>,
+    pub node_groups: BTreeMap<String, Vec<Launcher>>,
+    /// Node-group updates and instance refreshes started, in order: (group, version), and the
+    /// state of each by id. An update makes its group busy until [`FakeEc2::finish`].
+    pub rollouts_started: Vec<(String, String)>,
+    pub updates: BTreeMap<String, (String, UpdateProgress)>,
     /// DescribeLaunchTemplateVersions calls.
     pub reads: usize,
     /// Created versions' user data, base64 as sent.
@@ -307,6 +313,8 @@ impl Default for Ec2State {
             failures: BTreeMap::new(),
             auto_scaling_groups: Vec::new(),
             node_groups: BTreeMap::new(),
+            rollouts_started: Vec::new(),
+            updates: BTreeMap::new(),
             reads: 0,
             created: Vec::new(),
             defaults: Vec::new(),
@@ -408,10 +416,7 @@ impl LaunchTemplateApi for FakeEc2 {
             .collect())
     }
 
-    async fn auto_scaling_groups_of(
-        &self,
-        template_id: &str,
-    ) -> Result<Vec<TemplateLauncherStatus>, Ec2Error> {
+    async fn auto_scaling_groups_of(&self, template_id: &str) -> Result<Vec<Launcher>, Ec2Error> {
         self.check("DescribeAutoScalingGroups")?;
         let all = self.state().auto_scaling_groups.clone();
         Ok(self.launchers_of(template_id, &all))
@@ -421,7 +426,7 @@ impl LaunchTemplateApi for FakeEc2 {
         &self,
         template_id: &str,
         cluster: &str,
-    ) -> Result<Vec<TemplateLauncherStatus>, Ec2Error> {
+    ) -> Result<Vec<Launcher>, Ec2Error> {
         self.check("DescribeNodegroup")?;
         let all = self
             .state()
@@ -431,19 +436,171 @@ impl LaunchTemplateApi for FakeEc2 {
             .unwrap_or_default();
         Ok(self.launchers_of(template_id, &all))
     }
+
+    async fn start_node_group_update(
+        &self,
+        _: &str,
+        name: &str,
+        _: &str,
+        version: i64,
+    ) -> Result<String, Ec2Error> {
+        self.check("UpdateNodegroupVersion")?;
+        self.start(LauncherKind::NodeGroup, name, version.to_string())
+    }
+
+    async fn node_group_update(
+        &self,
+        _: &str,
+        _: &str,
+        id: &str,
+    ) -> Result<UpdateProgress, Ec2Error> {
+        self.check("DescribeUpdate")?;
+        self.progress(id)
+    }
+
+    async fn start_instance_refresh(
+        &self,
+        group: &str,
+        template: Option<(&str, &str)>,
+        _: u32,
+    ) -> Result<String, Ec2Error> {
+        self.check("StartInstanceRefresh")?;
+        let version = template.map_or("-", |(_, v)| v).to_owned();
+        self.start(LauncherKind::AutoScalingGroup, group, version)
+    }
+
+    async fn instance_refreshes(
+        &self,
+        group: &str,
+        id: Option<&str>,
+    ) -> Result<Vec<UpdateProgress>, Ec2Error> {
+        self.check("DescribeInstanceRefreshes")?;
+        let state = self.state();
+        Ok(state
+            .updates
+            .iter()
+            .rev()
+            .filter(|(key, (g, _))| g == group && id.is_none_or(|id| id == key.as_str()))
+            .map(|(_, (_, p))| p.clone())
+            .collect())
+    }
 }
 
 impl FakeEc2 {
-    fn launchers_of(
-        &self,
-        template_id: &str,
-        all: &[TemplateLauncherStatus],
-    ) -> Vec<TemplateLauncherStatus> {
+    fn launchers_of(&self, template_id: &str, all: &[Launcher]) -> Vec<Launcher> {
         if template_id == self.state().template_id {
             all.to_vec()
         } else {
             Vec::new()
         }
+    }
+
+    /// A group named `name` of the cluster's node groups or the Auto Scaling groups.
+    fn group(state: &mut Ec2State, kind: LauncherKind, name: &str) -> Option<usize> {
+        let groups = match kind {
+            LauncherKind::NodeGroup => state.node_groups.values().flatten().collect::<Vec<_>>(),
+            LauncherKind::AutoScalingGroup => state.auto_scaling_groups.iter().collect(),
+        };
+        groups.iter().position(|g| g.name == name)
+    }
+
+    fn groups_mut(state: &mut Ec2State, kind: LauncherKind) -> Vec<&mut Launcher> {
+        match kind {
+            LauncherKind::NodeGroup => state.node_groups.values_mut().flatten().collect(),
+            LauncherKind::AutoScalingGroup => state.auto_scaling_groups.iter_mut().collect(),
+        }
+    }
+
+    fn start(&self, kind: LauncherKind, name: &str, version: String) -> Result<String, Ec2Error> {
+        let mut state = self.state();
+        let index = Self::group(&mut state, kind, name).ok_or_else(|| Ec2Error::Api {
+            operation: "StartRollout",
+            code: "ResourceNotFoundException".into(),
+            message: format!("no group {name}"),
+        })?;
+        if Self::groups_mut(&mut state, kind)[index].busy.is_some() {
+            return Err(Ec2Error::Api {
+                operation: "StartRollout",
+                code: "ResourceInUseException".into(),
+                message: format!("{name} is being updated"),
+            });
+        }
+        let id = format!("update-{}", state.updates.len() + 1);
+        Self::groups_mut(&mut state, kind)[index].busy = Some("UPDATING".into());
+        state.rollouts_started.push((name.to_owned(), version));
+        state.updates.insert(
+            id.clone(),
+            (
+                name.to_owned(),
+                UpdateProgress {
+                    id: id.clone(),
+                    state: UpdateState::InProgress,
+                    status: "InProgress".into(),
+                    percent_complete: Some(0),
+                    reason: None,
+                },
+            ),
+        );
+        Ok(id)
+    }
+
+    fn progress(&self, id: &str) -> Result<UpdateProgress, Ec2Error> {
+        self.state()
+            .updates
+            .get(id)
+            .map(|(_, p)| p.clone())
+            .ok_or_else(|| Ec2Error::Api {
+                operation: "DescribeUpdate",
+                code: "ResourceNotFoundException".into(),
+                message: format!("no update {id}"),
+            })
+    }
+
+    /// Ends update `id` as `status` (with `reason`): the group is no longer busy, and on
+    /// success launches the version the update asked for.
+    pub fn finish(&self, id: &str, status: &str, reason: Option<&str>) {
+        let mut state = self.state();
+        let Some((group, _)) = state.updates.get(id).cloned() else {
+            return;
+        };
+        let version = state
+            .rollouts_started
+            .iter()
+            .rev()
+            .find(|(g, _)| *g == group)
+            .map(|(_, v)| v.clone());
+        let state = &mut *state;
+        let groups = state
+            .node_groups
+            .values_mut()
+            .flatten()
+            .chain(state.auto_scaling_groups.iter_mut());
+        for launcher in groups.filter(|l| l.name == group) {
+            launcher.busy = None;
+            if status == "Successful"
+                && let Some(v) = version.clone().filter(|v| v.parse::<i64>().is_ok())
+            {
+                launcher.version = Some(v);
+            }
+        }
+        if let Some((_, progress)) = state.updates.get_mut(id) {
+            progress.state = UpdateState::parse(status);
+            progress.status = status.to_owned();
+            progress.percent_complete = Some(100);
+            progress.reason = reason.map(str::to_owned);
+        }
+    }
+}
+
+/// A group that launches from the fake's template.
+pub fn launcher(kind: LauncherKind, name: &str, version: &str) -> Launcher {
+    Launcher {
+        kind,
+        name: name.to_owned(),
+        version: Some(version.to_owned()),
+        busy: None,
+        instances: Vec::new(),
+        mixed_instances: false,
     }
 }
 

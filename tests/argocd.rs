@@ -234,6 +234,69 @@ fn edge_cases_map_to_argo_health() {
         ),
         (
             with_conditions(
+                2,
+                Some(2),
+                json!([
+                    ready(),
+                    c(
+                        cond::NODES_ROLLED_OUT,
+                        "False",
+                        "RolloutInProgress",
+                        "ng-a: InProgress"
+                    )
+                ]),
+            ),
+            "Progressing",
+            "Rollout: RolloutInProgress: ng-a: InProgress",
+        ),
+        (
+            with_conditions(
+                2,
+                Some(2),
+                json!([
+                    ready(),
+                    c(
+                        cond::NODES_ROLLED_OUT,
+                        "False",
+                        "RolloutWaiting",
+                        "ng-a: Waiting"
+                    )
+                ]),
+            ),
+            "Progressing",
+            "Rollout: RolloutWaiting",
+        ),
+        (
+            with_conditions(
+                2,
+                Some(2),
+                json!([
+                    ready(),
+                    c(
+                        cond::NODES_ROLLED_OUT,
+                        "False",
+                        "RolloutFailed",
+                        "ng-a: Failed (PodEvictionFailure)"
+                    )
+                ]),
+            ),
+            "Degraded",
+            "Rollout: RolloutFailed: ng-a: Failed (PodEvictionFailure)",
+        ),
+        (
+            with_conditions(
+                2,
+                Some(2),
+                json!([
+                    ready(),
+                    c(cond::NODES_ROLLED_OUT, "True", "RolledOut", "every group")
+                ]),
+            ),
+            "Healthy",
+            "Reconciled",
+        ),
+        (
+            with_conditions(
                 1,
                 Some(1),
                 json!([

@@ -22,6 +22,14 @@ fn readme_add_on_iam_policy_grants_exactly_the_eks_actions_the_operator_calls() 
     );
 }
 
+#[test]
+fn readme_rollout_iam_policy_grants_exactly_the_rollout_actions() {
+    assert_eq!(
+        granted_in("#### Rollout IAM actions"),
+        actions(vpc_cni_tuner::controller::ROLLOUT_ACTIONS)
+    );
+}
+
 fn actions(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(|a| (*a).to_owned()).collect()
 }

@@ -964,11 +964,14 @@ async fn launch_templates_sync_through_the_binary_and_live_lookup() {
     };
     assert_eq!(
         launched_by(&al2023),
-        json!([{"kind": "AutoScalingGroup", "name": "web", "version": "$Default"}])
+        json!([{"kind": "AutoScalingGroup", "name": "web", "version": "$Default",
+                 "versionWanted": 2, "nodes": 0, "nodesBehind": 0}])
     );
+    // The node group pins version 1: it keeps launching the old maxPods (no rollout asked).
     assert_eq!(
         launched_by(&al2),
-        json!([{"kind": "NodeGroup", "name": "web-ng", "version": "1"}])
+        json!([{"kind": "NodeGroup", "name": "web-ng", "version": "1",
+                 "versionWanted": 2, "nodes": 0, "nodesBehind": 0}])
     );
     assert_eq!(launched_by(&bottlerocket), json!([]));
     let synced = condition_of(&policy, conditions::LAUNCH_TEMPLATES_SYNCED).unwrap();
@@ -1028,6 +1031,378 @@ async fn launch_templates_sync_through_the_binary_and_live_lookup() {
 
 /// Two replicas with `--leader-elect`: only the leader writes; when it is killed, the other
 /// takes the Lease over and repairs drift.
+/// A Node of managed node group `group` (label `eks.amazonaws.com/nodegroup`), of policy pool
+/// `pool`, whose kubelet runs `pods` pods at most.
+async fn group_node(cluster: &Cluster, name: &str, pool: &str, group: &str, pods: u32) {
+    cluster
+        .node(
+            name,
+            json!({"pool": pool, "node.kubernetes.io/instance-type": "m5.large",
+                   "eks.amazonaws.com/nodegroup": group}),
+        )
+        .await;
+    let nodes: Api<Node> = Api::all(cluster.admin.clone());
+    nodes
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"capacity": {"pods": pods.to_string()}}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// The rollout record of group `name` in policy `policy`'s status: (state, message).
+async fn rollout_of(cluster: &Cluster, policy: &str, group: &str) -> Option<(String, String)> {
+    let policy = cluster.get_policy(policy).await;
+    policy
+        .status?
+        .launch_templates
+        .into_iter()
+        .flat_map(|t| t.launched_by.unwrap_or_default())
+        .find(|l| l.name == group)?
+        .rollout
+        .map(|r| (r.state, r.message.unwrap_or_default()))
+}
+
+/// The count of AWS `operation` calls in an operator's `/metrics` (`None`: not serving yet).
+fn aws_calls(operator: &Operator, operation: &str) -> Option<u64> {
+    let metrics = support::http_get(operator.admin_port, "/metrics")?.1;
+    let count = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("vpc_cni_tuner_aws_requests_total{")
+                && l.contains(&format!("operation=\"{operation}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    Some(count as u64)
+}
+
+/// Rollouts started by an operator: node-group updates and instance refreshes.
+fn rollouts_started(operator: &Operator) -> u64 {
+    let calls = |operation| aws_calls(operator, operation).expect("the operator's metrics");
+    calls("UpdateNodegroupVersion") + calls("StartInstanceRefresh")
+}
+
+/// A launch template, an Auto Scaling group pinned to its version 1 and managed node groups
+/// `groups` on version 1, each with one Node behind (17 pods), all in pool `pool`; a policy
+/// `pool` with the template and `rollout`. Returns the template id.
+async fn rollout_fleet(
+    cluster: &Cluster,
+    moto: &support::MotoServer,
+    pool: &str,
+    asg: Option<&str>,
+    groups: &[&str],
+    extra: Value,
+) -> String {
+    use support::launch_templates::{AL2023, create_template};
+    let template = create_template(&moto.ec2_client(), pool, AL2023.as_bytes()).await;
+    if let Some(asg) = asg {
+        let spec = aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+            .launch_template_id(&template)
+            .version("1")
+            .build();
+        moto.auto_scaling_group(asg, |g| g.launch_template(spec))
+            .await;
+    }
+    for group in groups {
+        moto.node_group(group, &template, "1").await;
+        group_node(cluster, &format!("{group}-1"), pool, group, 17).await;
+    }
+    let mut spec = json!({"nodeSelector": {"matchLabels": {"pool": pool}},
+        "launchTemplates": [{"id": template, "rollout": {"enabled": true}}]});
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    cluster.policy(pool, spec).await;
+    template
+}
+
+fn rollout_env(moto: &support::MotoServer) -> Vec<(&'static str, String)> {
+    let mut env = moto.aws_env();
+    env.push(("EKS_CLUSTER_NAME", "prod".to_owned()));
+    env.push(("VPC_CNI_TUNER_ROLLOUT_FOLLOW_SECONDS", "1".to_owned()));
+    env
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_rolls_one_group_at_a_time_and_starts_nothing_twice_across_a_restart() {
+    let scratch = tempfile::tempdir().unwrap();
+    let moto = support::MotoServer::start_with_rollouts(&json!({"seconds": 2}), scratch.path());
+    let Some(cluster) = Cluster::start(json!({
+        "aws": {"region": "us-east-1", "ec2EndpointUrl": moto.endpoint()},
+        "rollout": {"enabled": true}
+    }))
+    .await
+    else {
+        return;
+    };
+    let template = rollout_fleet(
+        &cluster,
+        &moto,
+        "fleet",
+        Some("web"),
+        &["ng-a", "ng-b"],
+        json!({}),
+    )
+    .await;
+    let env = rollout_env(&moto);
+    let mut first = cluster.operator("tuner-0", &env);
+
+    // The Auto Scaling group first (groups by kind, then name): the node groups wait.
+    eventually("web's instance refresh", CONVERGE, &[&first], || async {
+        let web = rollout_of(&cluster, "fleet", "web").await?;
+        (web.0 == "InProgress").then_some(())
+    })
+    .await;
+    for group in ["ng-a", "ng-b"] {
+        assert_eq!(
+            moto.node_group_state(group).await,
+            ("1".to_owned(), "ACTIVE".to_owned()),
+            "{group} is not touched while web rolls"
+        );
+        let (state, message) = rollout_of(&cluster, "fleet", group).await.unwrap();
+        assert_eq!(state, "Pending", "{group}: {message}");
+    }
+    let policy = cluster.get_policy("fleet").await;
+    let rolled = condition_of(&policy, conditions::NODES_ROLLED_OUT).unwrap();
+    assert_eq!(
+        (rolled.status.as_str(), rolled.reason.as_str()),
+        ("False", "RolloutInProgress")
+    );
+    let (health, message) = support::argocd::health(&serde_json::to_value(&policy).unwrap());
+    assert_eq!(health, "Progressing", "{message}");
+
+    // Then ng-a alone; ng-b's update will be held by the service to span a restart.
+    moto.rollout_config(&json!({"seconds": 2, "hold": ["ng-b"]}));
+    eventually("ng-a's update", CONVERGE, &[&first], || async {
+        let a = rollout_of(&cluster, "fleet", "ng-a").await?;
+        (a.0 == "InProgress").then_some(())
+    })
+    .await;
+    assert_eq!(
+        rollout_of(&cluster, "fleet", "web").await.unwrap().0,
+        "Successful"
+    );
+    assert_eq!(
+        moto.node_group_state("ng-b").await,
+        ("1".to_owned(), "ACTIVE".to_owned())
+    );
+    eventually("ng-b's update", CONVERGE, &[&first], || async {
+        let b = rollout_of(&cluster, "fleet", "ng-b").await?;
+        (b.0 == "InProgress").then_some(())
+    })
+    .await;
+    assert_eq!(
+        moto.node_group_state("ng-a").await,
+        ("2".to_owned(), "ACTIVE".to_owned())
+    );
+    assert_eq!(
+        rollouts_started(&first),
+        3,
+        "web, ng-a, ng-b: one start each"
+    );
+
+    // A restart mid-rollout follows ng-b's update from the status and starts nothing.
+    first.terminate(Duration::from_secs(10));
+    let second = cluster.operator("tuner-1", &env);
+    eventually(
+        "the new operator follows ng-b",
+        CONVERGE,
+        &[&second],
+        || async { (aws_calls(&second, "DescribeUpdate")? >= 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(rollouts_started(&second), 0, "{}", second.log());
+    moto.rollout_config(&json!({"seconds": 2}));
+    let policy = eventually("NodesRolledOut", CONVERGE, &[&second], || async {
+        let p = cluster.get_policy("fleet").await;
+        is_true(&p, conditions::NODES_ROLLED_OUT).then_some(p)
+    })
+    .await;
+    assert_eq!(rollouts_started(&second), 0, "nothing started twice");
+    for group in ["ng-a", "ng-b"] {
+        assert_eq!(moto.node_group_state(group).await.0, "2", "{group}");
+    }
+    let (autoscaling, _) = moto.launcher_clients();
+    let web = autoscaling
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names("web")
+        .send()
+        .await
+        .unwrap();
+    let web_template = web.auto_scaling_groups()[0].launch_template().unwrap();
+    assert_eq!(
+        (web_template.launch_template_id(), web_template.version()),
+        (Some(template.as_str()), Some("2"))
+    );
+    let launched_by =
+        serde_json::to_value(&policy.status.as_ref().unwrap().launch_templates[0].launched_by)
+            .unwrap();
+    for group in launched_by.as_array().unwrap() {
+        assert_eq!(group["versionWanted"], 2, "{group}");
+        assert_eq!(group["rollout"]["state"], "Successful", "{group}");
+        assert_eq!(group["rollout"]["version"], 2, "{group}");
+    }
+    let events = cluster.events("fleet").await;
+    let count = |reason: &str, group: &str| {
+        events
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .filter(|e| {
+                e.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains(&format!(" {group} ")))
+            })
+            .count()
+    };
+    for group in ["web", "ng-a", "ng-b"] {
+        assert_eq!(count("RolloutStarted", group), 1, "{group}: {events:?}");
+    }
+    assert_eq!(count("RolloutSucceeded", "ng-b"), 1);
+    let (health, message) = support::argocd::health(&serde_json::to_value(&policy).unwrap());
+    assert_eq!(health, "Healthy", "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_leaves_an_updating_group_alone_and_stops_after_a_failure() {
+    const EVICTION: &str =
+        "Reached max retries while trying to evict pods from nodes in node group ng-x";
+    let scratch = tempfile::tempdir().unwrap();
+    let moto = support::MotoServer::start_with_rollouts(
+        &json!({"seconds": 1, "hold": ["ng-x"], "fail": {"ng-x": EVICTION}}),
+        scratch.path(),
+    );
+    let Some(cluster) = Cluster::start(json!({
+        "aws": {"region": "us-east-1", "ec2EndpointUrl": moto.endpoint()},
+        "rollout": {"enabled": true}
+    }))
+    .await
+    else {
+        return;
+    };
+    let template =
+        rollout_fleet(&cluster, &moto, "fleet", None, &["ng-x", "ng-y"], json!({})).await;
+    // Someone else updates ng-x (the service holds it in progress).
+    let (_, eks) = moto.launcher_clients();
+    eks.update_nodegroup_version()
+        .cluster_name("prod")
+        .nodegroup_name("ng-x")
+        .launch_template(
+            aws_sdk_eks::types::LaunchTemplateSpecification::builder()
+                .id(&template)
+                .version("1")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("another update of ng-x");
+    let operator = cluster.operator("tuner-0", &rollout_env(&moto));
+    eventually("ng-x left alone", CONVERGE, &[&operator], || async {
+        let x = rollout_of(&cluster, "fleet", "ng-x").await?;
+        (x.0 == "Waiting" && x.1.contains("another update of the group runs (UPDATING)"))
+            .then_some(())
+    })
+    .await;
+    // Several follow-ups later, still nothing started anywhere.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(rollouts_started(&operator), 0, "{}", operator.log());
+    assert_eq!(
+        rollout_of(&cluster, "fleet", "ng-y").await.unwrap().0,
+        "Pending"
+    );
+    let policy = cluster.get_policy("fleet").await;
+    let rolled = condition_of(&policy, conditions::NODES_ROLLED_OUT).unwrap();
+    assert_eq!(rolled.reason, "RolloutWaiting", "{}", rolled.message);
+
+    // The other update ends; the operator's own update of ng-x then fails (PDBs block the
+    // eviction): reported with EKS's reason, and ng-y is not started.
+    moto.rollout_config(&json!({"seconds": 1, "fail": {"ng-x": EVICTION}}));
+    let policy = eventually("the failure reported", CONVERGE, &[&operator], || async {
+        let p = cluster.get_policy("fleet").await;
+        let c = condition_of(&p, conditions::NODES_ROLLED_OUT)?;
+        (c.reason == "RolloutFailed").then_some(p)
+    })
+    .await;
+    let (state, message) = rollout_of(&cluster, "fleet", "ng-x").await.unwrap();
+    assert_eq!(state, "Failed");
+    assert!(
+        message.contains("PodEvictionFailure") && message.contains(EVICTION),
+        "{message}"
+    );
+    cluster
+        .wait_for_event("fleet", "RolloutFailed", &[&operator])
+        .await;
+    let (health, message) = support::argocd::health(&serde_json::to_value(&policy).unwrap());
+    assert_eq!(health, "Degraded", "{message}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(rollouts_started(&operator), 1, "only ng-x's update");
+    let (state, message) = rollout_of(&cluster, "fleet", "ng-y").await.unwrap();
+    assert_eq!(state, "Waiting");
+    assert!(message.contains("rollouts are stopped"), "{message}");
+    assert_eq!(
+        moto.node_group_state("ng-y").await,
+        ("1".to_owned(), "ACTIVE".to_owned())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_in_dry_run_starts_nothing_and_says_what_it_would_do() {
+    use support::launch_templates::versions;
+    let scratch = tempfile::tempdir().unwrap();
+    let moto = support::MotoServer::start_with_rollouts(&json!({"seconds": 1}), scratch.path());
+    let Some(cluster) = Cluster::start(json!({
+        "aws": {"region": "us-east-1", "ec2EndpointUrl": moto.endpoint()},
+        "rollout": {"enabled": true}
+    }))
+    .await
+    else {
+        return;
+    };
+    let template = rollout_fleet(
+        &cluster,
+        &moto,
+        "fleet",
+        Some("web"),
+        &["ng-a"],
+        json!({"enforcement": "DryRun"}),
+    )
+    .await;
+    let operator = cluster.operator("tuner-0", &rollout_env(&moto));
+    let policy = eventually(
+        "NodesRolledOut in DryRun",
+        CONVERGE,
+        &[&operator],
+        || async {
+            let p = cluster.get_policy("fleet").await;
+            let c = condition_of(&p, conditions::NODES_ROLLED_OUT)?;
+            (c.reason == "DryRun").then_some(p)
+        },
+    )
+    .await;
+    for group in ["web", "ng-a"] {
+        let (state, message) = rollout_of(&cluster, "fleet", group).await.unwrap();
+        assert_eq!(state, "WouldStart", "{group}");
+        assert!(
+            message.contains(&format!("would write a new version of {template}")),
+            "{message}"
+        );
+    }
+    assert!(!is_true(&policy, conditions::NODES_ROLLED_OUT));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rollouts_started(&operator), 0);
+    assert_eq!(
+        versions(&moto.ec2_client(), &template).await.len(),
+        1,
+        "no version written"
+    );
+    assert_eq!(
+        moto.node_group_state("ng-a").await,
+        ("1".to_owned(), "ACTIVE".to_owned())
+    );
+}
+
 #[tokio::test]
 async fn leader_election_only_the_leader_writes_and_the_other_takes_over() {
     let Some(cluster) = Cluster::start(json!({"replicaCount": 2})).await else {

@@ -27,6 +27,7 @@ fn spec_for(id: &str, format: UserDataFormatSpec, set_default: bool) -> LaunchTe
         user_data_format: format,
         set_default_version: set_default,
         source_version: "$Default".into(),
+        rollout: None,
     }
 }
 

@@ -15,15 +15,23 @@ const RULES: &[(&str, &[&str])] = &[
     ("instance", &["codegen"]),
     ("engine", &["instance"]),
     ("userdata", &[]),
+    ("rollout", &[]),
     ("eks_addon", &["engine"]),
     ("karpenter", &["engine", "instance"]),
     ("crd", &["engine", "userdata", "instance", "eks_addon"]),
     ("metrics", &[]),
-    ("aws", &["crd", "eks_addon", "instance"]),
+    ("aws", &["crd", "eks_addon", "instance", "rollout"]),
     ("error", &["aws"]),
     (
         "plan",
-        &["crd", "eks_addon", "engine", "instance", "karpenter"],
+        &[
+            "crd",
+            "eks_addon",
+            "engine",
+            "instance",
+            "karpenter",
+            "rollout",
+        ],
     ),
     (
         "observe",
@@ -37,6 +45,7 @@ const RULES: &[(&str, &[&str])] = &[
             "karpenter",
             "metrics",
             "plan",
+            "rollout",
         ],
     ),
     (
@@ -53,6 +62,7 @@ const RULES: &[(&str, &[&str])] = &[
             "observe",
             "plan",
             "userdata",
+            "rollout",
         ],
     ),
     (
@@ -66,6 +76,7 @@ const RULES: &[(&str, &[&str])] = &[
             "metrics",
             "observe",
             "plan",
+            "rollout",
         ],
     ),
 ];

@@ -43,6 +43,8 @@ fn run_args() -> vpc_cni_tuner::cli::RunArgs {
         aws_region: None,
         ec2_endpoint_url: None,
         karpenter: false,
+        rollouts: false,
+        rollout_follow_seconds: 30,
         cni_config_via: Default::default(),
         eks_cluster_name: None,
         eks_endpoint_url: None,

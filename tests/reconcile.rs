@@ -449,11 +449,11 @@ mod with_ec2 {
         let fake = FakeEc2::default();
         fake.state()
             .auto_scaling_groups
-            .push(vpc_cni_tuner::crd::TemplateLauncherStatus {
-                kind: "AutoScalingGroup".into(),
-                name: "web".into(),
-                version: Some("$Default".into()),
-            });
+            .push(vpc_cni_tuner::testing::launcher(
+                vpc_cni_tuner::rollout::LauncherKind::AutoScalingGroup,
+                "web",
+                "$Default",
+            ));
         let ctx = ctx.with_ec2(Arc::new(fake.clone()));
         api.fill(
             &ctx,
@@ -487,7 +487,8 @@ mod with_ec2 {
                     assert_eq!(lt["inSync"], true);
                     assert_eq!(
                         lt["launchedBy"],
-                        json!([{"kind": "AutoScalingGroup", "name": "web", "version": "$Default"}])
+                        json!([{"kind": "AutoScalingGroup", "name": "web", "version": "$Default",
+                                "versionWanted": 2, "nodes": 0, "nodesBehind": 0}])
                     );
                     assert_eq!(condition(body, "LaunchTemplatesSynced")["status"], "True");
                 }),

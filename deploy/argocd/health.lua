@@ -13,7 +13,10 @@
 --                                                     the message has the owner-native fix)
 --   LaunchTemplatesSynced=False (not DryRun)       -> Degraded (e.g. AccessDenied)
 --   KarpenterSynced=False (not DryRun)             -> Degraded (e.g. KarpenterNotInstalled)
+--   NodesRolledOut=False RolloutFailed             -> Degraded (a node-group update or instance
+--                                                     refresh failed: AWS's reason)
 --   Degraded=True                                  -> Degraded (warnings)
+--   NodesRolledOut=False RolloutInProgress/Waiting -> Progressing (nodes are being replaced)
 --   Ready=True                                     -> Healthy
 local hs = {}
 
@@ -58,6 +61,7 @@ local degraded = condition(conditions, "Degraded")
 local templates = condition(conditions, "LaunchTemplatesSynced")
 local karpenter = condition(conditions, "KarpenterSynced")
 local cni = condition(conditions, "CNIConfigured")
+local rollout = condition(conditions, "NodesRolledOut")
 local addon_failures = {
   AddonUpdateFailed = true, AddonDrift = true, AccessDenied = true,
   AddonConfigurationInvalid = true, AwsError = true, NoAwsRegion = true, EksClusterUnknown = true,
@@ -107,9 +111,20 @@ if karpenter ~= nil and karpenter.status == "False" and karpenter.reason ~= "Dry
   hs.message = "Karpenter node classes: " .. describe(karpenter)
   return hs
 end
+if rollout ~= nil and rollout.status == "False" and rollout.reason == "RolloutFailed" then
+  hs.status = "Degraded"
+  hs.message = "Rollout: " .. describe(rollout)
+  return hs
+end
 if degraded ~= nil and degraded.status == "True" then
   hs.status = "Degraded"
   hs.message = describe(degraded)
+  return hs
+end
+if rollout ~= nil and rollout.status == "False"
+    and (rollout.reason == "RolloutInProgress" or rollout.reason == "RolloutWaiting") then
+  hs.status = "Progressing"
+  hs.message = "Rollout: " .. describe(rollout)
   return hs
 end
 

@@ -13,13 +13,16 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use kube::ResourceExt;
 use tracing::{info, warn};
 
-use super::Writer;
+use super::{Writer, rollouts};
 use crate::aws::Ec2Error;
 use crate::aws::launch_templates::{LaunchTemplateApi, TemplateVersion};
 use crate::crd::conditions::Reason;
-use crate::crd::{LaunchTemplateSpec, LaunchTemplateStatus, NodeNetworkPolicy};
+use crate::crd::{
+    LaunchTemplateSpec, LaunchTemplateStatus, NodeNetworkPolicy, TemplateLauncherStatus,
+};
 use crate::plan::launch_templates::sync_key;
 use crate::plan::{FleetPlan, NodeFacts, SyncResult, TemplateStep};
+use crate::rollout::Launcher;
 use crate::userdata::{self, UserDataError};
 
 /// Syncs the launch templates the plan's [`TemplateStep::Sync`] steps do not reuse a recent
@@ -40,6 +43,7 @@ pub(super) async fn apply(
     ) else {
         return outcomes;
     };
+    let groups = rollouts::NodeIndex::new(nodes);
     let nodes = nodes_by_instance(nodes);
     let observed = w.observed;
     let cluster = crate::observe::eks_addon::cluster_name(
@@ -52,12 +56,14 @@ pub(super) async fn apply(
             max_pods,
             dry_run,
             reuse,
+            ..
         }) = plan.templates.get(&name)
         else {
             continue;
         };
         let (max_pods, dry_run) = (*max_pods, *dry_run);
         let mut results = BTreeMap::new();
+        let mut apis = BTreeMap::new();
         for (index, spec) in policy.spec.launch_templates.iter().enumerate() {
             if reuse.get(index).is_some_and(Option::is_some) {
                 continue;
@@ -65,21 +71,39 @@ pub(super) async fn apply(
             let result = match provider.api(spec.region.as_deref()).await {
                 Ok(api) => {
                     let cluster = cluster.as_deref();
-                    sync_template_in(api.as_ref(), spec, max_pods, dry_run, &nodes, cluster).await
+                    let result =
+                        sync_template_in(api.as_ref(), spec, max_pods, dry_run, &nodes, cluster)
+                            .await;
+                    apis.insert(index, api);
+                    result
                 }
                 Err(err) => {
                     warn!(policy = %name, %err, "no EC2 API for a launch template");
                     unreachable_template(spec, max_pods, &err)
                 }
             };
-            w.observed
-                .template_syncs
-                .store(sync_key(&name, spec), max_pods, dry_run, &result);
             if let Some(note) = &result.updated {
                 w.count_write("launch_template");
                 info!(policy = %name, %note, "launch template updated");
             }
             results.insert(index, result);
+        }
+        let templates = rollouts::PolicyTemplates {
+            policy,
+            results: &mut results,
+            apis,
+            cluster: cluster.as_deref(),
+            max_pods,
+            dry_run,
+        };
+        rollouts::apply(w, templates, &groups).await;
+        for (index, result) in &results {
+            if let Some(spec) = policy.spec.launch_templates.get(*index) {
+                let key = sync_key(&name, spec);
+                w.observed
+                    .template_syncs
+                    .store(key, max_pods, dry_run, result);
+            }
         }
         outcomes.insert(name, results);
     }
@@ -189,9 +213,11 @@ pub async fn sync_template_in(
     status.format = Some(rewrite.format.to_string());
     status.max_pods_found = rewrite.previous_max_pods;
     report_rollout(api, &source.template_id, wanted, nodes, &mut status).await;
-    report_launchers(api, &source.template_id, cluster, &mut status).await;
+    let launchers = report_launchers(api, &source.template_id, cluster, &mut status).await;
 
-    write_version(api, spec, source, &rewrite, wanted, dry_run, status).await
+    let mut result = write_version(api, spec, source, &rewrite, wanted, dry_run, status).await;
+    result.launchers = launchers;
+    result
 }
 
 /// The user data rewritten to `wanted`: create (and make default) a version when it changed.
@@ -228,6 +254,7 @@ async fn write_version(
             status,
             updated: None,
             problem: None,
+            ..Default::default()
         };
     }
     // Without setDefaultVersion the source stays as it was: a version this operator already
@@ -243,6 +270,7 @@ async fn write_version(
             status,
             updated: None,
             problem: None,
+            ..Default::default()
         };
     }
     if dry_run {
@@ -260,6 +288,7 @@ async fn write_version(
             status,
             updated: None,
             problem: None,
+            ..Default::default()
         };
     }
     let description = format!("{VERSION_DESCRIPTION_PREFIX}: maxPods {wanted}");
@@ -292,6 +321,7 @@ async fn write_version(
         )),
         status,
         problem: None,
+        ..Default::default()
     }
 }
 
@@ -303,6 +333,7 @@ fn failed(mut status: LaunchTemplateStatus, reason: Reason, message: String) -> 
         status,
         updated: None,
         problem: Some((reason, message)),
+        ..Default::default()
     }
 }
 
@@ -338,17 +369,19 @@ pub(crate) fn unreachable_template(
         },
         updated: None,
         problem: Some((failure_reason(err), message)),
+        ..Default::default()
     }
 }
 
 /// The Auto Scaling groups and (in `cluster`) managed node groups that launch from the template,
-/// with the version each launches; when they cannot be read, the message says why.
+/// with the version each launches, into the status; when they cannot be read, the message says
+/// why.
 async fn report_launchers(
     api: &dyn LaunchTemplateApi,
     template_id: &str,
     cluster: Option<&str>,
     status: &mut LaunchTemplateStatus,
-) {
+) -> Vec<Launcher> {
     let mut found = Vec::new();
     let mut problems = Vec::new();
     match api.auto_scaling_groups_of(template_id).await {
@@ -362,8 +395,19 @@ async fn report_launchers(
         }
     }
     if problems.is_empty() {
-        found.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
-        status.launched_by = Some(found);
+        found.sort_by(|a, b| (a.kind.as_str(), &a.name).cmp(&(b.kind.as_str(), &b.name)));
+        status.launched_by = Some(
+            found
+                .iter()
+                .map(|l| TemplateLauncherStatus {
+                    kind: l.kind.as_str().to_owned(),
+                    name: l.name.clone(),
+                    version: l.version.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+        );
+        found
     } else {
         let note = format!(
             "cannot tell which node groups launch from it: {}",
@@ -373,6 +417,7 @@ async fn report_launchers(
             Some(message) => format!("{message}; {note}"),
             None => note,
         });
+        Vec::new()
     }
 }
 

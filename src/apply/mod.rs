@@ -10,6 +10,7 @@ pub mod aws_node;
 pub mod eks_addon;
 pub mod launch_templates;
 pub mod node_classes;
+mod rollouts;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -73,6 +74,22 @@ pub async fn apply(
     (outcomes, result)
 }
 
+/// A rollout runs or waits to start in a template synced now or reused: look again soon.
+fn rollout_followed(
+    plan: &FleetPlan,
+    synced: &BTreeMap<String, BTreeMap<usize, SyncResult>>,
+) -> bool {
+    let reused = plan.templates.values().flat_map(|step| match step {
+        crate::plan::TemplateStep::Sync { reuse, .. } => reuse.iter().flatten().collect(),
+        _ => Vec::new(),
+    });
+    synced
+        .values()
+        .flat_map(BTreeMap::values)
+        .chain(reused)
+        .any(|r| r.rollout_active)
+}
+
 async fn apply_all(
     w: &Writer<'_>,
     policies: &[Arc<NodeNetworkPolicy>],
@@ -87,5 +104,9 @@ async fn apply_all(
     }
     (outcomes.addon, outcomes.requeue_after) = eks_addon::apply(w, &plan.addon, target).await?;
     outcomes.templates = launch_templates::apply(w, policies, plan, nodes).await;
+    if rollout_followed(plan, &outcomes.templates) {
+        let follow = w.observed.template_syncs.follow_interval();
+        outcomes.requeue_after = Some(outcomes.requeue_after.map_or(follow, |d| d.min(follow)));
+    }
     node_classes::apply(w, plan, &mut outcomes.node_classes).await
 }

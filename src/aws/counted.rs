@@ -7,9 +7,9 @@ use std::sync::Arc;
 use super::eks::{EksAddonApi, EksError, EksProvider};
 use super::launch_templates::{LaunchTemplateApi, TemplateRef, TemplateVersion};
 use super::{Ec2Error, Ec2Provider};
-use crate::crd::TemplateLauncherStatus;
 use crate::eks_addon::{AddonFacts, UpdateFacts};
 use crate::instance::InstanceLimits;
+use crate::rollout::{Launcher, UpdateProgress};
 
 /// Every (service, operation) the decorators report.
 pub const OPERATIONS: &[(&str, &str)] = &[
@@ -19,7 +19,10 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("ec2", "DescribeInstances"),
     ("ec2", "DescribeInstanceTypes"),
     ("autoscaling", "DescribeAutoScalingGroups"),
+    ("autoscaling", "StartInstanceRefresh"),
+    ("autoscaling", "DescribeInstanceRefreshes"),
     ("eks", "DescribeNodegroup"),
+    ("eks", "UpdateNodegroupVersion"),
     ("eks", "DescribeAddon"),
     ("eks", "DescribeAddonConfiguration"),
     ("eks", "UpdateAddon"),
@@ -115,10 +118,7 @@ impl LaunchTemplateApi for Counted<dyn LaunchTemplateApi> {
         self.report("ec2", "DescribeInstanceTypes", result)
     }
 
-    async fn auto_scaling_groups_of(
-        &self,
-        template_id: &str,
-    ) -> Result<Vec<TemplateLauncherStatus>, Ec2Error> {
+    async fn auto_scaling_groups_of(&self, template_id: &str) -> Result<Vec<Launcher>, Ec2Error> {
         let result = self.inner.auto_scaling_groups_of(template_id).await;
         self.report("autoscaling", "DescribeAutoScalingGroups", result)
     }
@@ -127,9 +127,55 @@ impl LaunchTemplateApi for Counted<dyn LaunchTemplateApi> {
         &self,
         template_id: &str,
         cluster: &str,
-    ) -> Result<Vec<TemplateLauncherStatus>, Ec2Error> {
+    ) -> Result<Vec<Launcher>, Ec2Error> {
         let result = self.inner.node_groups_of(template_id, cluster).await;
         self.report("eks", "DescribeNodegroup", result)
+    }
+
+    async fn start_node_group_update(
+        &self,
+        cluster: &str,
+        name: &str,
+        template_id: &str,
+        version: i64,
+    ) -> Result<String, Ec2Error> {
+        let result = self
+            .inner
+            .start_node_group_update(cluster, name, template_id, version)
+            .await;
+        self.report("eks", "UpdateNodegroupVersion", result)
+    }
+
+    async fn node_group_update(
+        &self,
+        cluster: &str,
+        name: &str,
+        id: &str,
+    ) -> Result<UpdateProgress, Ec2Error> {
+        let result = self.inner.node_group_update(cluster, name, id).await;
+        self.report("eks", "DescribeUpdate", result)
+    }
+
+    async fn start_instance_refresh(
+        &self,
+        group: &str,
+        template: Option<(&str, &str)>,
+        min_healthy: u32,
+    ) -> Result<String, Ec2Error> {
+        let result = self
+            .inner
+            .start_instance_refresh(group, template, min_healthy)
+            .await;
+        self.report("autoscaling", "StartInstanceRefresh", result)
+    }
+
+    async fn instance_refreshes(
+        &self,
+        group: &str,
+        id: Option<&str>,
+    ) -> Result<Vec<UpdateProgress>, Ec2Error> {
+        let result = self.inner.instance_refreshes(group, id).await;
+        self.report("autoscaling", "DescribeInstanceRefreshes", result)
     }
 }
 

@@ -19,8 +19,8 @@ use aws_sdk_ec2::types::{
 };
 
 use super::Ec2Error;
-use crate::crd::TemplateLauncherStatus;
 use crate::instance::InstanceLimits;
+use crate::rollout::{Launcher, UpdateProgress};
 
 pub use crate::crd::TemplateRef;
 
@@ -86,16 +86,43 @@ pub trait LaunchTemplateApi: Send + Sync {
     ) -> Result<Vec<(String, InstanceLimits)>, Ec2Error>;
     /// The Auto Scaling groups that launch from the template (its launch template, or its
     /// mixed-instances policy's).
-    async fn auto_scaling_groups_of(
-        &self,
-        template_id: &str,
-    ) -> Result<Vec<TemplateLauncherStatus>, Ec2Error>;
+    async fn auto_scaling_groups_of(&self, template_id: &str) -> Result<Vec<Launcher>, Ec2Error>;
     /// The managed node groups of EKS cluster `cluster` that launch from the template.
     async fn node_groups_of(
         &self,
         template_id: &str,
         cluster: &str,
-    ) -> Result<Vec<TemplateLauncherStatus>, Ec2Error>;
+    ) -> Result<Vec<Launcher>, Ec2Error>;
+    /// `UpdateNodegroupVersion` of node group `name` to `version` of template `template_id`;
+    /// the update's id.
+    async fn start_node_group_update(
+        &self,
+        cluster: &str,
+        name: &str,
+        template_id: &str,
+        version: i64,
+    ) -> Result<String, Ec2Error>;
+    /// `DescribeUpdate` of node group `name`'s update `id`.
+    async fn node_group_update(
+        &self,
+        cluster: &str,
+        name: &str,
+        id: &str,
+    ) -> Result<UpdateProgress, Ec2Error>;
+    /// `StartInstanceRefresh` of Auto Scaling group `group` (to `template`: id and version,
+    /// when given); the refresh's id.
+    async fn start_instance_refresh(
+        &self,
+        group: &str,
+        template: Option<(&str, &str)>,
+        min_healthy: u32,
+    ) -> Result<String, Ec2Error>;
+    /// `DescribeInstanceRefreshes` of `group`: refresh `id`, or the latest ones, newest first.
+    async fn instance_refreshes(
+        &self,
+        group: &str,
+        id: Option<&str>,
+    ) -> Result<Vec<UpdateProgress>, Ec2Error>;
 }
 
 /// The AWS SDK implementation.
@@ -243,10 +270,7 @@ impl LaunchTemplateApi for SdkLaunchTemplates {
         super::instance_types::describe(&self.client, names).await
     }
 
-    async fn auto_scaling_groups_of(
-        &self,
-        template_id: &str,
-    ) -> Result<Vec<TemplateLauncherStatus>, Ec2Error> {
+    async fn auto_scaling_groups_of(&self, template_id: &str) -> Result<Vec<Launcher>, Ec2Error> {
         match &self.launchers {
             Some(launchers) => launchers.auto_scaling_groups_of(template_id).await,
             None => Ok(Vec::new()),
@@ -257,11 +281,68 @@ impl LaunchTemplateApi for SdkLaunchTemplates {
         &self,
         template_id: &str,
         cluster: &str,
-    ) -> Result<Vec<TemplateLauncherStatus>, Ec2Error> {
+    ) -> Result<Vec<Launcher>, Ec2Error> {
         match &self.launchers {
             Some(launchers) => launchers.node_groups_of(template_id, cluster).await,
             None => Ok(Vec::new()),
         }
+    }
+
+    async fn start_node_group_update(
+        &self,
+        cluster: &str,
+        name: &str,
+        template_id: &str,
+        version: i64,
+    ) -> Result<String, Ec2Error> {
+        self.launchers("UpdateNodegroupVersion")?
+            .update_node_group(cluster, name, template_id, version)
+            .await
+    }
+
+    async fn node_group_update(
+        &self,
+        cluster: &str,
+        name: &str,
+        id: &str,
+    ) -> Result<UpdateProgress, Ec2Error> {
+        self.launchers("DescribeUpdate")?
+            .node_group_update(cluster, name, id)
+            .await
+    }
+
+    async fn start_instance_refresh(
+        &self,
+        group: &str,
+        template: Option<(&str, &str)>,
+        min_healthy: u32,
+    ) -> Result<String, Ec2Error> {
+        self.launchers("StartInstanceRefresh")?
+            .start_instance_refresh(group, template, min_healthy)
+            .await
+    }
+
+    async fn instance_refreshes(
+        &self,
+        group: &str,
+        id: Option<&str>,
+    ) -> Result<Vec<UpdateProgress>, Ec2Error> {
+        self.launchers("DescribeInstanceRefreshes")?
+            .instance_refreshes(group, id)
+            .await
+    }
+}
+
+impl SdkLaunchTemplates {
+    fn launchers(
+        &self,
+        operation: &'static str,
+    ) -> Result<&super::launchers::LauncherClients, Ec2Error> {
+        self.launchers.as_ref().ok_or(Ec2Error::Api {
+            operation,
+            code: "NotConfigured".into(),
+            message: "the operator has no Auto Scaling and EKS clients".into(),
+        })
     }
 }
 

@@ -107,6 +107,15 @@ impl Context {
         self
     }
 
+    /// `--rollouts`: the operator may start node-group updates and instance refreshes for
+    /// templates with `rollout.enabled`; a running or waiting rollout is looked at every
+    /// `follow`.
+    pub fn with_rollouts(mut self, enabled: bool, follow: std::time::Duration) -> Self {
+        self.observed.rollouts = enabled;
+        self.observed.template_syncs.set_follow_interval(follow);
+        self
+    }
+
     /// `--karpenter`: the operator may watch NodePools and EC2NodeClasses and patch the latter.
     pub fn with_karpenter(mut self, enabled: bool) -> Self {
         self.observed.karpenter.enabled = enabled;

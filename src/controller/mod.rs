@@ -21,7 +21,7 @@ use tracing::debug;
 
 pub use crate::error::{Error, retry_delay};
 pub use context::Context;
-pub use permissions::{API_CALLS, ApiCall, EC2_ACTIONS, EKS_ACTIONS, Scope};
+pub use permissions::{API_CALLS, ApiCall, EC2_ACTIONS, EKS_ACTIONS, ROLLOUT_ACTIONS, Scope};
 pub use watch::{LoopConfig, node_watch_config, run};
 
 use crate::crd::NodeNetworkPolicy;

@@ -116,6 +116,15 @@ pub const EKS_ACTIONS: &[&str] = &[
     "eks:DescribeUpdate",
 ];
 
+/// The AWS actions of rollouts (`--rollouts`), besides [`EC2_ACTIONS`]; `tests/docs.rs` checks
+/// that the README's rollout IAM policy grants exactly these.
+pub const ROLLOUT_ACTIONS: &[&str] = &[
+    "eks:UpdateNodegroupVersion",
+    "eks:DescribeUpdate",
+    "autoscaling:StartInstanceRefresh",
+    "autoscaling:DescribeInstanceRefreshes",
+];
+
 /// Every AWS action of the launch-template and instance-type work (EC2, and the Auto Scaling
 /// and EKS reads of who launches from a template); `tests/docs.rs` checks that the README's IAM
 /// policy grants exactly these.

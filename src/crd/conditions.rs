@@ -7,13 +7,16 @@ pub const CONFLICT: &str = "Conflict";
 pub const DEGRADED: &str = "Degraded";
 pub const LAUNCH_TEMPLATES_SYNCED: &str = "LaunchTemplatesSynced";
 pub const KARPENTER_SYNCED: &str = "KarpenterSynced";
-pub(crate) const OWNED: [&str; 6] = [
+/// Present when a launch template has `rollout`: whether its groups launch the wanted version.
+pub const NODES_ROLLED_OUT: &str = "NodesRolledOut";
+pub(crate) const OWNED: [&str; 7] = [
     READY,
     CNI_CONFIGURED,
     CONFLICT,
     DEGRADED,
     LAUNCH_TEMPLATES_SYNCED,
     KARPENTER_SYNCED,
+    NODES_ROLLED_OUT,
 ];
 
 /// Declares [`Reason`]: each variant's name is the reason string the API shows.
@@ -145,6 +148,17 @@ reasons! {
     /// Someone changed the operator's keys in `configurationValues` back; corrected after a
     /// backoff (Enforce), reported (DryRun).
     AddonDrift,
+    // NodesRolledOut (also DryRun)
+    /// Every group that launches from a template with `rollout` launches the wanted version.
+    RolledOut,
+    /// A node-group update or instance refresh the operator started is running.
+    RolloutInProgress,
+    /// A group needs a rollout that cannot start yet: another update of it runs, some of its
+    /// nodes are NotReady, or the operator runs without `--rollouts`.
+    RolloutWaiting,
+    /// A rollout failed or was cancelled (the message has AWS's reason); no further rollout
+    /// starts until the wanted version or the policy's spec changes.
+    RolloutFailed,
 }
 
 impl std::fmt::Display for Reason {

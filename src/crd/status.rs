@@ -196,6 +196,48 @@ pub struct TemplateLauncherStatus {
     /// group always pins a number).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The template version that carries the wanted maxPods, when it is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_wanted: Option<i64>,
+    /// The group's nodes: Nodes labelled `eks.amazonaws.com/nodegroup` with its name (node
+    /// group), or running its instances (Auto Scaling group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<u32>,
+    /// Of those, nodes whose `capacity.pods` is not the wanted maxPods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes_behind: Option<u32>,
+    /// The rollout of the wanted version to this group (`spec.launchTemplates[].rollout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<GroupRolloutStatus>,
+}
+
+/// A rollout of a template version to one group.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupRolloutStatus {
+    /// `Pending` (queued behind another group), `Waiting` (held: the group is busy, nodes are
+    /// NotReady, rollouts are off in the operator), `WouldStart` (DryRun), `InProgress`,
+    /// `Successful`, `Failed` or `Cancelled`.
+    pub state: String,
+    /// The template version rolled out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    /// The EKS update id or the instance refresh id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// RFC 3339 time the operator started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// Percentage done (instance refreshes report it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent_complete: Option<u32>,
+    /// The policy's generation when it failed: a failed rollout stops further ones until the
+    /// wanted version or the policy's spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_generation: Option<i64>,
+    /// Why it waits, what it would do, or AWS's reason for a failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Per instance type in the matched fleet.

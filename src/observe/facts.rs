@@ -12,7 +12,7 @@ use crate::plan::{AwsNodeFacts, EnvEntry, FieldManager, NodeFacts, OwnerMetadata
 /// The container in the aws-node DaemonSet whose env the operator manages.
 pub(crate) const AWS_NODE_CONTAINER: &str = "aws-node";
 
-/// A Node's labels, `status.capacity.pods` and EC2 instance id; the watch never parses the rest
+/// A Node's labels, `status.capacity.pods`, EC2 instance id and readiness; the watch never parses the rest
 /// ([`NodeView`]).
 pub fn node_facts(node: &NodeView) -> NodeFacts {
     NodeFacts {
@@ -31,6 +31,7 @@ pub fn node_facts(node: &NodeView) -> NodeFacts {
             .and_then(|rest| rest.rsplit('/').next())
             .filter(|id| id.starts_with("i-"))
             .map(str::to_owned),
+        not_ready: node.status.ready == Some(false),
     }
 }
 
@@ -241,5 +242,35 @@ mod tests {
         }))
         .expect("node");
         assert_eq!(node_facts(&bad).capacity_pods, None);
+    }
+
+    #[test]
+    fn node_readiness_comes_from_the_ready_condition_only() {
+        let with = |conditions: serde_json::Value| {
+            let text = serde_json::json!({"metadata": {"name": "n"},
+                "status": {"conditions": conditions}})
+            .to_string();
+            // As the watch parses: from bytes, and from a Value.
+            let from_bytes: NodeView = serde_json::from_str(&text).expect("node");
+            let from_value: NodeView =
+                serde_json::from_value(serde_json::from_str(&text).unwrap()).expect("node");
+            assert_eq!(
+                node_facts(&from_bytes).not_ready,
+                node_facts(&from_value).not_ready
+            );
+            node_facts(&from_bytes).not_ready
+        };
+        let c = |t: &str, s: &str| serde_json::json!({"type": t, "status": s, "reason": "r"});
+        assert!(!with(serde_json::json!([
+            c("MemoryPressure", "False"),
+            c("Ready", "True")
+        ])));
+        assert!(with(serde_json::json!([
+            c("Ready", "False"),
+            c("DiskPressure", "False")
+        ])));
+        assert!(with(serde_json::json!([c("Ready", "Unknown")])));
+        assert!(!with(serde_json::json!([c("MemoryPressure", "True")])));
+        assert!(!with(serde_json::Value::Null));
     }
 }

@@ -50,6 +50,8 @@ pub struct Observed {
     /// The one aws-node DaemonSet this instance manages (`--daemonset`).
     pub managed: DaemonSetRef,
     pub catalog: InstanceCatalog,
+    /// `--rollouts`: the operator may start node-group updates and instance refreshes.
+    pub rollouts: bool,
 }
 
 impl Observed {
@@ -64,6 +66,7 @@ impl Observed {
             template_syncs: TemplateSyncs::default(),
             managed,
             catalog: InstanceCatalog::embedded(),
+            rollouts: false,
         }
     }
 

@@ -32,6 +32,43 @@ pub struct NodeViewSpec {
 pub struct NodeViewStatus {
     #[serde(default)]
     pub capacity: Option<Capacity>,
+    /// The `Ready` condition's status is `True` (`None`: no such condition yet).
+    #[serde(default, rename = "conditions", deserialize_with = "ready_condition")]
+    pub ready: Option<bool>,
+}
+
+/// Whether `status.conditions` has `Ready` `True`, read without keeping the conditions.
+fn ready_condition<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::Error> {
+    struct Conditions;
+    #[derive(Deserialize)]
+    struct Condition<'a> {
+        #[serde(rename = "type", borrow)]
+        type_: Cow<'a, str>,
+        #[serde(default, borrow)]
+        status: Cow<'a, str>,
+    }
+    impl<'de> serde::de::Visitor<'de> for Conditions {
+        type Value = Option<bool>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of node conditions")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut ready = None;
+            while let Some(c) = seq.next_element::<Condition<'de>>()? {
+                if c.type_ == "Ready" {
+                    ready = Some(c.status == "True");
+                }
+            }
+            Ok(ready)
+        }
+    }
+    deserializer.deserialize_any(Conditions)
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -6,18 +6,35 @@ use std::collections::BTreeMap;
 
 use crate::crd::conditions::{self, Reason};
 use crate::crd::{Enforcement, LaunchTemplateSpec, LaunchTemplateStatus, NodeNetworkPolicySpec};
+use crate::rollout::Launcher;
 
 use super::{ConditionPlan, PolicyPlan};
 
 /// One template's sync: its status, the Event note when a version was created, and why it is
 /// not in sync.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncResult {
     pub status: LaunchTemplateStatus,
     /// The note of a `LaunchTemplateUpdated` event, when a version was created.
     pub updated: Option<String>,
     /// Why it is not in sync (names the template and what is wrong).
     pub problem: Option<(Reason, String)>,
+    /// The groups that launch from the template, as AWS described them this sync.
+    pub launchers: Vec<Launcher>,
+    /// Rollout Events of this sync: reason, whether a warning, note.
+    pub rollout_events: Vec<(&'static str, bool, String)>,
+    /// A rollout of the policy runs or waits to start: look again in 30 s, not 5 minutes.
+    pub rollout_active: bool,
+}
+
+impl SyncResult {
+    /// The version that carries the wanted maxPods: the one written, or the one read when it
+    /// already did.
+    pub fn wanted_version(&self) -> Option<i64> {
+        self.status
+            .version_written
+            .or(self.status.version_read.filter(|_| self.status.in_sync))
+    }
 }
 
 /// A template's last sync, while it is recent enough to reuse (observed).
@@ -38,6 +55,8 @@ pub fn sync_key(policy: &str, spec: &LaunchTemplateSpec) -> String {
 pub struct LaunchTemplateReport {
     pub statuses: Vec<LaunchTemplateStatus>,
     pub condition: ConditionPlan,
+    /// `NodesRolledOut`, when a template has `rollout`.
+    pub rollout: Option<ConditionPlan>,
 }
 
 /// The launch-template step for one policy.
@@ -51,6 +70,8 @@ pub enum TemplateStep {
         max_pods: u32,
         dry_run: bool,
         reuse: Vec<Option<SyncResult>>,
+        /// A template has `rollout.enabled`: report `NodesRolledOut`.
+        rollout: bool,
     },
     /// Not synced this pass; the report says why.
     Report(LaunchTemplateReport),
@@ -79,7 +100,7 @@ pub(crate) fn launch_template_step(
         ),
         (true, Some(max_pods)) if ready => {
             let dry_run = spec.enforcement == Enforcement::DryRun;
-            let reuse = spec
+            let mut reuse: Vec<Option<SyncResult>> = spec
                 .launch_templates
                 .iter()
                 .map(|t| {
@@ -88,10 +109,21 @@ pub(crate) fn launch_template_step(
                         .map(|l| l.result.clone())
                 })
                 .collect();
+            // Rollouts are decided over all of a policy's templates at once: all synced, or
+            // none.
+            if spec.launch_templates.iter().any(|t| t.rollout.is_some())
+                && reuse.iter().any(Option::is_none)
+            {
+                reuse.fill(None);
+            }
             return TemplateStep::Sync {
                 max_pods,
                 dry_run,
                 reuse,
+                rollout: spec
+                    .launch_templates
+                    .iter()
+                    .any(|t| t.rollout.as_ref().is_some_and(|r| r.enabled)),
             };
         }
         _ => (
@@ -118,5 +150,6 @@ pub(crate) fn launch_template_step(
             reason,
             message: message.to_owned(),
         },
+        rollout: None,
     })
 }

@@ -26,6 +26,8 @@ pub mod labels {
     pub(crate) const INSTANCE_TYPE_BETA: &str = "beta.kubernetes.io/instance-type";
     pub(crate) const OS: &str = "kubernetes.io/os";
     pub(crate) const COMPUTE_TYPE: &str = "eks.amazonaws.com/compute-type";
+    /// The managed node group a node belongs to (set by EKS).
+    pub(crate) const NODE_GROUP: &str = "eks.amazonaws.com/nodegroup";
 }
 
 /// Why a selected node is left out: the VPC CNI does not give it pod IPs.
@@ -55,6 +57,9 @@ pub struct NodeFacts {
     pub capacity_pods: Option<u32>,
     /// The EC2 instance id from `spec.providerID` (`aws:///us-west-2a/i-0abc...`).
     pub instance_id: Option<String>,
+    /// The node's `Ready` condition is `False` or `Unknown` (a node without one, just
+    /// registering, counts as ready).
+    pub not_ready: bool,
 }
 
 impl NodeFacts {
@@ -302,6 +307,7 @@ pub mod node_classes;
 pub mod node_labels;
 pub mod owner;
 mod readiness;
+pub mod rollouts;
 
 pub use crate::engine::EnvChange;
 pub use eks_addon::{AddonFacts, AddonPlan, AddonWrite, CniTarget, UpdateFacts};

@@ -79,7 +79,12 @@ pub(crate) fn templates_report(
     match plan.templates.get(name)? {
         TemplateStep::Nothing => None,
         TemplateStep::Report(report) => Some(report.clone()),
-        TemplateStep::Sync { dry_run, reuse, .. } => {
+        TemplateStep::Sync {
+            dry_run,
+            reuse,
+            rollout,
+            ..
+        } => {
             // A recent result where the plan reused one, else this pass's sync.
             let synced = outcomes.templates.get(name);
             let results: Vec<SyncResult> = reuse
@@ -91,7 +96,15 @@ pub(crate) fn templates_report(
                         .or_else(|| synced.and_then(|s| s.get(&i)).cloned())
                 })
                 .collect();
+            let records = results.iter().flat_map(|r| {
+                r.status
+                    .launched_by
+                    .iter()
+                    .flatten()
+                    .filter_map(|l| l.rollout.as_ref().map(|record| (l.name.as_str(), record)))
+            });
             Some(LaunchTemplateReport {
+                rollout: crate::plan::rollouts::condition(records, *rollout, *dry_run),
                 condition: synced_condition(&results, *dry_run),
                 statuses: results.into_iter().map(|r| r.status).collect(),
             })
@@ -116,6 +129,7 @@ pub fn desired_status(
         .conditions
         .iter()
         .chain(templates.map(|t| &t.condition))
+        .chain(templates.and_then(|t| t.rollout.as_ref()))
         .chain(plan.karpenter.as_ref().map(|k| &k.condition))
     {
         let status = if planned.status { "True" } else { "False" };

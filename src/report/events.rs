@@ -139,6 +139,14 @@ fn notes(plan: &FleetPlan, outcomes: &Outcomes) -> Vec<Note> {
                 note,
             });
         }
+        for (reason, warning, note) in results.values().flat_map(|r| r.rollout_events.clone()) {
+            notes.push(Note {
+                policy: policy.clone(),
+                reason,
+                warning,
+                note,
+            });
+        }
     }
     for (write, outcome) in &outcomes.node_classes {
         if *outcome == NodeClassOutcome::Written {

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 pub struct MotoServer {
     child: Child,
     pub port: u16,
+    /// The rollout double's configuration file (`moto_with_rollouts.py`).
+    rollouts: Option<PathBuf>,
 }
 
 impl MotoServer {
@@ -47,6 +49,32 @@ impl MotoServer {
         Self::spawn(command)
     }
 
+    /// `moto_server` with the calls that replace nodes (UpdateNodegroupVersion, DescribeUpdate,
+    /// StartInstanceRefresh, DescribeInstanceRefreshes): see `moto_with_rollouts.py`. Updates
+    /// run for `config["seconds"]`; [`MotoServer::rollout_config`] changes it while it runs.
+    pub fn start_with_rollouts(config: &serde_json::Value, dir: &std::path::Path) -> Self {
+        let file = dir.join("rollouts.json");
+        std::fs::write(&file, config.to_string()).expect("write the rollout config");
+        let mut command = Command::new(python());
+        command
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/support/moto_with_rollouts.py"
+            ))
+            .arg(&file);
+        let mut server = Self::spawn(command);
+        server.rollouts = Some(file);
+        server
+    }
+
+    /// Replaces the rollout double's configuration (`seconds`, `fail`, `hold`).
+    pub fn rollout_config(&self, config: &serde_json::Value) {
+        let file = self.rollouts.as_ref().expect("started with rollouts");
+        let next = file.with_extension("next");
+        std::fs::write(&next, config.to_string()).expect("write the rollout config");
+        std::fs::rename(&next, file).expect("replace the rollout config");
+    }
+
     fn spawn(mut command: Command) -> Self {
         let binary = command.get_program().to_owned();
         let binary = std::path::Path::new(&binary);
@@ -62,7 +90,11 @@ impl MotoServer {
                     binary.display()
                 )
             });
-        let server = Self { child, port };
+        let server = Self {
+            child,
+            port,
+            rollouts: None,
+        };
         server.wait_until_listening();
         server
     }
@@ -143,13 +175,20 @@ impl MotoServer {
     /// `prod` with a managed node group `name`-ng launching version 1 of template `ng_template`.
     pub async fn launchers(&self, name: &str, id: &str, version: &str, ng_template: &str) {
         use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
-        let (_, eks) = self.launcher_clients();
         let template = LaunchTemplateSpecification::builder()
             .launch_template_id(id)
             .version(version)
             .build();
         self.auto_scaling_group(name, |group| group.launch_template(template))
             .await;
+        self.node_group(&format!("{name}-ng"), ng_template, "1")
+            .await;
+    }
+
+    /// A managed node group `name` of EKS cluster `prod` (created when missing) launching
+    /// `version` of template `template`.
+    pub async fn node_group(&self, name: &str, template: &str, version: &str) {
+        let (_, eks) = self.launcher_clients();
         if eks.describe_cluster().name("prod").send().await.is_err() {
             eks.create_cluster()
                 .name("prod")
@@ -165,18 +204,44 @@ impl MotoServer {
         }
         eks.create_nodegroup()
             .cluster_name("prod")
-            .nodegroup_name(format!("{name}-ng"))
+            .nodegroup_name(name)
             .node_role("arn:aws:iam::123456789012:role/nodes")
             .subnets("subnet-1")
             .launch_template(
                 aws_sdk_eks::types::LaunchTemplateSpecification::builder()
-                    .id(ng_template)
-                    .version("1")
+                    .id(template)
+                    .version(version)
                     .build(),
             )
             .send()
             .await
             .expect("a managed node group");
+    }
+
+    /// The launch-template version node group `name` of cluster `prod` launches, and its
+    /// status.
+    pub async fn node_group_state(&self, name: &str) -> (String, String) {
+        let (_, eks) = self.launcher_clients();
+        let group = eks
+            .describe_nodegroup()
+            .cluster_name("prod")
+            .nodegroup_name(name)
+            .send()
+            .await
+            .expect("the node group")
+            .nodegroup
+            .expect("a node group");
+        (
+            group
+                .launch_template()
+                .and_then(|t| t.version())
+                .unwrap_or_default()
+                .to_owned(),
+            group
+                .status()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default(),
+        )
     }
 
     /// Environment for a child process that talks to this server and nothing else.

@@ -15,6 +15,7 @@ fn template(id: &str) -> LaunchTemplateSpec {
         user_data_format: UserDataFormatSpec::Auto,
         set_default_version: true,
         source_version: "$Default".into(),
+        rollout: None,
     }
 }
 
@@ -53,6 +54,7 @@ async fn access_denied_is_a_clear_condition() {
         user_data_format: UserDataFormatSpec::Auto,
         set_default_version: true,
         source_version: "$Default".into(),
+        rollout: None,
     };
     let fake = denied();
     let result = sync_template(&fake, &spec, 110, false, &BTreeMap::new()).await;
