@@ -2,6 +2,7 @@
 //! (and [`crate::karpenter`] for NodePools).
 
 mod node_pools;
+pub mod subnets;
 
 use std::io::Write;
 
@@ -35,6 +36,9 @@ pub enum Command {
     Run(RunArgs),
     /// Print the JSON Schema of `recommend -o json` (committed as schemas/recommend.v1.json).
     Schema,
+    /// Per subnet: free addresses, free aligned /28 prefixes, fragmentation, and how many more
+    /// nodes and pods fit; from the live account or offline from saved AWS CLI JSON.
+    Subnets(subnets::SubnetsArgs),
     /// Print a shell completion script: `vpc-cni-tuner completions bash > /etc/bash_completion.d/vpc-cni-tuner`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.

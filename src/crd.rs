@@ -21,7 +21,8 @@ pub mod status;
 pub use node_classes::{KarpenterSpec, NodeClassStatus};
 pub use status::{
     AwsNodeOwnerStatus, CniConfigStatus, EksAddonStatus, GroupRolloutStatus, HandoverStatus,
-    InstanceTypeStatus, LaunchTemplateStatus, NodeNetworkPolicyStatus, TemplateLauncherStatus,
+    InstanceTypeStatus, LaunchTemplateStatus, NodeNetworkPolicyStatus, SubnetHeadroom,
+    SubnetStatus, TemplateLauncherStatus,
 };
 
 /// What the operator should manage for the nodes a selector picks.
@@ -72,6 +73,10 @@ pub struct NodeNetworkPolicySpec {
     /// EC2 launch templates whose user data gets this policy's kubelet maxPods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub launch_templates: Vec<LaunchTemplateSpec>,
+    /// Watch the subnets the fleet's pods draw from (`status.subnets`, condition
+    /// `SubnetCapacity`); absent: not watched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnets: Option<SubnetsSpec>,
     /// Karpenter EC2NodeClasses whose kubelet maxPods this policy manages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub karpenter: Option<KarpenterSpec>,
@@ -112,6 +117,36 @@ pub struct LaunchTemplateSpec {
     /// this template once it carries the wanted maxPods (off by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutSpec>,
+}
+
+/// What the operator watches in the fleet's subnets.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubnetsSpec {
+    /// `SubnetCapacity` turns False when a subnet has room for fewer than this many more nodes
+    /// of the fleet's instance type that takes the most (at the policy's prefix delegation and
+    /// warm settings).
+    #[serde(default = "default_min_headroom")]
+    #[schemars(range(min = 0, max = 100000))]
+    pub min_headroom_nodes: u32,
+    /// With prefix delegation, when fragmentation leaves no free aligned /28 outside the
+    /// largest free aligned block: create a `prefix` subnet CIDR reservation of that block
+    /// (`CreateSubnetCidrReservation`), once; existing reservations are never touched.
+    #[serde(default)]
+    pub reserve_prefixes: bool,
+}
+
+impl Default for SubnetsSpec {
+    fn default() -> Self {
+        Self {
+            min_headroom_nodes: default_min_headroom(),
+            reserve_prefixes: false,
+        }
+    }
+}
+
+fn default_min_headroom() -> u32 {
+    10
 }
 
 /// How the operator rolls a template's new version out to the nodes: one group at a time per

@@ -42,6 +42,7 @@ pub mod plan;
 #[cfg(feature = "operator")]
 pub mod report;
 pub mod rollout;
+pub mod subnet;
 #[cfg(all(feature = "operator", any(test, feature = "test-util")))]
 pub mod testing;
 pub mod userdata;

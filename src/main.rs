@@ -17,6 +17,7 @@ fn main() -> ExitCode {
             .map(|yaml| print!("{yaml}"))
             .map_err(anyhow::Error::from),
         Command::Run(args) => run(args),
+        Command::Subnets(args) => subnets(&args),
         Command::Schema => {
             print!("{}", cli::recommend_schema());
             Ok(())
@@ -34,6 +35,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn subnets(args: &cli::subnets::SubnetsArgs) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let stdout = std::io::stdout();
+            cli::subnets::subnets_command(args, &InstanceCatalog::embedded(), &mut stdout.lock())
+                .await
+        })
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {

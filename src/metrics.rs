@@ -61,6 +61,39 @@ struct BuildLabels {
     version: &'static str,
 }
 
+/// A subnet of a policy's fleet.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubnetLabels {
+    pub policy: String,
+    pub subnet: String,
+}
+
+/// A subnet and an instance type of a policy's fleet.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HeadroomLabels {
+    pub policy: String,
+    pub subnet: String,
+    pub instance_type: String,
+}
+
+/// The fleet's subnets (`spec.subnets`; leader only).
+#[derive(Default)]
+pub struct SubnetGauges {
+    pub free_addresses: Family<SubnetLabels, Gauge>,
+    pub free_aligned_prefixes: Family<SubnetLabels, Gauge>,
+    pub fragmented_addresses: Family<SubnetLabels, Gauge>,
+    pub headroom_nodes: Family<HeadroomLabels, Gauge>,
+}
+
+impl SubnetGauges {
+    pub fn clear(&self) {
+        self.free_addresses.clear();
+        self.free_aligned_prefixes.clear();
+        self.fragmented_addresses.clear();
+        self.headroom_nodes.clear();
+    }
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub reconciles: Counter,
@@ -77,6 +110,7 @@ pub struct Metrics {
     /// 1 while this replica leads (writes), else 0.
     pub leader: Gauge,
     pub aws_requests: Family<AwsLabels, Counter>,
+    pub subnets: SubnetGauges,
 }
 
 /// Reconciles take milliseconds against the API server, but AWS calls (with the SDK's retries)
@@ -102,6 +136,7 @@ impl Default for Metrics {
             policy_condition: Family::default(),
             leader: Gauge::default(),
             aws_requests: Family::default(),
+            subnets: SubnetGauges::default(),
         };
         metrics.register(root.sub_registry_with_prefix("vpc_cni_tuner"));
         Self {
@@ -138,7 +173,7 @@ impl Metrics {
         registry.register(
             "writes",
             "Writes by target: Kubernetes (daemonset, status, ec2nodeclass) and AWS \
-             (launch_template, eks_addon)",
+             (launch_template, eks_addon, rollout, subnet_reservation)",
             self.writes.clone(),
         );
         registry.register(
@@ -176,6 +211,26 @@ impl Metrics {
             "AWS API requests by service, operation and result (ok or error, after the SDK's \
              retries)",
             self.aws_requests.clone(),
+        );
+        registry.register(
+            "subnet_free_addresses",
+            "Addresses EC2 can still assign one by one in a subnet of a policy's fleet (leader only)",
+            self.subnets.free_addresses.clone(),
+        );
+        registry.register(
+            "subnet_free_aligned_prefixes",
+            "Free /28 blocks on /28 boundaries (delegable prefixes) in a subnet (leader only)",
+            self.subnets.free_aligned_prefixes.clone(),
+        );
+        registry.register(
+            "subnet_fragmented_addresses",
+            "Free addresses in no free aligned /28 of a subnet (leader only)",
+            self.subnets.fragmented_addresses.clone(),
+        );
+        registry.register(
+            "subnet_headroom_nodes",
+            "How many more nodes of an instance type fit in a subnet (leader only)",
+            self.subnets.headroom_nodes.clone(),
         );
     }
 

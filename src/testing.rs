@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::aws::eks::{EksAddonApi, EksError, EksProvider};
 use crate::aws::launch_templates::{
-    LaunchTemplateApi, LaunchTemplateData, TemplateRef, TemplateVersion,
+    LaunchTemplateApi, LaunchTemplateData, SubnetQuery, TemplateRef, TemplateVersion,
 };
 use crate::aws::{Ec2Error, Ec2Provider};
 use crate::crd::{FIELD_MANAGER, NodeNetworkPolicy};
@@ -28,6 +28,7 @@ use crate::eks_addon::{AddonFacts, UpdateFacts};
 use crate::instance::InstanceLimits;
 use crate::plan::{NodeFacts, labels};
 use crate::rollout::{Launcher, LauncherKind, UpdateProgress, UpdateState};
+use crate::subnet::{InterfaceInfo, ReservationInfo, SubnetInfo};
 
 /// The VPC CNI image of the fixtures' aws-node (the EKS add-on's build of v1.19.2).
 pub const CNI_IMAGE: &str =
@@ -291,6 +292,10 @@ pub struct Ec2State {
     /// Node-group updates and instance refreshes started, in order: (group, version), and the
     /// state of each by id. An update makes its group busy until [`FakeEc2::finish`].
     pub rollouts_started: Vec<(String, String)>,
+    /// Subnets, their interfaces and reservations; prefix reservations created.
+    pub subnets: Vec<SubnetInfo>,
+    pub interfaces: Vec<InterfaceInfo>,
+    pub reservations: Vec<(String, ReservationInfo)>,
     pub updates: BTreeMap<String, (String, UpdateProgress)>,
     /// DescribeLaunchTemplateVersions calls.
     pub reads: usize,
@@ -314,6 +319,9 @@ impl Default for Ec2State {
             auto_scaling_groups: Vec::new(),
             node_groups: BTreeMap::new(),
             rollouts_started: Vec::new(),
+            subnets: Vec::new(),
+            interfaces: Vec::new(),
+            reservations: Vec::new(),
             updates: BTreeMap::new(),
             reads: 0,
             created: Vec::new(),
@@ -484,9 +492,83 @@ impl LaunchTemplateApi for FakeEc2 {
             .map(|(_, (_, p))| p.clone())
             .collect())
     }
+
+    async fn subnets(&self, query: &SubnetQuery) -> Result<Vec<SubnetInfo>, Ec2Error> {
+        self.subnets_answer(query).await
+    }
+
+    async fn interfaces(
+        &self,
+        subnet: Option<&str>,
+        instances: &[String],
+    ) -> Result<Vec<InterfaceInfo>, Ec2Error> {
+        self.check("DescribeNetworkInterfaces")?;
+        Ok(self
+            .state()
+            .interfaces
+            .iter()
+            .filter(|i| match subnet {
+                Some(subnet) => i.subnet_id == subnet,
+                None => i
+                    .instance_id
+                    .as_ref()
+                    .is_some_and(|id| instances.contains(id)),
+            })
+            .cloned()
+            .collect())
+    }
+
+    async fn subnet_reservations(&self, subnet: &str) -> Result<Vec<ReservationInfo>, Ec2Error> {
+        self.check("GetSubnetCidrReservations")?;
+        Ok(self
+            .state()
+            .reservations
+            .iter()
+            .filter(|(s, _)| s == subnet)
+            .map(|(_, r)| r.clone())
+            .collect())
+    }
+
+    async fn create_prefix_reservation(
+        &self,
+        subnet: &str,
+        cidr: &str,
+        _: &str,
+    ) -> Result<String, Ec2Error> {
+        self.check("CreateSubnetCidrReservation")?;
+        let mut state = self.state();
+        let id = format!("scr-{}", state.reservations.len() + 1);
+        state.reservations.push((
+            subnet.to_owned(),
+            ReservationInfo {
+                id: id.clone(),
+                cidr: cidr.to_owned(),
+                prefix: true,
+            },
+        ));
+        Ok(id)
+    }
 }
 
 impl FakeEc2 {
+    async fn subnets_answer(&self, query: &SubnetQuery) -> Result<Vec<SubnetInfo>, Ec2Error> {
+        self.check("DescribeSubnets")?;
+        Ok(self
+            .state()
+            .subnets
+            .iter()
+            .filter(|s| query.ids.is_empty() || query.ids.contains(&s.id))
+            .filter(|s| {
+                query
+                    .vpc
+                    .as_ref()
+                    .or(query.discovery_vpc.as_ref())
+                    .is_none_or(|v| s.vpc_id.as_ref() == Some(v))
+            })
+            .cloned()
+            .collect())
+    }
+
     fn launchers_of(&self, template_id: &str, all: &[Launcher]) -> Vec<Launcher> {
         if template_id == self.state().template_id {
             all.to_vec()

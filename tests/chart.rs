@@ -56,6 +56,8 @@ fn everything_on() -> Value {
         "aws": {"region": "eu-west-1", "ec2EndpointUrl": "https://ec2.eu-west-1.amazonaws.com"},
         "admissionPolicies": {"enabled": true},
         "karpenter": {"enabled": true},
+        "subnets": {"enabled": true},
+        "rollout": {"enabled": true},
         "cniConfigVia": "eks-addon",
         "eks": {"clusterName": "prod-1", "endpointUrl": "https://eks.eu-west-1.amazonaws.com"},
         "serviceAccount": {"name": "tuner",
@@ -425,6 +427,8 @@ fn needed(
         .iter()
         .filter(|call| leader || !call.leader_election_only)
         .filter(|call| karpenter || !call.karpenter_only)
+        // `everything_on` turns subnets on with Karpenter.
+        .filter(|call| karpenter || !call.subnets_only)
         .map(|call| {
             let place = match call.scope {
                 Scope::Cluster => "cluster".to_owned(),

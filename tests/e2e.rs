@@ -1403,6 +1403,262 @@ async fn rollout_in_dry_run_starts_nothing_and_says_what_it_would_do() {
     );
 }
 
+/// A subnet of `vpc` (tagged `kubernetes.io/role/cni` when `discovery`), its id.
+async fn subnet(ec2: &aws_sdk_ec2::Client, vpc: &str, cidr: &str, discovery: bool) -> String {
+    let id = ec2
+        .create_subnet()
+        .vpc_id(vpc)
+        .cidr_block(cidr)
+        .availability_zone("us-east-1a")
+        .send()
+        .await
+        .expect("a subnet")
+        .subnet()
+        .and_then(|s| s.subnet_id())
+        .unwrap()
+        .to_owned();
+    if discovery {
+        ec2.create_tags()
+            .resources(&id)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key("kubernetes.io/role/cni")
+                    .value("1")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    id
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subnets_report_fragmentation_headroom_and_reserve_prefixes_once() {
+    let moto = support::MotoServer::start_with_prefixes();
+    let Some(cluster) = Cluster::start(json!({
+        "aws": {"region": "us-east-1", "ec2EndpointUrl": moto.endpoint()},
+        "subnets": {"enabled": true}
+    }))
+    .await
+    else {
+        return;
+    };
+    let ec2 = moto.ec2_client();
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.0.0.0/16")
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .unwrap()
+        .to_owned();
+    let nodes_subnet = subnet(&ec2, &vpc, "10.0.1.0/24", false).await;
+    let tagged = subnet(&ec2, &vpc, "10.0.2.0/24", true).await;
+    // The fleet's node: an m5.large in the nodes' subnet, its ENI with a /28 and 3 secondary IPs.
+    let instance = ec2
+        .run_instances()
+        .image_id("ami-12c6146b")
+        .instance_type(aws_sdk_ec2::types::InstanceType::M5Large)
+        .subnet_id(&nodes_subnet)
+        .private_ip_address("10.0.1.10")
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .unwrap()
+        .instances()[0]
+        .clone();
+    let eni = instance.network_interfaces()[0]
+        .network_interface_id()
+        .unwrap()
+        .to_owned();
+    ec2.assign_private_ip_addresses()
+        .network_interface_id(&eni)
+        .private_ip_addresses("10.0.1.11")
+        .private_ip_addresses("10.0.1.12")
+        .private_ip_addresses("10.0.1.13")
+        .send()
+        .await
+        .unwrap();
+    ec2.assign_private_ip_addresses()
+        .network_interface_id(&eni)
+        .ipv4_prefixes("10.0.1.224/28")
+        .send()
+        .await
+        .unwrap();
+    // Other ENIs scatter an address into every other /28 but .160/28: one free aligned block.
+    for block in (1..14).filter(|b| *b != 10) {
+        ec2.create_network_interface()
+            .subnet_id(&nodes_subnet)
+            .private_ip_address(format!("10.0.1.{}", block * 16 + 7))
+            .send()
+            .await
+            .unwrap();
+    }
+    let instance_id = instance.instance_id().unwrap().to_owned();
+    let nodes: Api<Node> = Api::all(cluster.admin.clone());
+    nodes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "n-1", "labels":
+                    {"pool": "fleet", "node.kubernetes.io/instance-type": "m5.large"}},
+                "spec": {"providerID": format!("aws:///us-east-1a/{instance_id}")}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    // Two pods run there (one host-network pod does not count).
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(cluster.admin.clone(), "default");
+    for (name, host) in [("web-1", false), ("web-2", false), ("agent", true)] {
+        pods.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "spec": {"nodeName": "n-1", "hostNetwork": host,
+                         "containers": [{"name": "c", "image": "nginx"}]}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    cluster
+        .policy(
+            "fleet",
+            json!({"nodeSelector": {"matchLabels": {"pool": "fleet"}},
+                   "prefixDelegation": "Enabled",
+                   "subnets": {"minHeadroomNodes": 5, "reservePrefixes": true}}),
+        )
+        .await;
+    let operator = cluster.operator("tuner-0", &moto.aws_env());
+    let policy = eventually("SubnetCapacity", CONVERGE, &[&operator], || async {
+        let p = cluster.get_policy("fleet").await;
+        let c = condition_of(&p, conditions::SUBNET_CAPACITY)?;
+        (c.reason == "LowHeadroom").then_some(p)
+    })
+    .await;
+    let capacity = condition_of(&policy, conditions::SUBNET_CAPACITY).unwrap();
+    assert_eq!(capacity.status, "False");
+    assert!(
+        capacity
+            .message
+            .contains(&format!("subnet {nodes_subnet} (10.0.1.0/24) has room for")),
+        "{}",
+        capacity.message
+    );
+    let status = serde_json::to_value(&policy.status.as_ref().unwrap().subnets).unwrap();
+    let row = |id: &str| {
+        status
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["subnetId"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} in {status}"))
+    };
+    let fleet_row = row(&nodes_subnet);
+    assert_eq!(fleet_row["sources"], json!(["Nodes"]));
+    // Blocks 0 (reserved, the node), 1-9, 11-13 (one address each), 14 (the prefix), 15 (.255)
+    // are not free: only .160/28.
+    assert_eq!(fleet_row["freeAlignedPrefixes"], 1);
+    assert_eq!(fleet_row["largestFreeBlock"], "10.0.1.160/28");
+    // 256 - 5 reserved - 4 node addresses - 16 prefix - 12 scattered.
+    assert_eq!(fleet_row["freeAddresses"], 256 - 5 - 4 - 16 - 12);
+    assert_eq!(fleet_row["fragmentedAddresses"], 256 - 5 - 4 - 16 - 12 - 16);
+    assert_eq!(fleet_row["fleetNodes"], 1);
+    // 3 secondary IPs + 16 prefix addresses held, 2 pods: 17 idle.
+    assert_eq!(fleet_row["idleAddresses"], 17);
+    assert_eq!(fleet_row["headroom"][0]["instanceType"], "m5.large");
+    assert_eq!(fleet_row["headroom"][0]["nodes"], 1);
+    assert_eq!(row(&tagged)["sources"], json!(["Discovery"]));
+    assert_eq!(row(&tagged)["freeAlignedPrefixes"], 14);
+    cluster
+        .wait_for_event("fleet", "SubnetCapacityLow", &[&operator])
+        .await;
+
+    // The opt-in reservation: the one free aligned block, kept for prefixes, once.
+    cluster
+        .wait_for_event("fleet", "SubnetPrefixesReserved", &[&operator])
+        .await;
+    let reservations = |ec2: aws_sdk_ec2::Client, id: String| async move {
+        ec2.get_subnet_cidr_reservations()
+            .subnet_id(id)
+            .send()
+            .await
+            .unwrap()
+            .subnet_ipv4_cidr_reservations()
+            .iter()
+            .map(|r| {
+                (
+                    r.cidr().unwrap().to_owned(),
+                    r.reservation_type().unwrap().as_str().to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        reservations(ec2.clone(), nodes_subnet.clone()).await,
+        vec![("10.0.1.160/28".to_owned(), "prefix".to_owned())]
+    );
+    eventually("the subnets read again", CONVERGE, &[&operator], || async {
+        (aws_calls(&operator, "GetSubnetCidrReservations")? >= 4).then_some(())
+    })
+    .await;
+    assert_eq!(aws_calls(&operator, "CreateSubnetCidrReservation"), Some(1));
+    assert_eq!(
+        reservations(ec2.clone(), nodes_subnet.clone()).await.len(),
+        1,
+        "created once"
+    );
+    let metrics = support::http_get(operator.admin_port, "/metrics")
+        .unwrap()
+        .1;
+    let gauge = format!(
+        "vpc_cni_tuner_subnet_free_aligned_prefixes{{policy=\"fleet\",subnet=\"{nodes_subnet}\"}} 1"
+    );
+    assert!(metrics.lines().any(|l| l == gauge), "{gauge} in\n{metrics}");
+
+    // The CLI, as a process, from the same account.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_vpc-cni-tuner"))
+        .args([
+            "subnets",
+            "--subnet-id",
+            &nodes_subnet,
+            "--instance-type",
+            "m5.large",
+            "--prefix-delegation",
+            "-o",
+            "json",
+        ])
+        .env_clear()
+        .envs(moto.aws_env())
+        .env("AWS_ENDPOINT_URL", moto.endpoint())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let cli = &json["subnets"][0];
+    assert_eq!(cli["subnetId"], nodes_subnet.as_str());
+    assert_eq!(cli["cidr"], "10.0.1.0/24");
+    // The reservation now keeps .160/28 for prefixes: still delegable, no longer free one by one.
+    assert_eq!(cli["freeAlignedPrefixes"], 1);
+    assert_eq!(
+        cli["freeAddresses"],
+        fleet_row["freeAddresses"].as_u64().unwrap() - 16
+    );
+    assert!(cli["fragmentedAddresses"].is_u64());
+}
+
 #[tokio::test]
 async fn leader_election_only_the_leader_writes_and_the_other_takes_over() {
     let Some(cluster) = Cluster::start(json!({"replicaCount": 2})).await else {

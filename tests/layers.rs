@@ -16,11 +16,15 @@ const RULES: &[(&str, &[&str])] = &[
     ("engine", &["instance"]),
     ("userdata", &[]),
     ("rollout", &[]),
+    ("subnet", &["engine"]),
     ("eks_addon", &["engine"]),
     ("karpenter", &["engine", "instance"]),
     ("crd", &["engine", "userdata", "instance", "eks_addon"]),
     ("metrics", &[]),
-    ("aws", &["crd", "eks_addon", "instance", "rollout"]),
+    (
+        "aws",
+        &["crd", "eks_addon", "instance", "rollout", "subnet"],
+    ),
     ("error", &["aws"]),
     (
         "plan",
@@ -31,6 +35,7 @@ const RULES: &[(&str, &[&str])] = &[
             "instance",
             "karpenter",
             "rollout",
+            "subnet",
         ],
     ),
     (
@@ -46,6 +51,7 @@ const RULES: &[(&str, &[&str])] = &[
             "metrics",
             "plan",
             "rollout",
+            "subnet",
         ],
     ),
     (
@@ -63,6 +69,7 @@ const RULES: &[(&str, &[&str])] = &[
             "plan",
             "userdata",
             "rollout",
+            "subnet",
         ],
     ),
     (
@@ -77,6 +84,7 @@ const RULES: &[(&str, &[&str])] = &[
             "observe",
             "plan",
             "rollout",
+            "subnet",
         ],
     ),
 ];

@@ -11,6 +11,7 @@ pub mod eks_addon;
 pub mod launch_templates;
 pub mod node_classes;
 mod rollouts;
+mod subnets;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -55,6 +56,10 @@ pub struct Outcomes {
     /// plan did not reuse a recent result for).
     pub templates: BTreeMap<String, BTreeMap<usize, SyncResult>>,
     pub node_classes: Vec<(NodeClassWrite, NodeClassOutcome)>,
+    /// Subnet reports by policy name (`spec.subnets`).
+    pub subnets: BTreeMap<String, crate::plan::subnets::SubnetsReport>,
+    /// Subnet Events: policy, reason, whether a warning, note.
+    pub subnet_events: Vec<(String, &'static str, bool, String)>,
     /// Look again this soon (an EKS add-on update is being followed).
     pub requeue_after: Option<Duration>,
 }
@@ -108,5 +113,6 @@ async fn apply_all(
         let follow = w.observed.template_syncs.follow_interval();
         outcomes.requeue_after = Some(outcomes.requeue_after.map_or(follow, |d| d.min(follow)));
     }
+    (outcomes.subnets, outcomes.subnet_events) = subnets::apply(w, policies, plan).await;
     node_classes::apply(w, plan, &mut outcomes.node_classes).await
 }

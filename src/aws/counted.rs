@@ -5,11 +5,12 @@
 use std::sync::Arc;
 
 use super::eks::{EksAddonApi, EksError, EksProvider};
-use super::launch_templates::{LaunchTemplateApi, TemplateRef, TemplateVersion};
+use super::launch_templates::{LaunchTemplateApi, SubnetQuery, TemplateRef, TemplateVersion};
 use super::{Ec2Error, Ec2Provider};
 use crate::eks_addon::{AddonFacts, UpdateFacts};
 use crate::instance::InstanceLimits;
 use crate::rollout::{Launcher, UpdateProgress};
+use crate::subnet::{InterfaceInfo, ReservationInfo, SubnetInfo};
 
 /// Every (service, operation) the decorators report.
 pub const OPERATIONS: &[(&str, &str)] = &[
@@ -18,6 +19,10 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("ec2", "ModifyLaunchTemplate"),
     ("ec2", "DescribeInstances"),
     ("ec2", "DescribeInstanceTypes"),
+    ("ec2", "DescribeSubnets"),
+    ("ec2", "DescribeNetworkInterfaces"),
+    ("ec2", "GetSubnetCidrReservations"),
+    ("ec2", "CreateSubnetCidrReservation"),
     ("autoscaling", "DescribeAutoScalingGroups"),
     ("autoscaling", "StartInstanceRefresh"),
     ("autoscaling", "DescribeInstanceRefreshes"),
@@ -176,6 +181,38 @@ impl LaunchTemplateApi for Counted<dyn LaunchTemplateApi> {
     ) -> Result<Vec<UpdateProgress>, Ec2Error> {
         let result = self.inner.instance_refreshes(group, id).await;
         self.report("autoscaling", "DescribeInstanceRefreshes", result)
+    }
+
+    async fn subnets(&self, query: &SubnetQuery) -> Result<Vec<SubnetInfo>, Ec2Error> {
+        let result = self.inner.subnets(query).await;
+        self.report("ec2", "DescribeSubnets", result)
+    }
+
+    async fn interfaces(
+        &self,
+        subnet: Option<&str>,
+        instances: &[String],
+    ) -> Result<Vec<InterfaceInfo>, Ec2Error> {
+        let result = self.inner.interfaces(subnet, instances).await;
+        self.report("ec2", "DescribeNetworkInterfaces", result)
+    }
+
+    async fn subnet_reservations(&self, subnet: &str) -> Result<Vec<ReservationInfo>, Ec2Error> {
+        let result = self.inner.subnet_reservations(subnet).await;
+        self.report("ec2", "GetSubnetCidrReservations", result)
+    }
+
+    async fn create_prefix_reservation(
+        &self,
+        subnet: &str,
+        cidr: &str,
+        description: &str,
+    ) -> Result<String, Ec2Error> {
+        let result = self
+            .inner
+            .create_prefix_reservation(subnet, cidr, description)
+            .await;
+        self.report("ec2", "CreateSubnetCidrReservation", result)
     }
 }
 

@@ -21,6 +21,9 @@ use aws_sdk_ec2::types::{
 use super::Ec2Error;
 use crate::instance::InstanceLimits;
 use crate::rollout::{Launcher, UpdateProgress};
+use crate::subnet::{InterfaceInfo, ReservationInfo, SubnetInfo};
+
+pub use super::subnets::SubnetQuery;
 
 pub use crate::crd::TemplateRef;
 
@@ -123,6 +126,23 @@ pub trait LaunchTemplateApi: Send + Sync {
         group: &str,
         id: Option<&str>,
     ) -> Result<Vec<UpdateProgress>, Ec2Error>;
+    /// `DescribeSubnets`.
+    async fn subnets(&self, query: &SubnetQuery) -> Result<Vec<SubnetInfo>, Ec2Error>;
+    /// `DescribeNetworkInterfaces`: every interface of `subnet`, or (none) of `instances`.
+    async fn interfaces(
+        &self,
+        subnet: Option<&str>,
+        instances: &[String],
+    ) -> Result<Vec<InterfaceInfo>, Ec2Error>;
+    /// `GetSubnetCidrReservations` (IPv4).
+    async fn subnet_reservations(&self, subnet: &str) -> Result<Vec<ReservationInfo>, Ec2Error>;
+    /// `CreateSubnetCidrReservation` of type `prefix`; the reservation's id.
+    async fn create_prefix_reservation(
+        &self,
+        subnet: &str,
+        cidr: &str,
+        description: &str,
+    ) -> Result<String, Ec2Error>;
 }
 
 /// The AWS SDK implementation.
@@ -330,6 +350,31 @@ impl LaunchTemplateApi for SdkLaunchTemplates {
         self.launchers("DescribeInstanceRefreshes")?
             .instance_refreshes(group, id)
             .await
+    }
+
+    async fn subnets(&self, query: &SubnetQuery) -> Result<Vec<SubnetInfo>, Ec2Error> {
+        super::subnets::subnets(&self.client, query).await
+    }
+
+    async fn interfaces(
+        &self,
+        subnet: Option<&str>,
+        instances: &[String],
+    ) -> Result<Vec<InterfaceInfo>, Ec2Error> {
+        super::subnets::interfaces(&self.client, subnet, instances).await
+    }
+
+    async fn subnet_reservations(&self, subnet: &str) -> Result<Vec<ReservationInfo>, Ec2Error> {
+        super::subnets::reservations(&self.client, subnet).await
+    }
+
+    async fn create_prefix_reservation(
+        &self,
+        subnet: &str,
+        cidr: &str,
+        description: &str,
+    ) -> Result<String, Ec2Error> {
+        super::subnets::create_prefix_reservation(&self.client, subnet, cidr, description).await
     }
 }
 

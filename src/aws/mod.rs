@@ -9,6 +9,7 @@ pub mod instance_types;
 pub mod launch_templates;
 pub mod launchers;
 pub mod provider;
+pub mod subnets;
 
 pub use provider::{Ec2Provider, SdkProvider};
 

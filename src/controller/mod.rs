@@ -89,6 +89,7 @@ async fn reconcile_inner(ctx: &Context) -> Result<ReconcileReport, Error> {
         metrics.recommended_max_pods.clear();
         metrics.nodes_not_at_target.clear();
         metrics.policy_condition.clear();
+        metrics.subnets.clear();
         debug!("not the leader: planned, writing nothing");
         return Ok(ReconcileReport::default());
     }

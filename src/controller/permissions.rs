@@ -29,6 +29,9 @@ pub struct ApiCall {
     pub leader_election_only: bool,
     /// Made only with `--karpenter`.
     pub karpenter_only: bool,
+    /// Granted only with the chart value `subnets.enabled` (the idle-address count and the
+    /// ENIConfig subnets of `spec.subnets`; without it those are left out).
+    pub subnets_only: bool,
 }
 
 const fn call(
@@ -44,6 +47,19 @@ const fn call(
         scope,
         leader_election_only: false,
         karpenter_only: false,
+        subnets_only: false,
+    }
+}
+
+const fn subnets(group: &'static str, resource: &'static str) -> ApiCall {
+    ApiCall {
+        group,
+        resource,
+        verb: "list",
+        scope: Scope::Cluster,
+        leader_election_only: false,
+        karpenter_only: false,
+        subnets_only: true,
     }
 }
 
@@ -55,6 +71,7 @@ const fn lease(verb: &'static str, scope: Scope) -> ApiCall {
         scope,
         leader_election_only: true,
         karpenter_only: false,
+        subnets_only: false,
     }
 }
 
@@ -66,6 +83,7 @@ const fn karpenter(group: &'static str, resource: &'static str, verb: &'static s
         scope: Scope::Cluster,
         leader_election_only: false,
         karpenter_only: true,
+        subnets_only: false,
     }
 }
 
@@ -104,6 +122,8 @@ pub const API_CALLS: &[ApiCall] = &[
     karpenter("karpenter.sh", "nodepools", "watch"),
     karpenter("karpenter.k8s.aws", "ec2nodeclasses", "list"),
     karpenter("karpenter.k8s.aws", "ec2nodeclasses", "watch"),
+    subnets("", "pods"),
+    subnets("crd.k8s.amazonaws.com", "eniconfigs"),
     karpenter("karpenter.k8s.aws", "ec2nodeclasses", "patch"),
 ];
 
@@ -134,6 +154,10 @@ pub const EC2_ACTIONS: &[&str] = &[
     "ec2:CreateLaunchTemplateVersion",
     "ec2:ModifyLaunchTemplate",
     "ec2:DescribeInstances",
+    "ec2:DescribeSubnets",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:GetSubnetCidrReservations",
+    "ec2:CreateSubnetCidrReservation",
     "autoscaling:DescribeAutoScalingGroups",
     "eks:ListNodegroups",
     "eks:DescribeNodegroup",

@@ -9,7 +9,9 @@ pub const LAUNCH_TEMPLATES_SYNCED: &str = "LaunchTemplatesSynced";
 pub const KARPENTER_SYNCED: &str = "KarpenterSynced";
 /// Present when a launch template has `rollout`: whether its groups launch the wanted version.
 pub const NODES_ROLLED_OUT: &str = "NodesRolledOut";
-pub(crate) const OWNED: [&str; 7] = [
+/// Present when a policy sets `spec.subnets`: whether its subnets have room for more nodes.
+pub const SUBNET_CAPACITY: &str = "SubnetCapacity";
+pub(crate) const OWNED: [&str; 8] = [
     READY,
     CNI_CONFIGURED,
     CONFLICT,
@@ -17,6 +19,7 @@ pub(crate) const OWNED: [&str; 7] = [
     LAUNCH_TEMPLATES_SYNCED,
     KARPENTER_SYNCED,
     NODES_ROLLED_OUT,
+    SUBNET_CAPACITY,
 ];
 
 /// Declares [`Reason`]: each variant's name is the reason string the API shows.
@@ -159,6 +162,13 @@ reasons! {
     /// A rollout failed or was cancelled (the message has AWS's reason); no further rollout
     /// starts until the wanted version or the policy's spec changes.
     RolloutFailed,
+    // SubnetCapacity (also AccessDenied, AwsError, NoAwsAccess, NoAwsRegion)
+    /// Every subnet has room for `spec.subnets.minHeadroomNodes` more nodes.
+    HeadroomAvailable,
+    /// A subnet has room for fewer: the message names it, the figure and the fix.
+    LowHeadroom,
+    /// No fleet node has an instance id yet, so no subnet is known.
+    NoSubnets,
 }
 
 impl std::fmt::Display for Reason {

@@ -49,6 +49,58 @@ pub struct NodeNetworkPolicyStatus {
     /// Where the aws-node env is written: the DaemonSet, or the EKS add-on's configurationValues.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni_config: Option<CniConfigStatus>,
+    /// The subnets the fleet's pods draw from (`spec.subnets`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subnets: Vec<SubnetStatus>,
+}
+
+/// One subnet's capacity for pods. The same names as `vpc-cni-tuner subnets -o json`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubnetStatus {
+    pub subnet_id: String,
+    pub cidr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability_zone: Option<String>,
+    /// Why it is watched: `Nodes` (the fleet's ENIs are in it), `ENIConfig` (custom
+    /// networking), `Discovery` (tagged `kubernetes.io/role/cni`).
+    #[serde(default)]
+    pub sources: Vec<String>,
+    pub total_addresses: u32,
+    /// Addresses EC2 can still assign one by one (not allocated, delegated, reserved).
+    pub free_addresses: u32,
+    /// Free /28 blocks on /28 boundaries: the prefixes EC2 can still delegate.
+    pub free_aligned_prefixes: u32,
+    /// Free addresses in no free aligned /28.
+    pub fragmented_addresses: u32,
+    /// The largest free aligned block outside every reservation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub largest_free_block: Option<String>,
+    /// Addresses on the fleet's ENIs in this subnet not used by a pod (warm pools), estimated
+    /// from up to 10 sampled nodes (exact with 10 nodes or fewer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_addresses: Option<u32>,
+    /// Fleet nodes with an ENI in this subnet.
+    #[serde(default)]
+    pub fleet_nodes: u32,
+    /// Per instance type of the fleet: how many more nodes and pods fit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headroom: Vec<SubnetHeadroom>,
+    /// What to do about it (the reservation command, the warm setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advice: Option<String>,
+    /// The prefix reservation the operator created (`spec.subnets.reservePrefixes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation_created: Option<String>,
+}
+
+/// Room for more nodes and pods of one instance type in a subnet.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubnetHeadroom {
+    pub instance_type: String,
+    pub nodes: u32,
+    pub pods: u32,
 }
 
 /// How the operator writes the aws-node env (`--cni-config-via`).

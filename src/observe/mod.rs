@@ -12,6 +12,7 @@ pub mod instance_types;
 pub mod launch_templates;
 pub mod node_classes;
 pub mod node_view;
+pub mod subnets;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub struct Observed {
     pub catalog: InstanceCatalog,
     /// `--rollouts`: the operator may start node-group updates and instance refreshes.
     pub rollouts: bool,
+    /// Each policy's last subnet read (`spec.subnets`).
+    pub subnets: subnets::SubnetCache,
 }
 
 impl Observed {
@@ -67,6 +70,7 @@ impl Observed {
             managed,
             catalog: InstanceCatalog::embedded(),
             rollouts: false,
+            subnets: subnets::SubnetCache::default(),
         }
     }
 

@@ -21,25 +21,15 @@ pub(super) fn select_all<'a>(
     input: &FleetInput<'a>,
     policies: &[&PolicyInput<'_>],
 ) -> Vec<Result<Selection<'a>, Blocked>> {
-    let expressions: Vec<Result<Vec<kube::core::Expression>, Blocked>> =
-        policies
-            .iter()
-            .map(|policy| {
-                let selector: Result<Selector, _> = policy
-                    .spec
-                    .node_selector
-                    .clone()
-                    .unwrap_or_default()
-                    .try_into();
-                selector.map(|s| s.into_iter().collect()).map_err(|err| Blocked {
+    let expressions: Vec<Result<Vec<kube::core::Expression>, Blocked>> = policies
+        .iter()
+        .map(|policy| {
+            selector_expressions(policy.spec.node_selector.as_ref()).map_err(|message| Blocked {
                 reason: Reason::InvalidSpec,
-                message: format!(
-                    "spec.nodeSelector is invalid: {err}; use operators In, NotIn, Exists or \
-                     DoesNotExist with values only for In and NotIn"
-                ),
+                message,
             })
-            })
-            .collect();
+        })
+        .collect();
     let mut selections: Vec<Selection<'a>> =
         policies.iter().map(|_| Selection::default()).collect();
     for node in &input.nodes {
@@ -72,6 +62,20 @@ pub(super) fn select_all<'a>(
         .zip(expressions)
         .map(|(selection, expressions)| expressions.map(|_| selection))
         .collect()
+}
+
+/// The expressions of a policy's node selector, or why it is invalid (the message names the
+/// field and the fix).
+pub(crate) fn selector_expressions(
+    selector: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+) -> Result<Vec<kube::core::Expression>, String> {
+    let selector: Result<Selector, _> = selector.cloned().unwrap_or_default().try_into();
+    selector.map(|s| s.into_iter().collect()).map_err(|err| {
+        format!(
+            "spec.nodeSelector is invalid: {err}; use operators In, NotIn, Exists or \
+             DoesNotExist with values only for In and NotIn"
+        )
+    })
 }
 
 pub(super) fn evaluate<'a>(

@@ -256,6 +256,8 @@ pub struct PolicyPlan {
     pub karpenter: Option<KarpenterReport>,
     /// Where the env is written (`status.cniConfig`).
     pub cni_config: Option<crate::crd::CniConfigStatus>,
+    /// The subnets (`spec.subnets`), filled in by the apply step.
+    pub subnets: Option<subnets::SubnetsReport>,
 }
 
 /// The whole decision.
@@ -302,12 +304,14 @@ struct Evaluated<'a> {
 pub mod eks_addon;
 mod env;
 mod evaluate;
+pub(crate) use evaluate::selector_expressions;
 pub mod launch_templates;
 pub mod node_classes;
 pub mod node_labels;
 pub mod owner;
 mod readiness;
 pub mod rollouts;
+pub mod subnets;
 
 pub use crate::engine::EnvChange;
 pub use eks_addon::{AddonFacts, AddonPlan, AddonWrite, CniTarget, UpdateFacts};

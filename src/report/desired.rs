@@ -60,6 +60,9 @@ pub(crate) fn with_outcomes(
             }
         }
     }
+    if let Some(subnets) = outcomes.subnets.get(name) {
+        p.subnets = Some(subnets.clone());
+    }
     if let Some(report) = p.karpenter.as_mut() {
         for (write, outcome) in &outcomes.node_classes {
             if let (NodeClassOutcome::Refused(message), true) = (outcome, write.policy == name) {
@@ -131,6 +134,7 @@ pub fn desired_status(
         .chain(templates.map(|t| &t.condition))
         .chain(templates.and_then(|t| t.rollout.as_ref()))
         .chain(plan.karpenter.as_ref().map(|k| &k.condition))
+        .chain(plan.subnets.as_ref().and_then(|s| s.condition.as_ref()))
     {
         let status = if planned.status { "True" } else { "False" };
         let previous = current_conditions.iter().find(|c| c.type_ == planned.type_);
@@ -165,6 +169,11 @@ pub fn desired_status(
             .map(|k| k.statuses.clone())
             .unwrap_or_default(),
         cni_config: plan.cni_config.clone(),
+        subnets: plan
+            .subnets
+            .as_ref()
+            .map(|s| s.statuses.clone())
+            .unwrap_or_default(),
     }
 }
 

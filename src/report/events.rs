@@ -148,6 +148,14 @@ fn notes(plan: &FleetPlan, outcomes: &Outcomes) -> Vec<Note> {
             });
         }
     }
+    for (policy, reason, warning, note) in &outcomes.subnet_events {
+        notes.push(Note {
+            policy: policy.clone(),
+            reason,
+            warning: *warning,
+            note: note.clone(),
+        });
+    }
     for (write, outcome) in &outcomes.node_classes {
         if *outcome == NodeClassOutcome::Written {
             notes.push(Note {

@@ -29,6 +29,44 @@ pub use events::EventSink;
 /// Raises the Events of what was done, then writes every policy status that changed; returns
 /// how many it wrote. Nothing is written when the add-on turned out to have changed since it
 /// was read (the next reconcile, at once, plans from the new read).
+/// The fleet's subnets in the gauges.
+fn subnet_gauges(metrics: &Metrics, outcomes: &Outcomes) {
+    use crate::metrics::{HeadroomLabels, SubnetLabels};
+    let gauges = &metrics.subnets;
+    gauges.clear();
+    for (policy, report) in &outcomes.subnets {
+        for s in &report.statuses {
+            let labels = SubnetLabels {
+                policy: policy.clone(),
+                subnet: s.subnet_id.clone(),
+            };
+            gauges
+                .free_addresses
+                .get_or_create(&labels)
+                .set(i64::from(s.free_addresses));
+            gauges
+                .free_aligned_prefixes
+                .get_or_create(&labels)
+                .set(i64::from(s.free_aligned_prefixes));
+            gauges
+                .fragmented_addresses
+                .get_or_create(&labels)
+                .set(i64::from(s.fragmented_addresses));
+            for h in &s.headroom {
+                let labels = HeadroomLabels {
+                    policy: policy.clone(),
+                    subnet: s.subnet_id.clone(),
+                    instance_type: h.instance_type.clone(),
+                };
+                gauges
+                    .headroom_nodes
+                    .get_or_create(&labels)
+                    .set(i64::from(h.nodes));
+            }
+        }
+    }
+}
+
 pub async fn report(
     sink: &EventSink<'_>,
     observed: &Observed,
@@ -44,6 +82,7 @@ pub async fn report(
     let mut written = 0;
     let now = Time(jiff::Timestamp::now());
     metrics.policy_condition.clear();
+    subnet_gauges(metrics, outcomes);
     for policy in policies {
         let name = policy.name_any();
         let Some(policy_plan) = with_outcomes(plan, outcomes, &name) else {

@@ -67,6 +67,17 @@ impl MotoServer {
         server
     }
 
+    /// `moto_server` with delegated IPv4 prefixes on network interfaces (`Ipv4Prefixes` in
+    /// AssignPrivateIpAddresses and DescribeNetworkInterfaces): see `moto_with_prefixes.py`.
+    pub fn start_with_prefixes() -> Self {
+        let mut command = Command::new(python());
+        command.arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/moto_with_prefixes.py"
+        ));
+        Self::spawn(command)
+    }
+
     /// Replaces the rollout double's configuration (`seconds`, `fail`, `hold`).
     pub fn rollout_config(&self, config: &serde_json::Value) {
         let file = self.rollouts.as_ref().expect("started with rollouts");
