@@ -33,7 +33,7 @@ pub enum Command {
     /// Print the NodeNetworkPolicy CustomResourceDefinition (the YAML committed under crds/).
     Crd,
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the JSON Schema of `recommend -o json` (committed as schemas/recommend.v1.json).
     Schema,
     /// Per subnet: free addresses, free aligned /28 prefixes, fragmentation, and how many more
@@ -131,6 +131,39 @@ pub struct RunArgs {
     /// those groups wait, and the status says so.
     #[arg(long, env = "VPC_CNI_TUNER_ROLLOUTS")]
     pub rollouts: bool,
+
+    /// Serve the aws-node pod webhook (`warmPool.perInstanceType`) over HTTPS on this address,
+    /// e.g. `[::]:9443`. Unset: no webhook.
+    #[arg(long, env = "VPC_CNI_TUNER_WEBHOOK_ADDR")]
+    pub webhook_addr: Option<std::net::SocketAddr>,
+
+    /// The Secret (in `--lease-namespace`, the pod's namespace) holding the webhook's
+    /// certificate.
+    #[arg(
+        long,
+        env = "VPC_CNI_TUNER_WEBHOOK_SECRET",
+        default_value = "vpc-cni-tuner-webhook-tls"
+    )]
+    pub webhook_secret: String,
+
+    /// The MutatingWebhookConfiguration whose `caBundle` the operator keeps (self-managed
+    /// certificates).
+    #[arg(long, env = "VPC_CNI_TUNER_WEBHOOK_CONFIGURATION")]
+    pub webhook_configuration: Option<String>,
+
+    /// The names the webhook's certificate is for (comma-separated): the Service's
+    /// `NAME.NAMESPACE.svc`, or an address.
+    #[arg(long, env = "VPC_CNI_TUNER_WEBHOOK_HOSTS", value_delimiter = ',')]
+    pub webhook_hosts: Vec<String>,
+
+    /// `self`: the operator makes and renews the certificate; `cert-manager`: cert-manager does.
+    #[arg(
+        long,
+        env = "VPC_CNI_TUNER_WEBHOOK_CERT_SOURCE",
+        value_enum,
+        default_value = "self"
+    )]
+    pub webhook_cert_source: crate::webhook::server::CertSource,
 
     /// How often a rollout that runs or waits to start is looked at again (seconds).
     #[arg(
@@ -261,6 +294,11 @@ pub struct RecommendArgs {
     /// How maxPods is chosen (ignored when --max-pods fixes it).
     #[arg(long, value_enum, default_value = "recommended")]
     pub max_pods_policy: MaxPodsPolicyArg,
+
+    /// Also the warm env of each instance type on its own, as `warmPool.perInstanceType` gives
+    /// each node's aws-node pod (prefix delegation stays the group's).
+    #[arg(long)]
+    pub per_instance_type: bool,
 
     /// A fixed maxPods for every type; rejected where the IPs cannot carry it.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -434,7 +472,14 @@ pub fn recommend(
     if !unknown.is_empty() {
         return Err(CliError::UnknownInstanceTypes(unknown));
     }
-    let recommendation = engine::recommend(&args.tuning_request(), &facts)?;
+    let request = args.tuning_request();
+    let mut recommendation = engine::recommend(&request, &facts)?;
+    if args.per_instance_type {
+        for (t, facts) in recommendation.instance_types.iter_mut().zip(&facts) {
+            let pd = recommendation.prefix_delegation;
+            t.warm_env = Some(engine::warm_env_for_type(&request, facts, pd, None)?);
+        }
+    }
     let versioned = RecommendOutput {
         schema_version: RECOMMEND_SCHEMA_VERSION.to_owned(),
         recommendation,
@@ -520,6 +565,18 @@ pub fn render_table(rec: &Recommendation) -> String {
     out.push_str("aws-node env:\n");
     for (name, value) in &rec.env {
         out.push_str(&format!("  {name}={value}\n"));
+    }
+    if rec.instance_types.iter().any(|t| t.warm_env.is_some()) {
+        out.push_str("warm env per instance type (warmPool.perInstanceType):\n");
+        for t in &rec.instance_types {
+            let env: Vec<String> = t
+                .warm_env
+                .iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            out.push_str(&format!("  {}: {}\n", t.instance_type, env.join(" ")));
+        }
     }
     // The same env as the EKS managed add-on takes it. An update replaces the whole document,
     // so it is to be merged into the add-on's own (the operator does that in add-on mode).

@@ -2,6 +2,8 @@
 //! operator manages. The CRD YAML in `crds/` is generated from these types (`vpc-cni-tuner crd`);
 //! a test fails when it is stale.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -329,7 +331,7 @@ impl From<WarmPoolProfile> for engine::WarmPoolProfile {
 }
 
 /// Warm-pool settings; explicit values override the profile's, one by one.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WarmPool {
     #[serde(default)]
@@ -358,10 +360,57 @@ pub struct WarmPool {
     /// `WARM_PREFIX_TARGET`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_prefix_target: Option<u32>,
+    /// Each aws-node pod starts with the warm env of its own node's instance type (the same
+    /// profile and values, computed for that type alone), set by the operator's mutating
+    /// webhook when the pod is created (chart value `webhook.enabled`). The DaemonSet keeps the
+    /// fleet's values, and `ENABLE_PREFIX_DELEGATION` stays the fleet's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub per_instance_type: bool,
+    /// With `perInstanceType`: explicit values for single instance types, over the ones above.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 256))]
+    pub instance_types: BTreeMap<String, WarmTargets>,
 }
 
-impl From<WarmPool> for engine::WarmPoolSpec {
-    fn from(value: WarmPool) -> Self {
+/// Explicit warm-pool values of one instance type.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmTargets {
+    #[serde(
+        default,
+        rename = "warmIPTarget",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub warm_ip_target: Option<u32>,
+    #[serde(
+        default,
+        rename = "minimumIPTarget",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub minimum_ip_target: Option<u32>,
+    #[serde(
+        default,
+        rename = "warmENITarget",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub warm_eni_target: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_prefix_target: Option<u32>,
+}
+
+impl From<WarmTargets> for engine::WarmPoolTargets {
+    fn from(t: WarmTargets) -> Self {
+        Self {
+            warm_eni_target: t.warm_eni_target,
+            warm_ip_target: t.warm_ip_target,
+            minimum_ip_target: t.minimum_ip_target,
+            warm_prefix_target: t.warm_prefix_target,
+        }
+    }
+}
+
+impl From<&WarmPool> for engine::WarmPoolSpec {
+    fn from(value: &WarmPool) -> Self {
         Self {
             profile: value.profile.into(),
             explicit: engine::WarmPoolTargets {

@@ -46,3 +46,4 @@ pub mod subnet;
 #[cfg(all(feature = "operator", any(test, feature = "test-util")))]
 pub mod testing;
 pub mod userdata;
+pub mod webhook;

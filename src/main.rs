@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         Command::Crd => cli::crd_yaml()
             .map(|yaml| print!("{yaml}"))
             .map_err(anyhow::Error::from),
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Subnets(args) => subnets(&args),
         Command::Schema => {
             print!("{}", cli::recommend_schema());

@@ -61,6 +61,12 @@ struct BuildLabels {
     version: &'static str,
 }
 
+/// How the aws-node pod webhook answered.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub result: &'static str,
+}
+
 /// A subnet of a policy's fleet.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SubnetLabels {
@@ -111,6 +117,7 @@ pub struct Metrics {
     pub leader: Gauge,
     pub aws_requests: Family<AwsLabels, Counter>,
     pub subnets: SubnetGauges,
+    pub webhook_requests: Family<WebhookLabels, Counter>,
 }
 
 /// Reconciles take milliseconds against the API server, but AWS calls (with the SDK's retries)
@@ -137,6 +144,7 @@ impl Default for Metrics {
             leader: Gauge::default(),
             aws_requests: Family::default(),
             subnets: SubnetGauges::default(),
+            webhook_requests: Family::default(),
         };
         metrics.register(root.sub_registry_with_prefix("vpc_cni_tuner"));
         Self {
@@ -211,6 +219,12 @@ impl Metrics {
             "AWS API requests by service, operation and result (ok or error, after the SDK's \
              retries)",
             self.aws_requests.clone(),
+        );
+        registry.register(
+            "webhook_requests",
+            "aws-node pod admissions by result: patched, or why the pod was let through \
+             unchanged (in_sync, unknown_node, no_policy, mode_mismatch, ...)",
+            self.webhook_requests.clone(),
         );
         registry.register(
             "subnet_free_addresses",

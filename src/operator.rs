@@ -33,6 +33,59 @@ pub async fn run(
     run_with_ec2(client, args, Some(Arc::new(ec2)), shutdown).await
 }
 
+/// The leader-election task, with `--leader-elect`.
+fn lease(
+    args: &RunArgs,
+    client: &Client,
+    leader_flag: &Arc<AtomicBool>,
+    stopped: &watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    args.leader_elect.then(|| {
+        let identity = args
+            .identity
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", crate::crd::FIELD_MANAGER, std::process::id()));
+        let config = LeaseConfig {
+            namespace: args.lease_namespace.clone(),
+            name: args.lease_name.clone(),
+            identity,
+            lease_duration: Duration::from_secs(15),
+            retry_period: Duration::from_secs(4),
+        };
+        let api = kube::Api::namespaced(client.clone(), &config.namespace);
+        tokio::spawn(leader::run(
+            api,
+            config,
+            leader_flag.clone(),
+            stopped.clone(),
+        ))
+    })
+}
+
+/// The webhook task, with `--webhook-addr`.
+fn webhook(
+    args: &RunArgs,
+    client: &Client,
+    ctx: &Arc<Context>,
+    stopped: &watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let addr = args.webhook_addr?;
+    let config = crate::webhook::server::WebhookConfig {
+        addr,
+        namespace: args.lease_namespace.clone(),
+        secret: args.webhook_secret.clone(),
+        configuration: args.webhook_configuration.clone(),
+        hosts: args.webhook_hosts.clone(),
+        source: args.webhook_cert_source,
+    };
+    Some(tokio::spawn(crate::webhook::server::run(
+        config,
+        client.clone(),
+        ctx.clone(),
+        stopped.clone(),
+    )))
+}
+
 /// The controller's context from the flags.
 fn context(
     client: Client,
@@ -85,26 +138,8 @@ pub async fn run_with_ec2(
         ctx.clone(),
         stopped.clone(),
     ));
-    let mut lease = args.leader_elect.then(|| {
-        let identity = args
-            .identity
-            .clone()
-            .unwrap_or_else(|| format!("{}-{}", crate::crd::FIELD_MANAGER, std::process::id()));
-        let config = LeaseConfig {
-            namespace: args.lease_namespace.clone(),
-            name: args.lease_name.clone(),
-            identity,
-            lease_duration: Duration::from_secs(15),
-            retry_period: Duration::from_secs(4),
-        };
-        let api = kube::Api::namespaced(client.clone(), &config.namespace);
-        tokio::spawn(leader::run(
-            api,
-            config,
-            leader_flag.clone(),
-            stopped.clone(),
-        ))
-    });
+    let mut lease = lease(&args, &client, &leader_flag, &stopped);
+    let mut webhook = webhook(&args, &client, &ctx, &stopped);
     let mut controller = tokio::spawn(controller::run(
         ctx,
         LoopConfig {
@@ -123,7 +158,18 @@ pub async fn run_with_ec2(
             None => std::future::pending().await,
         }
     };
+    let webhook_ended = async {
+        match webhook.as_mut() {
+            Some(task) => task.await,
+            None => std::future::pending().await,
+        }
+    };
     let failure: Option<anyhow::Error> = tokio::select! {
+        ended = webhook_ended => match ended {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(anyhow::Error::new(err).context("the webhook server failed")),
+            Err(err) => Some(anyhow::anyhow!("the webhook task failed: {err}")),
+        },
         ended = &mut controller => ended.err().map(|e| anyhow::anyhow!("the controller task failed: {e}")),
         ended = &mut admin => match ended {
             Ok(Ok(())) => None,
@@ -153,6 +199,9 @@ pub async fn run_with_ec2(
     }
     if !admin.is_finished() {
         let _ = admin.await;
+    }
+    if let Some(webhook) = webhook.filter(|w| !w.is_finished()) {
+        let _ = webhook.await;
     }
     match failure {
         Some(err) => Err(err),

@@ -467,6 +467,23 @@ fn example_applications_do_not_fight_the_operator() {
     let options = operator["spec"]["syncPolicy"]["syncOptions"].to_string();
     assert!(options.contains("ServerSideApply=true"), "{options}");
     assert!(options.contains("CreateNamespace=true"), "{options}");
+    // caBundle of the chart's webhook configuration is filled in by the operator: not drift.
+    let ignore = &operator["spec"]["ignoreDifferences"][0];
+    let rendered = support::chart::render(&json!({"webhook": {"enabled": true}}));
+    let configuration = rendered
+        .iter()
+        .find(|o| o["kind"] == "MutatingWebhookConfiguration")
+        .expect("rendered with webhook.enabled");
+    assert_eq!(ignore["kind"], "MutatingWebhookConfiguration");
+    assert_eq!(ignore["name"], configuration["metadata"]["name"]);
+    assert_eq!(
+        ignore["jqPathExpressions"],
+        json!([".webhooks[].clientConfig.caBundle"])
+    );
+    assert!(
+        options.contains("RespectIgnoreDifferences=true"),
+        "{options}"
+    );
 
     let cni = &apps[1];
     let ignore = &cni["spec"]["ignoreDifferences"][0];

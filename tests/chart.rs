@@ -32,6 +32,34 @@ fn one<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
     found[0]
 }
 
+/// The admin Service reaches the admin port; the webhook's, when rendered, the webhook port,
+/// which the NetworkPolicy lets in.
+fn assert_services(objects: &[Value]) {
+    let services = find(objects, "Service");
+    let service = services
+        .iter()
+        .find(|s| s["metadata"]["name"] == "vpc-cni-tuner")
+        .expect("the admin Service");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "admin");
+    if let Some(webhook) = services
+        .iter()
+        .find(|s| s["metadata"]["name"] == "vpc-cni-tuner-webhook")
+    {
+        assert_eq!(webhook["spec"]["ports"][0]["targetPort"], "webhook");
+        assert_eq!(netpol_webhook_port(objects), Some("webhook"));
+    }
+}
+
+/// The NetworkPolicy's ingress port for the webhook, if any.
+fn netpol_webhook_port(objects: &[Value]) -> Option<&str> {
+    one(objects, "NetworkPolicy")["spec"]["ingress"]
+        .as_array()?
+        .iter()
+        .flat_map(|rule| rule["ports"].as_array().into_iter().flatten())
+        .filter_map(|p| p["port"].as_str())
+        .find(|p| *p == "webhook")
+}
+
 fn assert_valid(values: &Value) -> Value {
     let report = run_json("validate", values, &[]);
     assert_eq!(report["errors"], json!([]), "strict validation: {report:#}");
@@ -58,6 +86,7 @@ fn everything_on() -> Value {
         "karpenter": {"enabled": true},
         "subnets": {"enabled": true},
         "rollout": {"enabled": true},
+        "webhook": {"enabled": true},
         "cniConfigVia": "eks-addon",
         "eks": {"clusterName": "prod-1", "endpointUrl": "https://eks.eu-west-1.amazonaws.com"},
         "serviceAccount": {"name": "tuner",
@@ -208,8 +237,7 @@ fn non_default_values_lint_and_validate() {
         find(&objects, "ServiceMonitor").is_empty(),
         "no ServiceMonitor where the cluster does not serve the kind"
     );
-    let service = one(&objects, "Service");
-    assert_eq!(service["spec"]["ports"][0]["targetPort"], "admin");
+    assert_services(&objects);
     let netpol = one(&objects, "NetworkPolicy");
     assert_eq!(netpol["spec"]["ingress"][0]["ports"][0]["port"], "admin");
     assert_eq!(
@@ -394,7 +422,9 @@ fn grants(objects: &[Value]) -> BTreeSet<Grant> {
                         }
                         let wheres: Vec<String> = match (binding_ns, names.is_empty()) {
                             (None, true) => vec!["cluster".into()],
-                            (None, false) => panic!("a ClusterRole limited to names: {rule}"),
+                            (None, false) => {
+                                names.iter().map(|n| format!("cluster name {n}")).collect()
+                            }
                             (Some(ns), true) => vec![format!("ns {ns}")],
                             (Some(ns), false) => {
                                 names.iter().map(|n| format!("ns {ns} name {n}")).collect()
@@ -429,6 +459,7 @@ fn needed(
         .filter(|call| karpenter || !call.karpenter_only)
         // `everything_on` turns subnets on with Karpenter.
         .filter(|call| karpenter || !call.subnets_only)
+        .filter(|call| karpenter || !call.webhook_only)
         .map(|call| {
             let place = match call.scope {
                 Scope::Cluster => "cluster".to_owned(),
@@ -436,6 +467,9 @@ fn needed(
                 Scope::Lease => format!("ns {} name {}", lease.0, lease.1),
                 Scope::LeaseNamespace => format!("ns {}", lease.0),
                 Scope::DefaultNamespace => "ns default".to_owned(),
+                // `everything_on` (release vpc-cni-tuner) serves the webhook.
+                Scope::WebhookSecret => format!("ns {} name vpc-cni-tuner-webhook-tls", lease.0),
+                Scope::WebhookConfiguration => "cluster name vpc-cni-tuner-aws-node".to_owned(),
             };
             (
                 call.group.to_owned(),

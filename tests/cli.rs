@@ -45,6 +45,42 @@ fn json_output_is_the_documented_contract() {
 }
 
 #[test]
+fn per_instance_type_gives_each_type_its_own_warm_env() {
+    let args = [
+        "t3.medium",
+        "m5.24xlarge",
+        "--warm-profile",
+        "conserve-ips",
+        "--prefix-delegation",
+        "disabled",
+        "--per-instance-type",
+    ];
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&recommend(&[&args[..], &["-o", "json"]].concat())))
+            .expect("json");
+    // The group's env is bounded by the smallest type; each type's own is not.
+    assert_eq!(json["env"]["MINIMUM_IP_TARGET"], "5");
+    let warm = |i: usize| json["instanceTypes"][i]["warmEnv"].clone();
+    assert_eq!(
+        warm(0),
+        serde_json::json!({"MINIMUM_IP_TARGET": "5", "WARM_IP_TARGET": "3"})
+    );
+    assert_eq!(
+        warm(1),
+        serde_json::json!({"MINIMUM_IP_TARGET": "49", "WARM_IP_TARGET": "8"})
+    );
+    let table = stdout(&recommend(&args));
+    assert!(
+        table.contains("  m5.24xlarge: MINIMUM_IP_TARGET=49 WARM_IP_TARGET=8"),
+        "{table}"
+    );
+    // Without the flag the contract is unchanged.
+    let plain: serde_json::Value =
+        serde_json::from_str(&stdout(&recommend(&["t3.medium", "-o", "json"]))).expect("json");
+    assert!(plain["instanceTypes"][0].get("warmEnv").is_none());
+}
+
+#[test]
 fn yaml_output_parses_to_the_same_document() {
     let args = [
         "m5.large",

@@ -12,6 +12,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -1657,6 +1658,272 @@ async fn subnets_report_fragmentation_headroom_and_reserve_prefixes_once() {
         fleet_row["freeAddresses"].as_u64().unwrap() - 16
     );
     assert!(cli["fragmentedAddresses"].is_u64());
+}
+
+/// An aws-node pod as the DaemonSet controller creates it for node `node`, with `ds`'s
+/// aws-node container; the created pod.
+async fn aws_node_pod(
+    cluster: &Cluster,
+    name: &str,
+    node: &str,
+    ds: &DaemonSet,
+) -> k8s_openapi::api::core::v1::Pod {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(cluster.admin.clone(), "kube-system");
+    let container = container(ds, "aws-node");
+    let pod = json!({
+        "metadata": {"name": name, "labels": {"k8s-app": "aws-node"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "aws-node",
+                                 "uid": ds.metadata.uid, "controller": true}]},
+        "spec": {
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchFields": [
+                    {"key": "metadata.name", "operator": "In", "values": [node]}]}]}}},
+            "containers": [{"name": "aws-node", "image": container.image, "env": container.env}]
+        }
+    });
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(pod).unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+fn pod_env(pod: &k8s_openapi::api::core::v1::Pod) -> BTreeMap<String, String> {
+    pod.spec.as_ref().unwrap().containers[0]
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_gives_each_aws_node_pod_the_warm_env_of_its_node_and_never_blocks() {
+    let Some(cluster) = Cluster::start(json!({"webhook": {"enabled": true}})).await else {
+        return;
+    };
+    cluster
+        .node(
+            "small",
+            json!({"pool": "mixed", "node.kubernetes.io/instance-type": "t3.medium"}),
+        )
+        .await;
+    cluster
+        .node(
+            "big",
+            json!({"pool": "mixed", "node.kubernetes.io/instance-type": "m5.24xlarge"}),
+        )
+        .await;
+    cluster
+        .policy(
+            "mixed",
+            json!({"nodeSelector": {"matchLabels": {"pool": "mixed"}},
+                   "prefixDelegation": "Disabled",
+                   "warmPool": {"profile": "ConserveIPs", "perInstanceType": true}}),
+        )
+        .await;
+    // The chart's webhook configuration, pointed at the operator's loopback address (the chart
+    // points it at its Service), applied before the operator so its first pass sets caBundle.
+    let port = support::free_port();
+    let mut configuration = cluster
+        .rendered
+        .iter()
+        .find(|o| o["kind"] == "MutatingWebhookConfiguration")
+        .cloned()
+        .expect("the chart renders the webhook configuration");
+    configuration["webhooks"][0]["clientConfig"] =
+        json!({"url": format!("https://127.0.0.1:{port}/mutate")});
+    let configurations: Api<
+        k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
+    > = Api::all(cluster.admin.clone());
+    configurations
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(configuration).unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut operator = cluster.operator_with(
+        "tuner-0",
+        &[],
+        &[
+            ("--webhook-addr", format!("127.0.0.1:{port}")),
+            ("--webhook-hosts", "127.0.0.1".to_owned()),
+        ],
+    );
+    let policy = eventually("per-type warm env", CONVERGE, &[&operator], || async {
+        let p = cluster.get_policy("mixed").await;
+        let types = &p.status.as_ref()?.instance_types;
+        (types.len() == 2 && types.iter().all(|t| !t.warm_env.is_empty())).then_some(p)
+    })
+    .await;
+    let warm_of = |t: &str| {
+        policy
+            .status
+            .as_ref()
+            .unwrap()
+            .instance_types
+            .iter()
+            .find(|s| s.instance_type == t)
+            .unwrap()
+            .warm_env
+            .clone()
+    };
+    let (small, big) = (warm_of("t3.medium"), warm_of("m5.24xlarge"));
+    assert_eq!(
+        small.get("WARM_IP_TARGET").map(String::as_str),
+        Some("3"),
+        "{small:?}"
+    );
+    assert_eq!(
+        small.get("MINIMUM_IP_TARGET").map(String::as_str),
+        Some("5")
+    );
+    assert_eq!(
+        big.get("WARM_IP_TARGET").map(String::as_str),
+        Some("8"),
+        "{big:?}"
+    );
+    assert_eq!(big.get("MINIMUM_IP_TARGET").map(String::as_str), Some("49"));
+    // The DaemonSet keeps the fleet's values (the smallest type bounds them).
+    cluster
+        .wait_for_env(
+            "MINIMUM_IP_TARGET",
+            "5",
+            "the fleet env",
+            CONVERGE,
+            &[&operator],
+        )
+        .await;
+    eventually(
+        "caBundle set by the operator",
+        CONVERGE,
+        &[&operator],
+        || async {
+            let c = configurations.get("vpc-cni-tuner-aws-node").await.ok()?;
+            c.webhooks?[0].client_config.ca_bundle.as_ref().map(|_| ())
+        },
+    )
+    .await;
+
+    // Each pod gets its own node's values; entries the webhook does not own stay.
+    let ds = daemonsets(&cluster.admin).get("aws-node").await.unwrap();
+    let mut attempt = 0;
+    let (small_pod, big_pod) = eventually("patched aws-node pods", CONVERGE, &[&operator], || {
+        attempt += 1;
+        let (cluster, ds) = (&cluster, &ds);
+        let n = attempt;
+        async move {
+            let s = aws_node_pod(cluster, &format!("aws-node-s{n}"), "small", ds).await;
+            let b = aws_node_pod(cluster, &format!("aws-node-b{n}"), "big", ds).await;
+            (pod_env(&s).get("MINIMUM_IP_TARGET").map(String::as_str) == Some("5")
+                && pod_env(&b).get("MINIMUM_IP_TARGET").map(String::as_str) == Some("49"))
+            .then_some((s, b))
+        }
+    })
+    .await;
+    let fleet_env: BTreeMap<String, String> = container(&ds, "aws-node")
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect();
+    for (pod, wanted) in [(&small_pod, &small), (&big_pod, &big)] {
+        let env = pod_env(pod);
+        for (name, value) in &fleet_env {
+            let expected = match name.as_str() {
+                "WARM_ENI_TARGET" | "WARM_IP_TARGET" | "MINIMUM_IP_TARGET"
+                | "WARM_PREFIX_TARGET" => wanted.get(name).cloned().unwrap_or_default(),
+                _ => value.clone(),
+            };
+            assert_eq!(
+                env.get(name),
+                Some(&expected),
+                "{name} of {:?}",
+                pod.metadata.name
+            );
+        }
+        assert_eq!(
+            env.get("ENABLE_PREFIX_DELEGATION").map(String::as_str),
+            Some("false")
+        );
+    }
+    // A node the operator does not know: admitted unchanged.
+    let ghost = aws_node_pod(&cluster, "aws-node-ghost", "ghost", &ds).await;
+    assert_eq!(pod_env(&ghost), fleet_env);
+    let metrics = support::http_get(operator.admin_port, "/metrics")
+        .unwrap()
+        .1;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "vpc_cni_tuner_webhook_requests_total{result=\"unknown_node\"} 1"),
+        "{metrics}"
+    );
+
+    // The operator's token may change only caBundle of its configuration.
+    let as_operator = support::envtest::client_for(&cluster.operator_kubeconfig).await;
+    let theirs: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> =
+        Api::all(as_operator);
+    let widen = json!([{"op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Fail"}]);
+    let denied = theirs
+        .patch(
+            "vpc-cni-tuner-aws-node",
+            &PatchParams::default(),
+            &Patch::<()>::Json(serde_json::from_value(widen).unwrap()),
+        )
+        .await
+        .expect_err("the admission policy denies it");
+    assert!(
+        denied.to_string().contains("only clientConfig.caBundle"),
+        "{denied}"
+    );
+
+    // With the operator gone, aws-node pods are still admitted, unchanged, at once.
+    operator.terminate(Duration::from_secs(10));
+    let started = Instant::now();
+    let late = aws_node_pod(&cluster, "aws-node-late", "big", &ds).await;
+    assert_eq!(pod_env(&late), fleet_env);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A restarted operator serves with the certificate it made before (one Secret, unchanged).
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(cluster.admin.clone(), NS);
+    let before = secrets.get("vpc-cni-tuner-webhook-tls").await.unwrap();
+    let again = cluster.operator_with(
+        "tuner-1",
+        &[],
+        &[
+            ("--webhook-addr", format!("127.0.0.1:{port}")),
+            ("--webhook-hosts", "127.0.0.1".to_owned()),
+        ],
+    );
+    let patched = eventually("served again", CONVERGE, &[&again], || async {
+        let p = aws_node_pod(
+            &cluster,
+            &format!("aws-node-again-{}", Instant::now().elapsed().as_nanos()),
+            "big",
+            &ds,
+        )
+        .await;
+        (pod_env(&p).get("MINIMUM_IP_TARGET").map(String::as_str) == Some("49")).then_some(p)
+    })
+    .await;
+    assert_eq!(
+        pod_env(&patched).get("WARM_IP_TARGET").map(String::as_str),
+        Some("8")
+    );
+    let after = secrets.get("vpc-cni-tuner-webhook-tls").await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version,
+        before.metadata.resource_version
+    );
 }
 
 #[tokio::test]

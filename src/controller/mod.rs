@@ -81,6 +81,13 @@ async fn reconcile_inner(ctx: &Context) -> Result<ReconcileReport, Error> {
     let observed = ctx.observed();
     let snapshot = crate::observe::observe(observed, ctx.ec2(), leader).await?;
     let plan = plan_fleet(&snapshot.input(observed));
+    observed
+        .warm_table
+        .set(crate::plan::warm_table::WarmTable::from_plan(
+            &observed.managed,
+            &snapshot.policies,
+            &plan,
+        ));
     let metrics = ctx.metrics();
     metrics.cached_nodes.set(snapshot.nodes.len() as i64);
     metrics.leader.set(i64::from(leader));

@@ -16,6 +16,11 @@ pub enum Scope {
     LeaseNamespace,
     /// The `default` namespace: Events about cluster-scoped objects (the policies) go there.
     DefaultNamespace,
+    /// The webhook's certificate Secret: `--lease-namespace`, `resourceNames:
+    /// [--webhook-secret]`.
+    WebhookSecret,
+    /// The webhook's MutatingWebhookConfiguration: `resourceNames: [--webhook-configuration]`.
+    WebhookConfiguration,
 }
 
 /// One Kubernetes API call the controller makes.
@@ -29,6 +34,9 @@ pub struct ApiCall {
     pub leader_election_only: bool,
     /// Made only with `--karpenter`.
     pub karpenter_only: bool,
+    /// Made only with `--webhook-addr` (chart value `webhook.enabled`; the writes only with a
+    /// self-managed certificate).
+    pub webhook_only: bool,
     /// Granted only with the chart value `subnets.enabled` (the idle-address count and the
     /// ENIConfig subnets of `spec.subnets`; without it those are left out).
     pub subnets_only: bool,
@@ -48,6 +56,7 @@ const fn call(
         leader_election_only: false,
         karpenter_only: false,
         subnets_only: false,
+        webhook_only: false,
     }
 }
 
@@ -60,6 +69,25 @@ const fn subnets(group: &'static str, resource: &'static str) -> ApiCall {
         leader_election_only: false,
         karpenter_only: false,
         subnets_only: true,
+        webhook_only: false,
+    }
+}
+
+const fn webhook(
+    group: &'static str,
+    resource: &'static str,
+    verb: &'static str,
+    scope: Scope,
+) -> ApiCall {
+    ApiCall {
+        group,
+        resource,
+        verb,
+        scope,
+        leader_election_only: false,
+        karpenter_only: false,
+        subnets_only: false,
+        webhook_only: true,
     }
 }
 
@@ -72,6 +100,7 @@ const fn lease(verb: &'static str, scope: Scope) -> ApiCall {
         leader_election_only: true,
         karpenter_only: false,
         subnets_only: false,
+        webhook_only: false,
     }
 }
 
@@ -84,6 +113,7 @@ const fn karpenter(group: &'static str, resource: &'static str, verb: &'static s
         leader_election_only: false,
         karpenter_only: true,
         subnets_only: false,
+        webhook_only: false,
     }
 }
 
@@ -123,6 +153,21 @@ pub const API_CALLS: &[ApiCall] = &[
     karpenter("karpenter.k8s.aws", "ec2nodeclasses", "list"),
     karpenter("karpenter.k8s.aws", "ec2nodeclasses", "watch"),
     subnets("", "pods"),
+    webhook("", "secrets", "get", Scope::WebhookSecret),
+    webhook("", "secrets", "update", Scope::WebhookSecret),
+    webhook("", "secrets", "create", Scope::LeaseNamespace),
+    webhook(
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+        "get",
+        Scope::WebhookConfiguration,
+    ),
+    webhook(
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+        "patch",
+        Scope::WebhookConfiguration,
+    ),
     subnets("crd.k8s.amazonaws.com", "eniconfigs"),
     karpenter("karpenter.k8s.aws", "ec2nodeclasses", "patch"),
 ];

@@ -305,4 +305,7 @@ pub struct InstanceTypeStatus {
     pub max_pods: u32,
     /// Nodes whose `status.capacity.pods` equals the policy's maxPods.
     pub nodes_at_target: u32,
+    /// `warmPool.perInstanceType`: the warm env this type's aws-node pods are started with.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub warm_env: BTreeMap<String, String>,
 }

@@ -147,6 +147,10 @@ pub struct InstanceRecommendation {
     pub max_pods: u32,
     #[serde(rename = "kubeReservedMemoryMiB")]
     pub kube_reserved_memory_mib: u32,
+    /// `--per-instance-type`: the warm env this type's aws-node pods would start with
+    /// (`warmPool.perInstanceType`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_env: Option<BTreeMap<String, String>>,
 }
 
 /// The answer for a group of instance types (one launch template, one aws-node env).
@@ -397,6 +401,30 @@ fn group_env(
     Ok(env)
 }
 
+/// The warm-pool env a node of one instance type should start aws-node with, in a fleet whose
+/// `ENABLE_PREFIX_DELEGATION` is `prefix_delegation` (decided for the whole fleet, never per
+/// node): the group rules for a group of that one type, with `explicit` (per-type values) over
+/// the request's. Only the `WARM_*` / `MINIMUM_IP_TARGET` entries.
+pub fn warm_env_for_type(
+    request: &TuningRequest,
+    facts: &InstanceFacts<'_>,
+    prefix_delegation: bool,
+    explicit: Option<&WarmPoolTargets>,
+) -> Result<BTreeMap<String, String>, TuningError> {
+    let mut request = request.clone();
+    request.prefix_delegation = if prefix_delegation {
+        PrefixDelegationMode::Enabled
+    } else {
+        PrefixDelegationMode::Disabled
+    };
+    if let Some(explicit) = explicit {
+        request.warm_pool.explicit = explicit.or(request.warm_pool.explicit);
+    }
+    let mut env = recommend(&request, std::slice::from_ref(facts))?.env;
+    env.remove(ENABLE_PREFIX_DELEGATION);
+    Ok(env)
+}
+
 /// Recommends the aws-node env and maxPods for a group of instance types.
 pub fn recommend(
     request: &TuningRequest,
@@ -459,6 +487,7 @@ pub fn recommend(
             max_pods_ip_limit: plan.ip_limit,
             max_pods: plan.max_pods,
             kube_reserved_memory_mib: kube_reserved_memory_mib(plan.max_pods),
+            warm_env: None,
         });
     }
 

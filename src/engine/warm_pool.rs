@@ -69,7 +69,7 @@ pub struct WarmPoolTargets {
 
 impl WarmPoolTargets {
     /// `self`'s values where set, `base`'s elsewhere.
-    fn or(self, base: Self) -> Self {
+    pub fn or(self, base: Self) -> Self {
         Self {
             warm_eni_target: self.warm_eni_target.or(base.warm_eni_target),
             warm_ip_target: self.warm_ip_target.or(base.warm_ip_target),

@@ -55,6 +55,8 @@ pub struct Observed {
     pub rollouts: bool,
     /// Each policy's last subnet read (`spec.subnets`).
     pub subnets: subnets::SubnetCache,
+    /// The per-type warm env the aws-node pod webhook answers from (every replica).
+    pub warm_table: crate::plan::warm_table::SharedTable,
 }
 
 impl Observed {
@@ -71,6 +73,7 @@ impl Observed {
             catalog: InstanceCatalog::embedded(),
             rollouts: false,
             subnets: subnets::SubnetCache::default(),
+            warm_table: crate::plan::warm_table::SharedTable::default(),
         }
     }
 

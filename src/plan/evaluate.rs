@@ -205,7 +205,7 @@ pub(super) fn tuning_request(
             custom_networking: spec.custom_networking,
             security_groups_for_pods: spec.security_groups_for_pods,
         },
-        warm_pool: spec.warm_pool.into(),
+        warm_pool: (&spec.warm_pool).into(),
         max_pods: spec.max_pods.engine_policy(),
         max_pods_ceiling: spec.max_pods.ceiling,
     }
@@ -239,9 +239,31 @@ fn fill_from_recommendation(e: &mut Evaluated<'_>) {
                     .iter()
                     .filter(|c| **c == Some(rec.max_pods))
                     .count() as u32,
+                warm_env: BTreeMap::new(),
             }
         })
         .collect();
+    let warm = &e.input.spec.warm_pool;
+    if warm.per_instance_type {
+        for (status, facts) in e.plan.instance_types.iter_mut().zip(&e.facts) {
+            let explicit = warm
+                .instance_types
+                .get(facts.instance_type)
+                .map(|t| (*t).into());
+            match engine::warm_env_for_type(
+                &e.request,
+                facts,
+                rec.prefix_delegation,
+                explicit.as_ref(),
+            ) {
+                Ok(env) => status.warm_env = env,
+                Err(err) => e.plan.warnings.push(format!(
+                    "warmPool.instanceTypes[{}]: {err}",
+                    facts.instance_type
+                )),
+            }
+        }
+    }
 }
 
 /// Recomputes a losing policy's numbers under the cluster's prefix-delegation setting.

@@ -312,6 +312,7 @@ pub mod owner;
 mod readiness;
 pub mod rollouts;
 pub mod subnets;
+pub mod warm_table;
 
 pub use crate::engine::EnvChange;
 pub use eks_addon::{AddonFacts, AddonPlan, AddonWrite, CniTarget, UpdateFacts};

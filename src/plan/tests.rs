@@ -103,6 +103,7 @@ fn first_apply_sets_prefix_delegation_for_t3_medium() {
             max_pods_ip_limit: Some(242),
             max_pods: 110,
             nodes_at_target: 1,
+            warm_env: Default::default(),
         }]
     );
     assert!(condition(policy, "Ready").status);
