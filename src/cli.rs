@@ -165,6 +165,15 @@ pub struct RunArgs {
     )]
     pub webhook_cert_source: crate::webhook::server::CertSource,
 
+    /// How long a restarted node's new aws-node pod may take to be Ready before the rolling
+    /// restart (`warmPool.restartPods: Rolling`) stops (seconds).
+    #[arg(
+        long,
+        env = "VPC_CNI_TUNER_RESTART_READY_TIMEOUT_SECONDS",
+        default_value_t = 300
+    )]
+    pub restart_ready_timeout_seconds: u64,
+
     /// How often a rollout that runs or waits to start is looked at again (seconds).
     #[arg(
         long,

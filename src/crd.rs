@@ -24,7 +24,7 @@ pub use node_classes::{KarpenterSpec, NodeClassStatus};
 pub use status::{
     AwsNodeOwnerStatus, CniConfigStatus, EksAddonStatus, GroupRolloutStatus, HandoverStatus,
     InstanceTypeStatus, LaunchTemplateStatus, NodeNetworkPolicyStatus, SubnetHeadroom,
-    SubnetStatus, TemplateLauncherStatus,
+    SubnetStatus, TemplateLauncherStatus, WarmPoolRestartStatus,
 };
 
 /// What the operator should manage for the nodes a selector picks.
@@ -366,10 +366,23 @@ pub struct WarmPool {
     /// fleet's values, and `ENABLE_PREFIX_DELEGATION` stays the fleet's.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub per_instance_type: bool,
+    /// With `perInstanceType`, aws-node pods that run other warm values (they started before):
+    /// `Never` (reported only) or `Rolling` (restarted one node at a time, each new pod Ready
+    /// before the next; stops on a failure).
+    #[serde(default)]
+    pub restart_pods: RestartPods,
     /// With `perInstanceType`: explicit values for single instance types, over the ones above.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 256))]
     pub instance_types: BTreeMap<String, WarmTargets>,
+}
+
+/// What to do with aws-node pods that run other warm values than their node's type wants.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RestartPods {
+    #[default]
+    Never,
+    Rolling,
 }
 
 /// Explicit warm-pool values of one instance type.

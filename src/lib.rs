@@ -3,11 +3,11 @@
 //!
 //! Layout: [`instance`] (embedded instance-type facts), [`engine`] (formulas and recommendation),
 //! [`userdata`] (maxPods in node user data), [`eks_addon`] (the EKS add-on's
-//! configurationValues) and [`karpenter`] are the pure core, with no kube, AWS SDK or tokio
+//! configurationValues), [`karpenter`], [`rollout`] and [`subnet`] are the pure core, with no kube, AWS SDK or tokio
 //! imports, built even without the `operator` feature. With it (the default): [`crd`] (the API),
 //! [`aws`] (SDK adapters behind traits), [`plan`] (the pure decide step), then the reconcile
 //! pipeline [`observe`] -> [`plan`] -> [`apply`] -> [`report`], run by [`controller`]; and
-//! [`cli`], [`admin`], [`leader`], [`metrics`] and [`operator`] (wiring). Layers import only
+//! [`cli`], [`admin`], [`leader`], [`metrics`], [`webhook`] and [`operator`] (wiring). Layers import only
 //! downwards (README, Layout; checked by `tests/layers.rs`).
 
 #[cfg(feature = "operator")]
@@ -46,4 +46,5 @@ pub mod subnet;
 #[cfg(all(feature = "operator", any(test, feature = "test-util")))]
 pub mod testing;
 pub mod userdata;
+#[cfg(feature = "operator")]
 pub mod webhook;

@@ -100,6 +100,9 @@ fn context(
     Context::new(client, args.daemonset.clone(), leader_flag)
         .with_ec2_access(ec2)
         .with_karpenter(args.karpenter)
+        .with_restart_timeout(Duration::from_secs(
+            args.restart_ready_timeout_seconds.max(1),
+        ))
         .with_rollouts(
             args.rollouts,
             std::time::Duration::from_secs(args.rollout_follow_seconds.max(1)),

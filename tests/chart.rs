@@ -470,6 +470,7 @@ fn needed(
                 // `everything_on` (release vpc-cni-tuner) serves the webhook.
                 Scope::WebhookSecret => format!("ns {} name vpc-cni-tuner-webhook-tls", lease.0),
                 Scope::WebhookConfiguration => "cluster name vpc-cni-tuner-aws-node".to_owned(),
+                Scope::AwsNodeNamespace => format!("ns {}", daemonset.0),
             };
             (
                 call.group.to_owned(),

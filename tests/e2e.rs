@@ -1926,6 +1926,242 @@ async fn webhook_gives_each_aws_node_pod_the_warm_env_of_its_node_and_never_bloc
     );
 }
 
+/// An aws-node pod bound to `node` (as the scheduler leaves it), Ready, with `ds`'s container.
+async fn running_aws_node_pod(cluster: &Cluster, name: &str, node: &str, ds: &DaemonSet) {
+    bound_aws_node_pod(cluster, name, node, ds, true).await;
+}
+
+/// An aws-node pod bound to `node`, Ready or not.
+async fn bound_aws_node_pod(
+    cluster: &Cluster,
+    name: &str,
+    node: &str,
+    ds: &DaemonSet,
+    ready: bool,
+) {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(cluster.admin.clone(), "kube-system");
+    let container = container(ds, "aws-node");
+    let pod = json!({
+        "metadata": {"name": name, "labels": {"k8s-app": "aws-node"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "aws-node",
+                                 "uid": ds.metadata.uid, "controller": true}]},
+        "spec": {"nodeName": node,
+                 "containers": [{"name": "aws-node", "image": container.image, "env": container.env}]}
+    });
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(pod).unwrap(),
+    )
+    .await
+    .unwrap();
+    if !ready {
+        return;
+    }
+    pods.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}]}})),
+    )
+    .await
+    .unwrap();
+}
+
+/// The aws-node pods of `node` that are not being deleted.
+async fn live_pods_on(cluster: &Cluster, node: &str) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(cluster.admin.clone(), "kube-system");
+    pods.list(&ListParams::default().labels("k8s-app=aws-node"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_restart_rolls_aws_node_pods_one_node_at_a_time_and_stops_on_a_failure() {
+    let Some(cluster) = Cluster::start(json!({"webhook": {"enabled": true}})).await else {
+        return;
+    };
+    let ds = daemonsets(&cluster.admin).get("aws-node").await.unwrap();
+    for (node, instance_type) in [("big", "m5.24xlarge"), ("small", "t3.medium")] {
+        cluster
+            .node(
+                node,
+                json!({"pool": "mixed", "node.kubernetes.io/instance-type": instance_type}),
+            )
+            .await;
+        // Running since before the policy: the DaemonSet's old warm values.
+        running_aws_node_pod(&cluster, &format!("aws-node-{node}-old"), node, &ds).await;
+    }
+    let port = support::free_port();
+    let mut configuration = cluster
+        .rendered
+        .iter()
+        .find(|o| o["kind"] == "MutatingWebhookConfiguration")
+        .cloned()
+        .unwrap();
+    configuration["webhooks"][0]["clientConfig"] =
+        json!({"url": format!("https://127.0.0.1:{port}/mutate")});
+    let configurations: Api<
+        k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
+    > = Api::all(cluster.admin.clone());
+    configurations
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(configuration).unwrap(),
+        )
+        .await
+        .unwrap();
+    cluster
+        .policy(
+            "mixed",
+            json!({"nodeSelector": {"matchLabels": {"pool": "mixed"}},
+                   "prefixDelegation": "Disabled",
+                   "warmPool": {"profile": "ConserveIPs", "perInstanceType": true,
+                                "restartPods": "Rolling"}}),
+        )
+        .await;
+    let operator = cluster.operator_with(
+        "tuner-0",
+        &[],
+        &[
+            ("--webhook-addr", format!("127.0.0.1:{port}")),
+            ("--webhook-hosts", "127.0.0.1".to_owned()),
+            ("--restart-ready-timeout-seconds", "8".to_owned()),
+        ],
+    );
+    let ds = eventually("the fleet env", CONVERGE, &[&operator], || async {
+        let ds = daemonsets(&cluster.admin).get("aws-node").await.ok()?;
+        let env = container(&ds, "aws-node").env.unwrap_or_default();
+        env.iter()
+            .any(|e| e.name == "MINIMUM_IP_TARGET" && e.value.as_deref() == Some("5"))
+            .then_some(ds)
+    })
+    .await;
+    // The first node's pod is deleted; the other stays while its new pod is not Ready.
+    eventually("big restarted first", CONVERGE, &[&operator], || async {
+        live_pods_on(&cluster, "big").await.is_empty().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        live_pods_on(&cluster, "small").await.len(),
+        1,
+        "one node at a time"
+    );
+    let restart = cluster
+        .get_policy("mixed")
+        .await
+        .status
+        .unwrap()
+        .warm_pool_restart
+        .unwrap();
+    assert_eq!(
+        (restart.state.as_str(), restart.node.as_deref()),
+        ("Restarting", Some("big"))
+    );
+    let behind = |p: &NodeNetworkPolicy| -> Vec<Option<u32>> {
+        p.status
+            .as_ref()
+            .unwrap()
+            .instance_types
+            .iter()
+            .map(|t| t.nodes_with_other_warm_env)
+            .collect()
+    };
+    // The DaemonSet controller's part: a new pod (the webhook gives it big's values), Ready.
+    ensure_webhook_serves(&cluster, &ds, &operator).await;
+    running_aws_node_pod(&cluster, "aws-node-big-new", "big", &ds).await;
+    let new_big = &live_pods_on(&cluster, "big").await[0];
+    assert_eq!(
+        pod_env(new_big)
+            .get("MINIMUM_IP_TARGET")
+            .map(String::as_str),
+        Some("49")
+    );
+    eventually("small restarted next", CONVERGE, &[&operator], || async {
+        live_pods_on(&cluster, "small")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    running_aws_node_pod(&cluster, "aws-node-small-new", "small", &ds).await;
+    let policy = eventually("both restarted", CONVERGE, &[&operator], || async {
+        let p = cluster.get_policy("mixed").await;
+        let r = p.status.as_ref()?.warm_pool_restart.clone()?;
+        (r.state == "Idle" && r.restarted == 2).then_some(p)
+    })
+    .await;
+    assert_eq!(behind(&policy), vec![Some(0), Some(0)]);
+    cluster
+        .wait_for_event("mixed", "AwsNodePodRestarted", &[&operator])
+        .await;
+
+    // A node whose new pod never gets Ready stops the restarts, with an Event.
+    // Its pod predates the node in the operator's cache, so the webhook left it unchanged.
+    running_aws_node_pod(&cluster, "aws-node-late-old", "late", &ds).await;
+    cluster
+        .node(
+            "late",
+            json!({"pool": "mixed", "node.kubernetes.io/instance-type": "m5.24xlarge"}),
+        )
+        .await;
+    eventually("late restarted", CONVERGE, &[&operator], || async {
+        live_pods_on(&cluster, "late")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(cluster.admin.clone(), "kube-system");
+    let stuck = aws_node_pod(&cluster, "aws-node-late-new", "late", &ds).await;
+    pods.patch(
+        stuck.metadata.name.as_deref().unwrap(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"nodeName": null}})),
+    )
+    .await
+    .ok();
+    let failed = eventually("the restart failure", CONVERGE, &[&operator], || async {
+        let r = cluster
+            .get_policy("mixed")
+            .await
+            .status?
+            .warm_pool_restart?;
+        (r.state == "Failed").then_some(r)
+    })
+    .await;
+    assert!(failed.message.unwrap().contains("not Ready within 8s"));
+    cluster
+        .wait_for_event("mixed", "AwsNodeRestartFailed", &[&operator])
+        .await;
+}
+
+/// Waits until the webhook patches pods (its certificate is loaded and in caBundle).
+async fn ensure_webhook_serves(cluster: &Cluster, ds: &DaemonSet, operator: &Operator) {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(cluster.admin.clone(), "kube-system");
+    let mut n = 0;
+    eventually("the webhook serves", CONVERGE, &[operator], || {
+        n += 1;
+        let name = format!("probe-{n}");
+        let pods = pods.clone();
+        async move {
+            let p = aws_node_pod(cluster, &name, "big", ds).await;
+            pods.delete(&name, &Default::default()).await.ok();
+            (pod_env(&p).get("MINIMUM_IP_TARGET").map(String::as_str) == Some("49")).then_some(())
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn leader_election_only_the_leader_writes_and_the_other_takes_over() {
     let Some(cluster) = Cluster::start(json!({"replicaCount": 2})).await else {

@@ -45,6 +45,7 @@ fn run_args() -> vpc_cni_tuner::cli::RunArgs {
         karpenter: false,
         rollouts: false,
         rollout_follow_seconds: 30,
+        restart_ready_timeout_seconds: 300,
         webhook_addr: None,
         webhook_secret: "vpc-cni-tuner-webhook-tls".into(),
         webhook_configuration: None,

@@ -12,6 +12,7 @@ pub mod launch_templates;
 pub mod node_classes;
 mod rollouts;
 mod subnets;
+pub mod warm_pods;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,7 +59,10 @@ pub struct Outcomes {
     pub node_classes: Vec<(NodeClassWrite, NodeClassOutcome)>,
     /// Subnet reports by policy name (`spec.subnets`).
     pub subnets: BTreeMap<String, crate::plan::subnets::SubnetsReport>,
-    /// Subnet Events: policy, reason, whether a warning, note.
+    /// aws-node pods per policy with `warmPool.perInstanceType`: who runs other warm values,
+    /// and the rolling restart.
+    pub warm_pods: BTreeMap<String, warm_pods::WarmPodsReport>,
+    /// Subnet and restart Events: policy, reason, whether a warning, note.
     pub subnet_events: Vec<(String, &'static str, bool, String)>,
     /// Look again this soon (an EKS add-on update is being followed).
     pub requeue_after: Option<Duration>,
@@ -114,5 +118,14 @@ async fn apply_all(
         outcomes.requeue_after = Some(outcomes.requeue_after.map_or(follow, |d| d.min(follow)));
     }
     (outcomes.subnets, outcomes.subnet_events) = subnets::apply(w, policies, plan).await;
+    let (warm, restarting) = warm_pods::apply(w, policies, plan).await;
+    outcomes.warm_pods = warm;
+    for report in outcomes.warm_pods.values_mut() {
+        outcomes.subnet_events.append(&mut report.events);
+    }
+    if restarting {
+        let soon = Duration::from_secs(2);
+        outcomes.requeue_after = Some(outcomes.requeue_after.map_or(soon, |d| d.min(soon)));
+    }
     node_classes::apply(w, plan, &mut outcomes.node_classes).await
 }

@@ -116,6 +116,12 @@ impl Context {
         self
     }
 
+    /// `--restart-ready-timeout-seconds`.
+    pub fn with_restart_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.observed.restart_timeout = timeout;
+        self
+    }
+
     /// `--karpenter`: the operator may watch NodePools and EC2NodeClasses and patch the latter.
     pub fn with_karpenter(mut self, enabled: bool) -> Self {
         self.observed.karpenter.enabled = enabled;

@@ -21,6 +21,9 @@ pub enum Scope {
     WebhookSecret,
     /// The webhook's MutatingWebhookConfiguration: `resourceNames: [--webhook-configuration]`.
     WebhookConfiguration,
+    /// The managed DaemonSet's namespace, any name: its pods (the admission policy holds
+    /// deletes to aws-node pods).
+    AwsNodeNamespace,
 }
 
 /// One Kubernetes API call the controller makes.
@@ -153,6 +156,9 @@ pub const API_CALLS: &[ApiCall] = &[
     karpenter("karpenter.k8s.aws", "ec2nodeclasses", "list"),
     karpenter("karpenter.k8s.aws", "ec2nodeclasses", "watch"),
     subnets("", "pods"),
+    webhook("", "pods", "list", Scope::AwsNodeNamespace),
+    webhook("", "pods", "watch", Scope::AwsNodeNamespace),
+    webhook("", "pods", "delete", Scope::AwsNodeNamespace),
     webhook("", "secrets", "get", Scope::WebhookSecret),
     webhook("", "secrets", "update", Scope::WebhookSecret),
     webhook("", "secrets", "create", Scope::LeaseNamespace),

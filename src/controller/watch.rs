@@ -94,17 +94,7 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
             _ = tokio::time::sleep(config.debounce) => {}
             _ = shutdown.changed() => break,
         }
-        if !ctx.observed().karpenter.started.load(Ordering::Acquire)
-            && ctx.observed().policies.is_ready()
-            && karpenter::wanted(ctx.observed())
-        {
-            info!("a policy lists Karpenter EC2NodeClasses: watching NodePools and EC2NodeClasses");
-            ctx.observed()
-                .karpenter
-                .started
-                .store(true, Ordering::Release);
-            watchers.extend(watch_karpenter(&ctx, &trigger));
-        }
+        start_wanted_watches(&ctx, &trigger, &mut watchers);
         if !ctx.caches_ready() {
             continue;
         }
@@ -133,6 +123,42 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
         task.abort();
     }
     info!("controller stopped");
+}
+
+/// Starts the watches only some policies need, once one does: Karpenter's NodePools and
+/// EC2NodeClasses, and the aws-node pods.
+fn start_wanted_watches(
+    ctx: &Arc<Context>,
+    trigger: &Arc<Notify>,
+    watchers: &mut Vec<JoinHandle<()>>,
+) {
+    let (ctx, trigger) = (ctx.clone(), trigger.clone());
+    if !ctx.observed().karpenter.started.load(Ordering::Acquire)
+        && ctx.observed().policies.is_ready()
+        && karpenter::wanted(ctx.observed())
+    {
+        info!("a policy lists Karpenter EC2NodeClasses: watching NodePools and EC2NodeClasses");
+        ctx.observed()
+            .karpenter
+            .started
+            .store(true, Ordering::Release);
+        watchers.extend(watch_karpenter(&ctx, &trigger));
+    }
+    if !ctx.observed().aws_node_pods_started.load(Ordering::Acquire)
+        && ctx.observed().policies.is_ready()
+        && ctx
+            .observed()
+            .policies
+            .snapshot()
+            .iter()
+            .any(|(_, p)| p.spec.warm_pool.per_instance_type)
+    {
+        info!("a policy sets warmPool.perInstanceType: watching the aws-node pods");
+        ctx.observed()
+            .aws_node_pods_started
+            .store(true, Ordering::Release);
+        watchers.push(watch_aws_node_pods(&ctx, &trigger));
+    }
 }
 
 /// The NodePool and EC2NodeClass watches. A list that fails because a CRD is missing or RBAC
@@ -200,6 +226,29 @@ fn watch_karpenter(ctx: &Arc<Context>, trigger: &Arc<Notify>) -> Vec<JoinHandle<
             .await
         }),
     ]
+}
+
+/// The managed DaemonSet's pods (label `k8s-app=aws-node` in its namespace), for the warm env
+/// they run with and the rolling restart.
+fn watch_aws_node_pods(ctx: &Arc<Context>, trigger: &Arc<Notify>) -> JoinHandle<()> {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(ctx.client().clone(), &ctx.observed().managed.namespace);
+    let config = watcher::Config::default().labels("k8s-app=aws-node");
+    let (c, t) = (ctx.clone(), trigger.clone());
+    tokio::spawn(async move {
+        feed(
+            pods,
+            config,
+            &t,
+            |e| {
+                c.observed()
+                    .aws_node_pods
+                    .apply(e, crate::observe::facts::aws_node_pod_facts)
+            },
+            |_| false,
+        )
+        .await
+    })
 }
 
 /// Resolves when `leader` turns true, if it was not (the lease task flips it; polling a flag

@@ -49,6 +49,9 @@ pub struct NodeNetworkPolicyStatus {
     /// Where the aws-node env is written: the DaemonSet, or the EKS add-on's configurationValues.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni_config: Option<CniConfigStatus>,
+    /// The rolling restart of aws-node pods (`warmPool.restartPods: Rolling`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_pool_restart: Option<WarmPoolRestartStatus>,
     /// The subnets the fleet's pods draw from (`spec.subnets`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subnets: Vec<SubnetStatus>,
@@ -308,4 +311,26 @@ pub struct InstanceTypeStatus {
     /// `warmPool.perInstanceType`: the warm env this type's aws-node pods are started with.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub warm_env: BTreeMap<String, String>,
+    /// `warmPool.perInstanceType`: nodes of this type whose running aws-node pod has other
+    /// warm values (it started before); a restart gives it `warmEnv`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes_with_other_warm_env: Option<u32>,
+}
+
+/// The rolling restart of aws-node pods (`warmPool.restartPods: Rolling`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmPoolRestartStatus {
+    /// `Idle` (nothing to restart), `Restarting` (waiting for a node's new pod to be Ready),
+    /// `Waiting` (an aws-node pod is not Ready; no restart meanwhile) or `Failed`.
+    pub state: String,
+    /// The node being restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Pods restarted so far by this operator.
+    pub restarted: u32,
+    /// Nodes still running other warm values.
+    pub remaining: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }

@@ -43,6 +43,15 @@ pub const MANAGED_ENV_VARS: [&str; 5] = [
     WARM_PREFIX_TARGET,
 ];
 
+/// The warm-pool entries that may differ per node (`warmPool.perInstanceType`): all of
+/// [`MANAGED_ENV_VARS`] but prefix delegation.
+pub const PER_NODE_ENV_VARS: [&str; 4] = [
+    WARM_ENI_TARGET,
+    WARM_IP_TARGET,
+    MINIMUM_IP_TARGET,
+    WARM_PREFIX_TARGET,
+];
+
 /// The burst bounds of `conserve-ips` (see the module docs).
 const CONSERVE_BURST_MIN: u32 = 2;
 const CONSERVE_BURST_MAX: u32 = 8;

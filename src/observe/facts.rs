@@ -12,6 +12,33 @@ use crate::plan::{AwsNodeFacts, EnvEntry, FieldManager, NodeFacts, OwnerMetadata
 /// The container in the aws-node DaemonSet whose env the operator manages.
 pub(crate) const AWS_NODE_CONTAINER: &str = "aws-node";
 
+/// An aws-node pod: its node, readiness and the aws-node container's warm entries.
+pub fn aws_node_pod_facts(pod: &k8s_openapi::api::core::v1::Pod) -> crate::plan::AwsNodePodFacts {
+    let warm_env = pod
+        .spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .filter(|c| c.name == AWS_NODE_CONTAINER)
+        .flat_map(|c| c.env.iter().flatten())
+        .filter(|e| crate::engine::warm_pool::PER_NODE_ENV_VARS.contains(&e.name.as_str()))
+        .filter_map(|e| {
+            let value = e.value.as_deref().filter(|v| !v.is_empty())?;
+            Some((e.name.clone(), value.to_owned()))
+        })
+        .collect();
+    crate::plan::AwsNodePodFacts {
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        ready: pod
+            .status
+            .iter()
+            .flat_map(|s| s.conditions.iter().flatten())
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+        warm_env,
+    }
+}
+
 /// A Node's labels, `status.capacity.pods`, EC2 instance id and readiness; the watch never parses the rest
 /// ([`NodeView`]).
 pub fn node_facts(node: &NodeView) -> NodeFacts {

@@ -12,6 +12,7 @@ pub mod instance_types;
 pub mod launch_templates;
 pub mod node_classes;
 pub mod node_view;
+pub mod restarts;
 pub mod subnets;
 
 use std::collections::BTreeMap;
@@ -57,6 +58,14 @@ pub struct Observed {
     pub subnets: subnets::SubnetCache,
     /// The per-type warm env the aws-node pod webhook answers from (every replica).
     pub warm_table: crate::plan::warm_table::SharedTable,
+    /// The managed DaemonSet's pods (`k8s-app=aws-node`), watched once a policy sets
+    /// `warmPool.perInstanceType`.
+    pub aws_node_pods: ProjectedCache<crate::plan::AwsNodePodFacts>,
+    pub aws_node_pods_started: std::sync::atomic::AtomicBool,
+    /// Each policy's rolling restart of aws-node pods.
+    pub warm_restarts: std::sync::Mutex<std::collections::HashMap<String, restarts::Restart>>,
+    /// How long a restarted node's new aws-node pod may take to be Ready.
+    pub restart_timeout: std::time::Duration,
 }
 
 impl Observed {
@@ -74,6 +83,10 @@ impl Observed {
             rollouts: false,
             subnets: subnets::SubnetCache::default(),
             warm_table: crate::plan::warm_table::SharedTable::default(),
+            aws_node_pods: ProjectedCache::default(),
+            aws_node_pods_started: std::sync::atomic::AtomicBool::new(false),
+            warm_restarts: std::sync::Mutex::default(),
+            restart_timeout: std::time::Duration::from_secs(300),
         }
     }
 

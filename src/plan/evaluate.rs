@@ -240,6 +240,7 @@ fn fill_from_recommendation(e: &mut Evaluated<'_>) {
                     .filter(|c| **c == Some(rec.max_pods))
                     .count() as u32,
                 warm_env: BTreeMap::new(),
+                nodes_with_other_warm_env: None,
             }
         })
         .collect();

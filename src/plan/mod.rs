@@ -107,6 +107,19 @@ pub struct EnvEntry {
     pub from_source: bool,
 }
 
+/// An aws-node pod as the restart step needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AwsNodePodFacts {
+    pub uid: String,
+    pub node: Option<String>,
+    /// Its `Ready` condition is `True`.
+    pub ready: bool,
+    /// Being deleted.
+    pub terminating: bool,
+    /// The aws-node container's literal warm entries (`""` left out: unset).
+    pub warm_env: BTreeMap<String, String>,
+}
+
 /// What the plan needs of the aws-node DaemonSet.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AwsNodeFacts {
@@ -258,6 +271,8 @@ pub struct PolicyPlan {
     pub cni_config: Option<crate::crd::CniConfigStatus>,
     /// The subnets (`spec.subnets`), filled in by the apply step.
     pub subnets: Option<subnets::SubnetsReport>,
+    /// The rolling restart of aws-node pods, filled in by the apply step.
+    pub warm_pool_restart: Option<crate::crd::WarmPoolRestartStatus>,
 }
 
 /// The whole decision.

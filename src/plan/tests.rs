@@ -104,6 +104,7 @@ fn first_apply_sets_prefix_delegation_for_t3_medium() {
             max_pods: 110,
             nodes_at_target: 1,
             warm_env: Default::default(),
+            nodes_with_other_warm_env: None,
         }]
     );
     assert!(condition(policy, "Ready").status);

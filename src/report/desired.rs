@@ -63,6 +63,12 @@ pub(crate) fn with_outcomes(
     if let Some(subnets) = outcomes.subnets.get(name) {
         p.subnets = Some(subnets.clone());
     }
+    if let Some(pods) = outcomes.warm_pods.get(name) {
+        for t in &mut p.instance_types {
+            t.nodes_with_other_warm_env = pods.behind.get(&t.instance_type).copied();
+        }
+        p.warm_pool_restart = pods.restart.clone();
+    }
     if let Some(report) = p.karpenter.as_mut() {
         for (write, outcome) in &outcomes.node_classes {
             if let (NodeClassOutcome::Refused(message), true) = (outcome, write.policy == name) {
@@ -169,6 +175,7 @@ pub fn desired_status(
             .map(|k| k.statuses.clone())
             .unwrap_or_default(),
         cni_config: plan.cni_config.clone(),
+        warm_pool_restart: plan.warm_pool_restart.clone(),
         subnets: plan
             .subnets
             .as_ref()

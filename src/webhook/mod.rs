@@ -23,20 +23,12 @@ use k8s_openapi::api::core::v1::{Container, EnvVar, Pod};
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use serde_json::{Value, json};
 
-use crate::engine::warm_pool::{
-    ENABLE_PREFIX_DELEGATION, MINIMUM_IP_TARGET, WARM_ENI_TARGET, WARM_IP_TARGET,
-    WARM_PREFIX_TARGET,
-};
+use crate::engine::warm_pool::ENABLE_PREFIX_DELEGATION;
 use crate::plan::NodeFacts;
 pub use crate::plan::warm_table::{SharedTable, WarmEntry, WarmTable};
 
 /// The env entries the webhook may set.
-pub const WEBHOOK_ENV_VARS: [&str; 4] = [
-    WARM_ENI_TARGET,
-    WARM_IP_TARGET,
-    MINIMUM_IP_TARGET,
-    WARM_PREFIX_TARGET,
-];
+pub const WEBHOOK_ENV_VARS: [&str; 4] = crate::engine::warm_pool::PER_NODE_ENV_VARS;
 
 /// The container whose env is patched.
 const AWS_NODE: &str = "aws-node";

@@ -105,6 +105,7 @@ pub fn permitting(access: &Access, names: &Names) -> Option<&'static ApiCall> {
                 Scope::DefaultNamespace => ns == Some("default"),
                 // The mocked-API tests run no webhook.
                 Scope::WebhookSecret | Scope::WebhookConfiguration => false,
+                Scope::AwsNodeNamespace => ns == Some(names.daemonset.0),
             }
     })
 }
