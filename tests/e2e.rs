@@ -70,6 +70,66 @@ impl Cluster {
         .await
     }
 
+    /// An m5.large Node of pool `pool` running EC2 instance `instance` (its `providerID`).
+    async fn ec2_node(&self, name: &str, pool: &str, instance: &str) {
+        let nodes: Api<Node> = Api::all(self.admin.clone());
+        let node = json!({
+            "metadata": {"name": name, "labels":
+                {"pool": pool, "node.kubernetes.io/instance-type": "m5.large"}},
+            "spec": {"providerID": format!("aws:///us-east-1a/{instance}")}
+        });
+        nodes
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(node).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The chart configured for EC2 at `moto`, with rollouts on.
+    async fn start_with_rollouts(moto: &support::MotoServer) -> Option<Self> {
+        Self::start(json!({
+            "aws": {"region": "us-east-1", "ec2EndpointUrl": moto.endpoint()},
+            "rollout": {"enabled": true}
+        }))
+        .await
+    }
+
+    /// The chart's webhook configuration, pointed at `https://127.0.0.1:PORT/mutate` (the
+    /// chart points it at its Service), created as an admin; its API.
+    async fn webhook_configuration(
+        &self,
+        port: u16,
+    ) -> Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> {
+        let mut configuration = self
+            .rendered
+            .iter()
+            .find(|o| o["kind"] == "MutatingWebhookConfiguration")
+            .cloned()
+            .expect("the chart renders the webhook configuration");
+        configuration["webhooks"][0]["clientConfig"] =
+            json!({"url": format!("https://127.0.0.1:{port}/mutate")});
+        let api = Api::all(self.admin.clone());
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_value(configuration).unwrap(),
+        )
+        .await
+        .unwrap();
+        api
+    }
+
+    /// The operator serving the webhook on 127.0.0.1:`port`, with `flags` besides.
+    fn webhook_operator(&self, name: &str, port: u16, flags: &[(&str, String)]) -> Operator {
+        let mut all = vec![
+            ("--webhook-addr", format!("127.0.0.1:{port}")),
+            ("--webhook-hosts", "127.0.0.1".to_owned()),
+        ];
+        all.extend(flags.iter().cloned());
+        self.operator_with(name, &[], &all)
+    }
+
     /// aws-node created by `aws_node_manager` (`helm` for a self-managed VPC CNI); `eks` applies
     /// it server-side, as EKS does.
     async fn start_with(values: Value, aws_node_manager: &str) -> Option<Self> {
@@ -833,19 +893,8 @@ async fn launch_templates_sync_through_the_binary_and_live_lookup() {
         .instance_id()
         .unwrap()
         .to_owned();
+    cluster.ec2_node("gpu-1", "gpu", &instance).await;
     let nodes: Api<Node> = Api::all(cluster.admin.clone());
-    nodes
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "gpu-1", "labels":
-                    {"pool": "gpu", "node.kubernetes.io/instance-type": "m5.large"}},
-                "spec": {"providerID": format!("aws:///us-east-1a/{instance}")}
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
     nodes
         .patch_status(
             "gpu-1",
@@ -1131,12 +1180,7 @@ fn rollout_env(moto: &support::MotoServer) -> Vec<(&'static str, String)> {
 async fn rollout_rolls_one_group_at_a_time_and_starts_nothing_twice_across_a_restart() {
     let scratch = tempfile::tempdir().unwrap();
     let moto = support::MotoServer::start_with_rollouts(&json!({"seconds": 2}), scratch.path());
-    let Some(cluster) = Cluster::start(json!({
-        "aws": {"region": "us-east-1", "ec2EndpointUrl": moto.endpoint()},
-        "rollout": {"enabled": true}
-    }))
-    .await
-    else {
+    let Some(cluster) = Cluster::start_with_rollouts(&moto).await else {
         return;
     };
     let template = rollout_fleet(
@@ -1275,12 +1319,7 @@ async fn rollout_leaves_an_updating_group_alone_and_stops_after_a_failure() {
         &json!({"seconds": 1, "hold": ["ng-x"], "fail": {"ng-x": EVICTION}}),
         scratch.path(),
     );
-    let Some(cluster) = Cluster::start(json!({
-        "aws": {"region": "us-east-1", "ec2EndpointUrl": moto.endpoint()},
-        "rollout": {"enabled": true}
-    }))
-    .await
-    else {
+    let Some(cluster) = Cluster::start_with_rollouts(&moto).await else {
         return;
     };
     let template =
@@ -1353,12 +1392,7 @@ async fn rollout_in_dry_run_starts_nothing_and_says_what_it_would_do() {
     use support::launch_templates::versions;
     let scratch = tempfile::tempdir().unwrap();
     let moto = support::MotoServer::start_with_rollouts(&json!({"seconds": 1}), scratch.path());
-    let Some(cluster) = Cluster::start(json!({
-        "aws": {"region": "us-east-1", "ec2EndpointUrl": moto.endpoint()},
-        "rollout": {"enabled": true}
-    }))
-    .await
-    else {
+    let Some(cluster) = Cluster::start_with_rollouts(&moto).await else {
         return;
     };
     let template = rollout_fleet(
@@ -1500,19 +1534,7 @@ async fn subnets_report_fragmentation_headroom_and_reserve_prefixes_once() {
             .unwrap();
     }
     let instance_id = instance.instance_id().unwrap().to_owned();
-    let nodes: Api<Node> = Api::all(cluster.admin.clone());
-    nodes
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({
-                "metadata": {"name": "n-1", "labels":
-                    {"pool": "fleet", "node.kubernetes.io/instance-type": "m5.large"}},
-                "spec": {"providerID": format!("aws:///us-east-1a/{instance_id}")}
-            }))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    cluster.ec2_node("n-1", "fleet", &instance_id).await;
     // Two pods run there (one host-network pod does not count).
     let pods: Api<k8s_openapi::api::core::v1::Pod> =
         Api::namespaced(cluster.admin.clone(), "default");
@@ -1727,32 +1749,8 @@ async fn webhook_gives_each_aws_node_pod_the_warm_env_of_its_node_and_never_bloc
     // The chart's webhook configuration, pointed at the operator's loopback address (the chart
     // points it at its Service), applied before the operator so its first pass sets caBundle.
     let port = support::free_port();
-    let mut configuration = cluster
-        .rendered
-        .iter()
-        .find(|o| o["kind"] == "MutatingWebhookConfiguration")
-        .cloned()
-        .expect("the chart renders the webhook configuration");
-    configuration["webhooks"][0]["clientConfig"] =
-        json!({"url": format!("https://127.0.0.1:{port}/mutate")});
-    let configurations: Api<
-        k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
-    > = Api::all(cluster.admin.clone());
-    configurations
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(configuration).unwrap(),
-        )
-        .await
-        .unwrap();
-    let mut operator = cluster.operator_with(
-        "tuner-0",
-        &[],
-        &[
-            ("--webhook-addr", format!("127.0.0.1:{port}")),
-            ("--webhook-hosts", "127.0.0.1".to_owned()),
-        ],
-    );
+    let configurations = cluster.webhook_configuration(port).await;
+    let mut operator = cluster.webhook_operator("tuner-0", port, &[]);
     let policy = eventually("per-type warm env", CONVERGE, &[&operator], || async {
         let p = cluster.get_policy("mixed").await;
         let types = &p.status.as_ref()?.instance_types;
@@ -1896,14 +1894,7 @@ async fn webhook_gives_each_aws_node_pod_the_warm_env_of_its_node_and_never_bloc
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(cluster.admin.clone(), NS);
     let before = secrets.get("vpc-cni-tuner-webhook-tls").await.unwrap();
-    let again = cluster.operator_with(
-        "tuner-1",
-        &[],
-        &[
-            ("--webhook-addr", format!("127.0.0.1:{port}")),
-            ("--webhook-hosts", "127.0.0.1".to_owned()),
-        ],
-    );
+    let again = cluster.webhook_operator("tuner-1", port, &[]);
     let patched = eventually("served again", CONVERGE, &[&again], || async {
         let p = aws_node_pod(
             &cluster,
@@ -1999,24 +1990,7 @@ async fn webhook_restart_rolls_aws_node_pods_one_node_at_a_time_and_stops_on_a_f
         running_aws_node_pod(&cluster, &format!("aws-node-{node}-old"), node, &ds).await;
     }
     let port = support::free_port();
-    let mut configuration = cluster
-        .rendered
-        .iter()
-        .find(|o| o["kind"] == "MutatingWebhookConfiguration")
-        .cloned()
-        .unwrap();
-    configuration["webhooks"][0]["clientConfig"] =
-        json!({"url": format!("https://127.0.0.1:{port}/mutate")});
-    let configurations: Api<
-        k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
-    > = Api::all(cluster.admin.clone());
-    configurations
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(configuration).unwrap(),
-        )
-        .await
-        .unwrap();
+    cluster.webhook_configuration(port).await;
     cluster
         .policy(
             "mixed",
@@ -2026,14 +2000,10 @@ async fn webhook_restart_rolls_aws_node_pods_one_node_at_a_time_and_stops_on_a_f
                                 "restartPods": "Rolling"}}),
         )
         .await;
-    let operator = cluster.operator_with(
+    let operator = cluster.webhook_operator(
         "tuner-0",
-        &[],
-        &[
-            ("--webhook-addr", format!("127.0.0.1:{port}")),
-            ("--webhook-hosts", "127.0.0.1".to_owned()),
-            ("--restart-ready-timeout-seconds", "8".to_owned()),
-        ],
+        port,
+        &[("--restart-ready-timeout-seconds", "8".to_owned())],
     );
     let ds = eventually("the fleet env", CONVERGE, &[&operator], || async {
         let ds = daemonsets(&cluster.admin).get("aws-node").await.ok()?;

@@ -64,16 +64,9 @@ const fn call(
 }
 
 const fn subnets(group: &'static str, resource: &'static str) -> ApiCall {
-    ApiCall {
-        group,
-        resource,
-        verb: "list",
-        scope: Scope::Cluster,
-        leader_election_only: false,
-        karpenter_only: false,
-        subnets_only: true,
-        webhook_only: false,
-    }
+    let mut c = call(group, resource, "list", Scope::Cluster);
+    c.subnets_only = true;
+    c
 }
 
 const fn webhook(
@@ -82,42 +75,21 @@ const fn webhook(
     verb: &'static str,
     scope: Scope,
 ) -> ApiCall {
-    ApiCall {
-        group,
-        resource,
-        verb,
-        scope,
-        leader_election_only: false,
-        karpenter_only: false,
-        subnets_only: false,
-        webhook_only: true,
-    }
+    let mut c = call(group, resource, verb, scope);
+    c.webhook_only = true;
+    c
 }
 
 const fn lease(verb: &'static str, scope: Scope) -> ApiCall {
-    ApiCall {
-        group: "coordination.k8s.io",
-        resource: "leases",
-        verb,
-        scope,
-        leader_election_only: true,
-        karpenter_only: false,
-        subnets_only: false,
-        webhook_only: false,
-    }
+    let mut c = call("coordination.k8s.io", "leases", verb, scope);
+    c.leader_election_only = true;
+    c
 }
 
 const fn karpenter(group: &'static str, resource: &'static str, verb: &'static str) -> ApiCall {
-    ApiCall {
-        group,
-        resource,
-        verb,
-        scope: Scope::Cluster,
-        leader_election_only: false,
-        karpenter_only: true,
-        subnets_only: false,
-        webhook_only: false,
-    }
+    let mut c = call(group, resource, verb, Scope::Cluster);
+    c.karpenter_only = true;
+    c
 }
 
 /// Every Kubernetes API call the controller makes: the whole RBAC an install needs. The mocked-API

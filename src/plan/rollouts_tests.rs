@@ -11,14 +11,7 @@ const GATE: RolloutGate = RolloutGate {
 
 fn group(kind: LauncherKind, name: &str, version: &str) -> GroupFacts {
     GroupFacts {
-        launcher: Launcher {
-            kind,
-            name: name.to_owned(),
-            version: Some(version.to_owned()),
-            busy: None,
-            instances: Vec::new(),
-            mixed_instances: false,
-        },
+        launcher: crate::testing::launcher(kind, name, version),
         nodes: 2,
         nodes_behind: 2,
         not_ready: 0,
