@@ -38,7 +38,10 @@ pub async fn apply(
 ) -> (BTreeMap<String, WarmPodsReport>, bool) {
     let mut reports = BTreeMap::new();
     let mut following = false;
-    if !w.observed.aws_node_pods.is_ready() {
+    // Node names are copied for the policies that need them only: at 100,000 nodes that is
+    // megabytes a reconcile.
+    let wanted = policies.iter().any(|p| p.spec.warm_pool.per_instance_type);
+    if !wanted || !w.observed.aws_node_pods.is_ready() {
         return (reports, false);
     }
     let pods = pods_by_node(w);
