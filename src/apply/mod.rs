@@ -62,8 +62,9 @@ pub struct Outcomes {
     /// aws-node pods per policy with `warmPool.perInstanceType`: who runs other warm values,
     /// and the rolling restart.
     pub warm_pods: BTreeMap<String, warm_pods::WarmPodsReport>,
-    /// Subnet and restart Events: policy, reason, whether a warning, note.
-    pub subnet_events: Vec<(String, &'static str, bool, String)>,
+    /// Events of the subnet and aws-node restart steps: policy, reason, whether a warning,
+    /// note.
+    pub policy_events: Vec<(String, &'static str, bool, String)>,
     /// Look again this soon (an EKS add-on update is being followed).
     pub requeue_after: Option<Duration>,
 }
@@ -117,11 +118,11 @@ async fn apply_all(
         let follow = w.observed.template_syncs.follow_interval();
         outcomes.requeue_after = Some(outcomes.requeue_after.map_or(follow, |d| d.min(follow)));
     }
-    (outcomes.subnets, outcomes.subnet_events) = subnets::apply(w, policies, plan).await;
+    (outcomes.subnets, outcomes.policy_events) = subnets::apply(w, policies, plan).await;
     let (warm, restarting) = warm_pods::apply(w, policies, plan).await;
     outcomes.warm_pods = warm;
     for report in outcomes.warm_pods.values_mut() {
-        outcomes.subnet_events.append(&mut report.events);
+        outcomes.policy_events.append(&mut report.events);
     }
     if restarting {
         let soon = Duration::from_secs(2);

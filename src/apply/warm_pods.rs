@@ -132,16 +132,6 @@ fn pods_by_node(w: &Writer<'_>) -> BTreeMap<String, AwsNodePodFacts> {
     by_node
 }
 
-/// The name of the cached aws-node pod with `uid`.
-fn pod_name_of(w: &Writer<'_>, uid: &str) -> Option<String> {
-    w.observed
-        .aws_node_pods
-        .snapshot()
-        .into_iter()
-        .find(|(_, p)| p.uid == uid)
-        .map(|(key, _)| key.rsplit('/').next().unwrap_or(&key).to_owned())
-}
-
 /// Deletes aws-node pod `name` if it still is the pod with `uid`.
 async fn delete(w: &Writer<'_>, name: &str, uid: &str) -> Result<(), kube::Error> {
     let api: Api<Pod> = Api::namespaced(w.client.clone(), &w.observed.managed.namespace);
@@ -251,13 +241,11 @@ async fn restart(
         let message = format!("the aws-node pod on node {node} is not Ready: no restart meanwhile");
         return (status("Waiting", Some(node), &state, Some(message)), true);
     }
-    let found = pods
-        .get(next)
-        .and_then(|p| Some((p, pod_name_of(w, &p.uid)?)));
-    let Some((pod, pod_name)) = found else {
+    let Some(pod) = pods.get(next) else {
         return (status("Idle", None, &state, None), false);
     };
-    match delete(w, &pod_name, &pod.uid).await {
+    let pod_name = &pod.name;
+    match delete(w, pod_name, &pod.uid).await {
         Ok(_) => {
             w.count_write("aws_node_pod");
             state.waiting_for = Some((next.clone(), pod.uid.clone(), Instant::now()));

@@ -7,7 +7,7 @@
 
 use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
 
-use super::{Ec2Error, sdk_error_parts};
+use super::Ec2Error;
 use crate::rollout::{Launcher, LauncherKind, UpdateProgress, UpdateState};
 
 /// The Auto Scaling and EKS clients of one region.
@@ -46,7 +46,7 @@ impl LauncherClients {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| api_error(OP, sdk_error_parts(&e)))?;
+            let page = page.map_err(|e| Ec2Error::from_sdk(OP, e))?;
             for group in page.auto_scaling_groups() {
                 let mixed = group
                     .mixed_instances_policy()
@@ -88,7 +88,7 @@ impl LauncherClients {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| api_error("ListNodegroups", sdk_error_parts(&e)))?;
+            let page = page.map_err(|e| Ec2Error::from_sdk("ListNodegroups", e))?;
             names.extend(page.nodegroups().iter().cloned());
         }
         let mut found = Vec::new();
@@ -100,7 +100,7 @@ impl LauncherClients {
                 .nodegroup_name(&name)
                 .send()
                 .await
-                .map_err(|e| api_error("DescribeNodegroup", sdk_error_parts(&e)))?;
+                .map_err(|e| Ec2Error::from_sdk("DescribeNodegroup", e))?;
             let Some(group) = answer.nodegroup() else {
                 continue;
             };
@@ -144,7 +144,7 @@ impl LauncherClients {
             )
             .send()
             .await
-            .map_err(|e| api_error(OP, sdk_error_parts(&e)))?;
+            .map_err(|e| Ec2Error::from_sdk(OP, e))?;
         answer
             .update()
             .and_then(|u| u.id())
@@ -168,7 +168,7 @@ impl LauncherClients {
             .update_id(id)
             .send()
             .await
-            .map_err(|e| api_error(OP, sdk_error_parts(&e)))?;
+            .map_err(|e| Ec2Error::from_sdk(OP, e))?;
         let update = answer.update().ok_or_else(|| no_id(OP))?;
         let status = update
             .status()
@@ -231,7 +231,7 @@ impl LauncherClients {
             )
             .send()
             .await
-            .map_err(|e| api_error(OP, sdk_error_parts(&e)))?;
+            .map_err(|e| Ec2Error::from_sdk(OP, e))?;
         answer
             .instance_refresh_id()
             .map(str::to_owned)
@@ -254,7 +254,7 @@ impl LauncherClients {
             .max_records(10)
             .send()
             .await
-            .map_err(|e| api_error(OP, sdk_error_parts(&e)))?;
+            .map_err(|e| Ec2Error::from_sdk(OP, e))?;
         Ok(answer
             .instance_refreshes()
             .iter()
@@ -274,17 +274,6 @@ impl LauncherClients {
 
 fn launches(spec: &LaunchTemplateSpecification, template_id: &str) -> bool {
     spec.launch_template_id() == Some(template_id)
-}
-
-fn api_error(
-    operation: &'static str,
-    (code, message, _): (String, String, Option<u16>),
-) -> Ec2Error {
-    Ec2Error::Api {
-        operation,
-        code,
-        message,
-    }
 }
 
 fn no_id(operation: &'static str) -> Ec2Error {

@@ -27,6 +27,7 @@ pub fn aws_node_pod_facts(pod: &k8s_openapi::api::core::v1::Pod) -> crate::plan:
         })
         .collect();
     crate::plan::AwsNodePodFacts {
+        name: pod.metadata.name.clone().unwrap_or_default(),
         uid: pod.metadata.uid.clone().unwrap_or_default(),
         node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
         ready: pod

@@ -110,6 +110,7 @@ pub struct EnvEntry {
 /// An aws-node pod as the restart step needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AwsNodePodFacts {
+    pub name: String,
     pub uid: String,
     pub node: Option<String>,
     /// Its `Ready` condition is `True`.

@@ -148,7 +148,7 @@ fn notes(plan: &FleetPlan, outcomes: &Outcomes) -> Vec<Note> {
             });
         }
     }
-    for (policy, reason, warning, note) in &outcomes.subnet_events {
+    for (policy, reason, warning, note) in &outcomes.policy_events {
         notes.push(Note {
             policy: policy.clone(),
             reason,
