@@ -146,15 +146,7 @@ impl Cluster {
         let api = ApiServer::start_with(list_mode).await?;
         let admin = api.client().await;
         kubectl_ok(&api, &["apply", "-f", &format!("{ROOT}/crds/")]);
-        kubectl_ok(
-            &api,
-            &[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "crd/nodenetworkpolicies.tuner.vpccni.io",
-            ],
-        );
+        wait_established(&api, &["crd/nodenetworkpolicies.tuner.vpccni.io"]);
         kubectl_ok(&api, &["create", "namespace", NS]);
         let mut values = values;
         values["crds"] = json!({"install": false});
@@ -468,6 +460,27 @@ where
             panic!("{what}: not within {timeout:?}\n{}", logs.join("\n"));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// `kubectl wait --for=condition=Established` on `crds`, again while the API server has not
+/// written a CRD's status yet (kubectl then fails at once: `.status.conditions accessor error`).
+fn wait_established(api: &ApiServer, crds: &[&str]) {
+    let mut args = vec!["wait", "--for=condition=Established", "--timeout=60s"];
+    args.extend_from_slice(crds);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let output = api.kubectl(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        if output.status.success() {
+            return;
+        }
+        assert!(
+            stderr.contains("accessor error") && Instant::now() < deadline,
+            "kubectl {}: {stderr}",
+            args.join(" ")
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -3044,12 +3057,9 @@ async fn karpenter_node_classes_follow_their_node_pools() {
             &format!("{ROOT}/tests/fixtures/karpenter/crds.yaml"),
         ],
     );
-    kubectl_ok(
+    wait_established(
         &cluster.api,
         &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
             "crd/nodepools.karpenter.sh",
             "crd/ec2nodeclasses.karpenter.k8s.aws",
         ],
