@@ -605,17 +605,18 @@ pub fn render_table(rec: &Recommendation) -> String {
     out
 }
 
-/// The Kubernetes client of `run`: `--kubeconfig` and `--context` when given (never changing
-/// the file), else kube's default (`KUBECONFIG`, `~/.kube/config`, the in-cluster config).
+/// The Kubernetes configuration of `run`: `--kubeconfig` and `--context` when given (never
+/// changing the file), else kube's default (`KUBECONFIG`, `~/.kube/config`, the in-cluster
+/// config).
 #[cfg(feature = "operator")]
-pub async fn kube_client(
+pub async fn kube_config(
     kubeconfig: Option<&std::path::Path>,
     context: Option<&str>,
-) -> anyhow::Result<kube::Client> {
+) -> anyhow::Result<kube::Config> {
     use anyhow::Context as _;
     use kube::config::{KubeConfigOptions, Kubeconfig};
     if kubeconfig.is_none() && context.is_none() {
-        return Ok(kube::Client::try_default().await?);
+        return Ok(kube::Config::infer().await?);
     }
     let file = match kubeconfig {
         Some(path) => Kubeconfig::read_from(path)
@@ -626,11 +627,10 @@ pub async fn kube_client(
         context: context.map(str::to_owned),
         ..Default::default()
     };
-    let config = kube::Config::from_custom_kubeconfig(file, &options)
+    kube::Config::from_custom_kubeconfig(file, &options)
         .await
         .with_context(|| match context {
             Some(name) => format!("--context {name}: not usable from the kubeconfig"),
             None => "the kubeconfig is not usable".to_owned(),
-        })?;
-    Ok(kube::Client::try_from(config)?)
+        })
 }

@@ -61,15 +61,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(async {
-            let client =
-                cli::kube_client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
+            let config =
+                cli::kube_config(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
+            let clients = vpc_cni_tuner::controller::Clients::from_config(config)?;
             let (stop, shutdown) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
                 wait_for_signal().await;
                 tracing::info!("shutdown signal received; finishing the current reconcile");
                 let _ = stop.send(true);
             });
-            vpc_cni_tuner::operator::run(client, args, shutdown).await
+            vpc_cni_tuner::operator::run(clients, args, shutdown).await
         })
 }
 

@@ -13,14 +13,14 @@ use crate::aws::AwsEndpoint;
 use crate::aws::eks::SdkEksProvider;
 use crate::aws::{Ec2Provider, SdkProvider};
 use crate::cli::RunArgs;
-use crate::controller::{self, Context, LoopConfig};
+use crate::controller::{self, Clients, Context, LoopConfig};
 use crate::leader::{self, LeaseConfig};
 
 /// Runs until `shutdown` flips, then lets the current reconcile finish, releases the lease and
 /// stops the admin server. EC2 is reached through aws-config's standard chain with the
 /// `--aws-region` / `--ec2-endpoint-url` overrides.
 pub async fn run(
-    client: Client,
+    clients: Clients,
     args: RunArgs,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -30,7 +30,7 @@ pub async fn run(
         region: args.aws_region.clone(),
         endpoint_url: args.ec2_endpoint_url.clone(),
     });
-    run_with_ec2(client, args, Some(Arc::new(ec2)), shutdown).await
+    run_with_ec2(clients, args, Some(Arc::new(ec2)), shutdown).await
 }
 
 /// The leader-election task, with `--leader-elect`.
@@ -116,13 +116,14 @@ fn context(
 
 /// [`run`] with the given EC2 access (`None`: none at all).
 pub async fn run_with_ec2(
-    client: Client,
+    clients: impl Into<Clients>,
     args: RunArgs,
     ec2: Option<Arc<dyn Ec2Provider>>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let Clients { api: client, nodes } = clients.into();
     let leader_flag = Arc::new(AtomicBool::new(!args.leader_elect));
-    let ctx = context(client.clone(), &args, ec2, leader_flag.clone());
+    let ctx = context(client.clone(), &args, ec2, leader_flag.clone()).with_node_client(nodes);
     let ctx = Arc::new(ctx);
     info!(daemonset = %args.daemonset, leader_elect = args.leader_elect, karpenter = args.karpenter, rollouts = args.rollouts, cni_config_via = ?args.cni_config_via, "starting vpc-cni-tuner");
 

@@ -536,13 +536,20 @@ async fn first_apply_on_paged_lists() {
     first_apply_scenario(ListMode::Paged).await;
 }
 
-/// The operator's log and its `node_initial_list` metric say which initial list it used.
+/// The operator's log and its `node_initial_list` metric say which initial list it used, and
+/// the log that the API server answered in protobuf.
 fn assert_list_mode(operator: &Operator, list_mode: ListMode) {
     let log = operator.log();
     let listed = format!(r#""mode":"{}""#, list_mode.label());
     assert!(
         log.contains("listed nodes") && log.contains(&listed),
         "{listed} in the log:\n{log}"
+    );
+    // Both modes list in protobuf (src/observe/node_wire.rs) on a real API server.
+    assert!(
+        log.lines()
+            .any(|l| l.contains("listed nodes") && l.contains(r#""encoding":"protobuf""#)),
+        "the Node list in protobuf:\n{log}"
     );
     let refused = log.contains("does not serve streaming lists");
     assert_eq!(refused, list_mode == ListMode::Paged, "{log}");

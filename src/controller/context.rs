@@ -17,11 +17,14 @@ use crate::eks_addon::CniConfigVia;
 use crate::metrics::{AwsLabels, ErrorLabels, Metrics};
 use crate::observe::Observed;
 use crate::observe::eks_addon::AddonState;
+use crate::observe::node_wire::NodeProtobuf;
 use crate::report::EventSink;
 
 /// What the controller reads and writes through.
 pub struct Context {
     client: Client,
+    /// The Node watch's client: the same as `client`, or one that asks for protobuf.
+    nodes: NodeClient,
     observed: Observed,
     /// Who reports Events (this controller, this pod).
     reporter: Reporter,
@@ -60,6 +63,10 @@ impl Context {
         }
         Self {
             reporter,
+            nodes: NodeClient {
+                client: client.clone(),
+                protobuf: None,
+            },
             client,
             observed: Observed::new(managed),
             metrics,
@@ -128,8 +135,18 @@ impl Context {
         self
     }
 
+    /// The client the Node watch lists and watches with (see [`NodeClient`]).
+    pub fn with_node_client(mut self, nodes: NodeClient) -> Self {
+        self.nodes = nodes;
+        self
+    }
+
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    pub(crate) fn node_client(&self) -> &NodeClient {
+        &self.nodes
     }
 
     /// The watch caches and AWS reads.
@@ -171,6 +188,70 @@ impl Context {
         EventSink {
             client: &self.client,
             reporter: &self.reporter,
+        }
+    }
+}
+
+/// The client of the Node watch. Built from a kubeconfig ([`NodeClient::protobuf`]) it asks the
+/// API server for Nodes in protobuf ([`crate::observe::node_wire`]); built from an existing
+/// client (tests, fake API servers) it is that client.
+#[derive(Clone)]
+pub struct NodeClient {
+    pub(crate) client: Client,
+    protobuf: Option<NodeProtobuf>,
+}
+
+impl NodeClient {
+    /// A client of its own for the Node watch, with the protobuf layer.
+    pub fn protobuf(config: kube::Config) -> Result<Self, kube::Error> {
+        let layer = NodeProtobuf::default();
+        let client = kube::client::ClientBuilder::try_from(config)?
+            .with_layer(&layer)
+            .build();
+        Ok(Self {
+            client,
+            protobuf: Some(layer),
+        })
+    }
+
+    /// The encoding the API server answered the Node watch in: `protobuf` or `json`.
+    pub fn encoding(&self) -> &'static str {
+        self.protobuf
+            .as_ref()
+            .map_or("json", NodeProtobuf::encoding)
+    }
+}
+
+impl From<Client> for NodeClient {
+    fn from(client: Client) -> Self {
+        Self {
+            client,
+            protobuf: None,
+        }
+    }
+}
+
+/// The operator's Kubernetes clients: one for everything, one for the Node watch.
+pub struct Clients {
+    pub api: Client,
+    pub nodes: NodeClient,
+}
+
+impl Clients {
+    /// Both from a kubeconfig (or the in-cluster config); the Node watch asks for protobuf.
+    pub fn from_config(config: kube::Config) -> Result<Self, kube::Error> {
+        Ok(Self {
+            api: Client::try_from(config.clone())?,
+            nodes: NodeClient::protobuf(config)?,
+        })
+    }
+}
+
+impl From<Client> for Clients {
+    fn from(client: Client) -> Self {
+        Self {
+            nodes: client.clone().into(),
+            api: client,
         }
     }
 }

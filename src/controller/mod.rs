@@ -20,7 +20,7 @@ use std::time::Instant;
 use tracing::debug;
 
 pub use crate::error::{Error, retry_delay};
-pub use context::Context;
+pub use context::{Clients, Context, NodeClient};
 pub use permissions::{API_CALLS, ApiCall, EC2_ACTIONS, EKS_ACTIONS, ROLLOUT_ACTIONS, Scope};
 pub use watch::{LoopConfig, node_watch_config, run};
 

@@ -301,7 +301,7 @@ const STREAMING_ATTEMPTS: u32 = 3;
 /// Feeds Nodes into the cache: a streaming initial list where the API server serves one, else
 /// (it refuses `sendInitialEvents`) a paged list, for the rest of the process.
 async fn watch_nodes(ctx: &Arc<Context>, trigger: &Notify) {
-    let nodes: Api<NodeView> = Api::all(ctx.client().clone());
+    let nodes: Api<NodeView> = Api::all(ctx.node_client().client.clone());
     let mode = |streaming: bool| ListModeLabels {
         mode: if streaming { "streaming" } else { "paged" },
     };
@@ -328,6 +328,7 @@ async fn watch_nodes(ctx: &Arc<Context>, trigger: &Notify) {
                         listed = true;
                         info!(
                             mode = mode(streaming).mode,
+                            encoding = ctx.node_client().encoding(),
                             nodes = ctx.observed().nodes.len(),
                             "listed nodes"
                         );

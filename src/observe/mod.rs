@@ -12,6 +12,7 @@ pub mod instance_types;
 pub mod launch_templates;
 pub mod node_classes;
 pub mod node_view;
+pub mod node_wire;
 pub mod restarts;
 pub mod subnets;
 
