@@ -1,6 +1,7 @@
 //! Fleet-scale figures, printed (not asserted: machines here are shared and noisy).
 //!
 //!     cargo bench --bench fleet
+//!     FLEET_ONLY=plan cargo bench --bench fleet    # one part: plan, cache or reaction
 //!
 //! 1. plan: `plan_now` (the caches' snapshot and `plan_fleet`, as each reconcile does) over
 //!    10,000 nodes of 200 instance types and 10 policies.
@@ -80,7 +81,11 @@ fn bench_plan() {
         Some(&ds),
     );
     let mut samples = Vec::new();
-    for _ in 0..60 {
+    let rounds = std::env::var("FLEET_PLAN_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(60);
+    for _ in 0..rounds {
         let started = Instant::now();
         let (_, plan) = plan_now(&ctx);
         samples.push(started.elapsed());
@@ -240,11 +245,20 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    // `FLEET_ONLY=plan` (or `cache`, `reaction`) runs one part, e.g. under a profiler.
+    let only = std::env::var("FLEET_ONLY").ok();
+    let wanted = |part: &str| only.as_deref().is_none_or(|o| o == part);
     // Memory first, before anything else has grown the heap.
-    runtime.block_on(bench_node_cache());
+    if wanted("cache") {
+        runtime.block_on(bench_node_cache());
+    }
     // The fake API server's client spawns its buffer task: plan inside the runtime.
-    let guard = runtime.enter();
-    bench_plan();
-    drop(guard);
-    runtime.block_on(bench_reaction());
+    if wanted("plan") {
+        let guard = runtime.enter();
+        bench_plan();
+        drop(guard);
+    }
+    if wanted("reaction") {
+        runtime.block_on(bench_reaction());
+    }
 }

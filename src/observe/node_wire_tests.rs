@@ -138,8 +138,7 @@ fn kubelet_node(name: &str, instance_type: &str) -> FullNode {
                 },
             ],
             node_info: Some(vec![0x0a, 0x01, b'x']),
-            images:
-                vec![
+            images: vec![
                     b"\x0a\x40602401143452.dkr.ecr.us-west-2.amazonaws.com/amazon-k8s-cni:v1.19.2"
                         .to_vec();
                     30

@@ -1,6 +1,8 @@
 //! One policy on its own: which nodes it selects, the recommendation for their instance types,
 //! and why it cannot have one.
 
+use std::collections::HashMap;
+
 use super::*;
 
 const ASSUMED_CNI_WHEN_UNKNOWN: CniVersion = CniVersion::PREFIX_DELEGATION;
@@ -9,7 +11,9 @@ const ASSUMED_CNI_WHEN_UNKNOWN: CniVersion = CniVersion::PREFIX_DELEGATION;
 /// and the selected nodes left out, by reason.
 #[derive(Default)]
 pub(super) struct Selection<'a> {
-    nodes_by_type: BTreeMap<&'a str, Vec<Option<u32>>>,
+    /// A hash map while nodes are counted (a `BTreeMap` entry compared the type's name a dozen
+    /// times per node), sorted once after.
+    nodes_by_type: HashMap<&'a str, Vec<Option<u32>>>,
     excluded: BTreeMap<String, u32>,
 }
 
@@ -30,16 +34,44 @@ pub(super) fn select_all<'a>(
             })
         })
         .collect();
+    // Each distinct key the selectors name is looked up once per node, however many policies
+    // name it (policies usually differ by the value of one key, a node group's or a pool's).
+    let mut keys: Vec<&str> = Vec::new();
+    let indexed: Vec<Option<Vec<(usize, &kube::core::Expression)>>> = expressions
+        .iter()
+        .map(|expressions| {
+            let expressions = expressions.as_ref().ok()?;
+            Some(
+                expressions
+                    .iter()
+                    .map(|e| {
+                        let key = node_labels::expression_key(e);
+                        let index = keys.iter().position(|k| *k == key).unwrap_or_else(|| {
+                            keys.push(key);
+                            keys.len() - 1
+                        });
+                        (index, e)
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    let mut values: Vec<Option<&str>> = Vec::with_capacity(keys.len());
     let mut selections: Vec<Selection<'a>> =
         policies.iter().map(|_| Selection::default()).collect();
     for node in &input.nodes {
         let node: &'a NodeFacts = node;
+        values.clear();
+        values.extend(keys.iter().map(|k| node.labels.get(k)));
         let mut kind = None;
-        for (selection, expressions) in selections.iter_mut().zip(&expressions) {
-            let Ok(expressions) = expressions else {
+        for (selection, expressions) in selections.iter_mut().zip(&indexed) {
+            let Some(expressions) = expressions else {
                 continue;
             };
-            if !node.labels.matches(expressions) {
+            if !expressions
+                .iter()
+                .all(|(i, e)| node_labels::expression_matches(e, values[*i]))
+            {
                 continue;
             }
             match *kind.get_or_insert_with(|| node.instance_type()) {
@@ -100,7 +132,10 @@ pub(super) fn evaluate<'a>(
     let nodes_by_type = match selection {
         Ok(selection) => {
             plan.excluded_nodes = selection.excluded;
-            selection.nodes_by_type
+            selection
+                .nodes_by_type
+                .into_iter()
+                .collect::<BTreeMap<_, _>>()
         }
         Err(blocked) => {
             evaluated.outcome = Err(blocked);

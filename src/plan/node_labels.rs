@@ -31,6 +31,16 @@ impl Label {
     fn key(&self) -> &str {
         self.split().0
     }
+
+    /// The key's bytes: what lookups compare. Keys under 128 bytes (all but hand-made ones)
+    /// have their length in one byte, read without decoding a `char`.
+    fn key_bytes(&self) -> &[u8] {
+        let text = self.0.as_bytes();
+        match text.first() {
+            Some(&len) if len < 0x80 => text.get(1..=usize::from(len)).unwrap_or_default(),
+            _ => self.key().as_bytes(),
+        }
+    }
 }
 
 /// The order labels are kept in: by key length, then by key. Most comparisons of a lookup are
@@ -45,8 +55,16 @@ pub struct NodeLabels(Box<[Label]>);
 
 impl NodeLabels {
     pub fn get(&self, key: &str) -> Option<&str> {
+        let key = key.as_bytes();
         self.0
-            .binary_search_by(|l| key_order(l.key(), key))
+            .binary_search_by(|l| {
+                // Length, then the first byte, settle most comparisons without a memcmp call.
+                let k = l.key_bytes();
+                k.len()
+                    .cmp(&key.len())
+                    .then_with(|| k.first().cmp(&key.first()))
+                    .then_with(|| k.cmp(key))
+            })
             .ok()
             .map(|i| self.0[i].split().1)
     }
@@ -77,14 +95,33 @@ impl NodeLabels {
 
     /// Whether a label selector (its parsed expressions) selects these labels.
     pub fn matches(&self, expressions: &[Expression]) -> bool {
-        expressions.iter().all(|expression| match expression {
-            Expression::In(key, values) => self.get(key).is_some_and(|v| values.contains(v)),
-            Expression::NotIn(key, values) => self.get(key).is_none_or(|v| !values.contains(v)),
-            Expression::Exists(key) => self.contains_key(key),
-            Expression::DoesNotExist(key) => !self.contains_key(key),
-            Expression::Equal(key, value) => self.get(key) == Some(value.as_str()),
-            Expression::NotEqual(key, value) => self.get(key) != Some(value.as_str()),
-        })
+        expressions
+            .iter()
+            .all(|expression| expression_matches(expression, self.get(expression_key(expression))))
+    }
+}
+
+/// The label key an expression reads.
+pub(crate) fn expression_key(expression: &Expression) -> &str {
+    match expression {
+        Expression::In(key, _)
+        | Expression::NotIn(key, _)
+        | Expression::Exists(key)
+        | Expression::DoesNotExist(key)
+        | Expression::Equal(key, _)
+        | Expression::NotEqual(key, _) => key,
+    }
+}
+
+/// Whether an expression holds for a node whose label at [`expression_key`] is `value`.
+pub(crate) fn expression_matches(expression: &Expression, value: Option<&str>) -> bool {
+    match expression {
+        Expression::In(_, values) => value.is_some_and(|v| values.contains(v)),
+        Expression::NotIn(_, values) => value.is_none_or(|v| !values.contains(v)),
+        Expression::Exists(_) => value.is_some(),
+        Expression::DoesNotExist(_) => value.is_none(),
+        Expression::Equal(_, expected) => value == Some(expected.as_str()),
+        Expression::NotEqual(_, expected) => value != Some(expected.as_str()),
     }
 }
 
