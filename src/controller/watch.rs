@@ -324,17 +324,19 @@ async fn watch_nodes(ctx: &Arc<Context>, trigger: &Notify) {
         while let Some(event) = events.next().await {
             match event {
                 Ok(event) => {
-                    if matches!(event, watcher::Event::InitDone) {
+                    let done = matches!(event, watcher::Event::InitDone);
+                    if ctx.observed().nodes.apply(event, node_facts) {
+                        trigger.notify_one();
+                    }
+                    if done {
                         listed = true;
+                        // After the list took effect: the count is the new one.
                         info!(
                             mode = mode(streaming).mode,
                             encoding = ctx.node_client().encoding(),
                             nodes = ctx.observed().nodes.len(),
                             "listed nodes"
                         );
-                    }
-                    if ctx.observed().nodes.apply(event, node_facts) {
-                        trigger.notify_one();
                     }
                 }
                 Err(err) if streaming && !listed => {

@@ -109,61 +109,124 @@ struct Node {
     status: Option<NodeStatus>,
 }
 
-/// `ObjectMeta` without annotations, owner references and managedFields.
+/// `ObjectMeta` without annotations, owner references and managedFields. Strings are slices of
+/// the received buffer (no copy): they are only read once, to write the JSON.
 #[derive(Clone, PartialEq, Message, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct NodeMeta {
-    #[prost(string, optional, tag = "1")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<String>,
-    #[prost(string, optional, tag = "5")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    uid: Option<String>,
-    #[prost(string, optional, tag = "6")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    resource_version: Option<String>,
-    #[prost(btree_map = "string, string", tag = "11")]
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    labels: BTreeMap<String, String>,
+    #[prost(bytes = "bytes", optional, tag = "1")]
+    #[serde(serialize_with = "text_opt", skip_serializing_if = "Option::is_none")]
+    name: Option<Bytes>,
+    #[prost(bytes = "bytes", optional, tag = "5")]
+    #[serde(serialize_with = "text_opt", skip_serializing_if = "Option::is_none")]
+    uid: Option<Bytes>,
+    #[prost(bytes = "bytes", optional, tag = "6")]
+    #[serde(serialize_with = "text_opt", skip_serializing_if = "Option::is_none")]
+    resource_version: Option<Bytes>,
+    /// `map<string, string>`, which is a repeated key/value message on the wire.
+    #[prost(message, repeated, tag = "11")]
+    #[serde(serialize_with = "entries", skip_serializing_if = "Vec::is_empty")]
+    labels: Vec<Entry>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Entry {
+    #[prost(bytes = "bytes", tag = "1")]
+    key: Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    value: Bytes,
+}
+
+/// Protobuf `string` bytes as a JSON string; the API server only writes UTF-8.
+fn text<S: serde::Serializer>(bytes: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
+    let text = std::str::from_utf8(bytes).map_err(serde::ser::Error::custom)?;
+    serializer.serialize_str(text)
+}
+
+fn text_opt<S: serde::Serializer>(bytes: &Option<Bytes>, serializer: S) -> Result<S::Ok, S::Error> {
+    text(bytes.as_ref().unwrap_or(&Bytes::new()), serializer)
+}
+
+fn entries<S: serde::Serializer>(entries: &[Entry], serializer: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = serializer.serialize_map(Some(entries.len()))?;
+    for entry in entries {
+        let key = std::str::from_utf8(&entry.key).map_err(serde::ser::Error::custom)?;
+        let value = std::str::from_utf8(&entry.value).map_err(serde::ser::Error::custom)?;
+        map.serialize_entry(key, value)?;
+    }
+    map.end()
 }
 
 #[derive(Clone, PartialEq, Message, Serialize)]
 struct NodeSpec {
-    #[prost(string, optional, tag = "3")]
-    #[serde(rename = "providerID", skip_serializing_if = "Option::is_none")]
-    provider_id: Option<String>,
+    #[prost(bytes = "bytes", optional, tag = "3")]
+    #[serde(
+        rename = "providerID",
+        serialize_with = "text_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    provider_id: Option<Bytes>,
 }
 
 #[derive(Clone, PartialEq, Message, Serialize)]
 struct NodeStatus {
-    #[prost(btree_map = "string, message", tag = "1")]
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    capacity: BTreeMap<String, Quantity>,
+    #[prost(message, repeated, tag = "1")]
+    #[serde(serialize_with = "capacity", skip_serializing_if = "Vec::is_empty")]
+    capacity: Vec<CapacityEntry>,
     #[prost(message, repeated, tag = "4")]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     conditions: Vec<NodeCondition>,
 }
 
+#[derive(Clone, PartialEq, Message)]
+struct CapacityEntry {
+    #[prost(bytes = "bytes", tag = "1")]
+    key: Bytes,
+    #[prost(message, optional, tag = "2")]
+    value: Option<Quantity>,
+}
+
+fn capacity<S: serde::Serializer>(
+    entries: &[CapacityEntry],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = serializer.serialize_map(Some(entries.len()))?;
+    for entry in entries {
+        let key = std::str::from_utf8(&entry.key).map_err(serde::ser::Error::custom)?;
+        match &entry.value {
+            Some(quantity) => map.serialize_entry(key, quantity)?,
+            None => map.serialize_entry(key, "")?,
+        }
+    }
+    map.end()
+}
+
 #[derive(Clone, PartialEq, Message, Serialize)]
 struct NodeCondition {
-    #[prost(string, optional, tag = "1")]
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    kind: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<String>,
+    #[prost(bytes = "bytes", optional, tag = "1")]
+    #[serde(
+        rename = "type",
+        serialize_with = "text_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    kind: Option<Bytes>,
+    #[prost(bytes = "bytes", optional, tag = "2")]
+    #[serde(serialize_with = "text_opt", skip_serializing_if = "Option::is_none")]
+    status: Option<Bytes>,
 }
 
 /// `resource.Quantity`: its string form (JSON has it as a bare string).
 #[derive(Clone, PartialEq, Message)]
 struct Quantity {
-    #[prost(string, optional, tag = "1")]
-    string: Option<String>,
+    #[prost(bytes = "bytes", optional, tag = "1")]
+    string: Option<Bytes>,
 }
 
 impl Serialize for Quantity {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.string.as_deref().unwrap_or_default())
+        text_opt(&self.string, serializer)
     }
 }
 
@@ -257,7 +320,7 @@ pub fn watch_event_json(frame: Bytes) -> Result<Vec<u8>, WireError> {
     let event = WatchEvent::decode(frame)?;
     let kind = event.kind.unwrap_or_default();
     let (types, raw) = unwrap_unknown(event.object.and_then(|o| o.raw).unwrap_or_default())?;
-    let mut line = Vec::with_capacity(512);
+    let mut line = Vec::with_capacity(1024);
     match kind.as_str() {
         "BOOKMARK" => write_event(&mut line, &kind, &types, &Bookmark::decode(raw)?)?,
         "ERROR" => write_event(&mut line, &kind, &types, &Status::decode(raw)?)?,

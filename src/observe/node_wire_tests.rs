@@ -91,7 +91,7 @@ struct FullStatusObject {
 
 fn quantity(s: &str) -> Quantity {
     Quantity {
-        string: Some(s.to_owned()),
+        string: Some(Bytes::from(s.to_owned())),
     }
 }
 
