@@ -15,7 +15,8 @@
 //! labels, `spec.providerID`, `status.capacity`, the conditions' type and status) and hands
 //! kube the same response as a small JSON document: one line per watch event, a `NodeList` for
 //! a page, a `Status` for an error. An answer in JSON (a proxy or a server without protobuf,
-//! the fake API servers of the tests) passes through untouched.
+//! the fake API servers of the tests) passes through untouched, and a protobuf answer it cannot
+//! read makes it ask for JSON from then on (a warning says so).
 //!
 //! The wire format (k8s.io/apimachinery `pkg/runtime/serializer/protobuf`, `generated.proto`
 //! of `meta/v1`, `runtime` and `core/v1`): a list or an error is the magic `k8s\0` and a
@@ -360,17 +361,37 @@ pub fn status_json(body: Bytes) -> Result<Vec<u8>, WireError> {
     })?)
 }
 
-/// The client layer of the Node watch (see the module documentation). Clones share whether the
-/// API server has answered in protobuf.
+/// The client layer of the Node watch (see the module documentation). Clones share what the
+/// API server answered.
 #[derive(Clone, Debug, Default)]
 pub struct NodeProtobuf {
-    answered: Arc<AtomicBool>,
+    state: Arc<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The API server has answered a Node list or watch in protobuf.
+    answered: AtomicBool,
+    /// A protobuf answer could not be decoded: Nodes are asked for in JSON from then on, for
+    /// the rest of the process, rather than failing every watch the same way.
+    gave_up: AtomicBool,
+}
+
+impl State {
+    fn give_up(&self, err: &WireError) {
+        if !self.gave_up.swap(true, Ordering::Relaxed) {
+            tracing::warn!(%err, "cannot read the API server's protobuf Nodes; watching them in JSON");
+        }
+    }
 }
 
 impl NodeProtobuf {
-    /// The encoding the API server last listed or watched Nodes in: `protobuf` or `json`.
+    /// The encoding Nodes are read in: `protobuf` once the API server answered so (and until a
+    /// protobuf answer could not be read), else `json`.
     pub fn encoding(&self) -> &'static str {
-        if self.answered.load(Ordering::Relaxed) {
+        if self.state.answered.load(Ordering::Relaxed)
+            && !self.state.gave_up.load(Ordering::Relaxed)
+        {
             "protobuf"
         } else {
             "json"
@@ -384,7 +405,7 @@ impl<S> tower::Layer<S> for NodeProtobuf {
     fn layer(&self, inner: S) -> Self::Service {
         NodeProtobufService {
             inner,
-            answered: self.answered.clone(),
+            state: self.state.clone(),
         }
     }
 }
@@ -393,7 +414,7 @@ impl<S> tower::Layer<S> for NodeProtobuf {
 #[derive(Clone, Debug)]
 pub struct NodeProtobufService<S> {
     inner: S,
-    answered: Arc<AtomicBool>,
+    state: Arc<State>,
 }
 
 impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for NodeProtobufService<S>
@@ -414,14 +435,16 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         // The collection only: a list or a watch of Nodes.
-        let nodes = request.method() == Method::GET && request.uri().path() == "/api/v1/nodes";
+        let nodes = request.method() == Method::GET
+            && request.uri().path() == "/api/v1/nodes"
+            && !self.state.gave_up.load(Ordering::Relaxed);
         if nodes {
             request
                 .headers_mut()
                 .insert(header::ACCEPT, HeaderValue::from_static(ACCEPT));
         }
         let response = self.inner.call(request);
-        let answered = self.answered.clone();
+        let state = self.state.clone();
         Box::pin(async move {
             let response = response.await.map_err(Into::into)?;
             let content_type = response
@@ -432,7 +455,7 @@ where
             if !nodes || !content_type.starts_with(PROTOBUF) {
                 return Ok(response.map(|body| body.map_err(Into::into).boxed_unsync()));
             }
-            answered.store(true, Ordering::Relaxed);
+            state.answered.store(true, Ordering::Relaxed);
             let watch = content_type.contains("stream=watch");
             let (mut parts, body) = response.into_parts();
             parts.headers.insert(
@@ -441,14 +464,15 @@ where
             );
             parts.headers.remove(header::CONTENT_LENGTH);
             let body = if watch && parts.status.is_success() {
-                watch_body(body)
+                watch_body(body, state)
             } else {
                 let bytes = body.collect().await.map_err(Into::into)?.to_bytes();
                 let json = if parts.status.is_success() {
-                    list_json(bytes)?
+                    list_json(bytes)
                 } else {
-                    status_json(bytes)?
+                    status_json(bytes)
                 };
+                let json = json.inspect_err(|err| state.give_up(err))?;
                 Full::new(Bytes::from(json))
                     .map_err(|never| match never {})
                     .boxed_unsync()
@@ -459,7 +483,7 @@ where
 }
 
 /// A protobuf watch body as JSON lines, frame by frame as they arrive.
-fn watch_body<B>(body: B) -> WireBody
+fn watch_body<B>(body: B, state: Arc<State>) -> WireBody
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -470,8 +494,10 @@ where
     let codec = LengthDelimitedCodec::builder()
         .max_frame_length(MAX_FRAME)
         .new_codec();
-    let lines = FramedRead::new(StreamReader::new(data), codec).map(|frame| {
-        let line = watch_event_json(frame?.freeze()).map_err(std::io::Error::other)?;
+    let lines = FramedRead::new(StreamReader::new(data), codec).map(move |frame| {
+        let line = watch_event_json(frame?.freeze())
+            .inspect_err(|err| state.give_up(err))
+            .map_err(std::io::Error::other)?;
         Ok::<_, BoxError>(http_body::Frame::data(Bytes::from(line)))
     });
     StreamBody::new(lines).boxed_unsync()

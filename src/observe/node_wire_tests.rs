@@ -417,3 +417,33 @@ async fn json_answers_and_other_paths_pass_through_untouched() -> anyhow::Result
     assert_eq!((accept, body, encoding), (None, raw, "json"));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_protobuf_answer_it_cannot_read_makes_it_ask_for_json_from_then_on() -> anyhow::Result<()>
+{
+    let layer = NodeProtobuf::default();
+    let (accepts_tx, accepts_rx) = std::sync::mpsc::channel();
+    let service = layer.layer(tower::service_fn(move |request: Request<()>| {
+        let accept = request.headers().get(header::ACCEPT).cloned();
+        let _ = accepts_tx.send(accept);
+        // A page that is not what protobuf says it is.
+        async move { Ok::<_, BoxError>(response(PROTOBUF, 200, b"k8s\0\xff\xff".to_vec())) }
+    }));
+    let first = service
+        .clone()
+        .oneshot(Request::get("/api/v1/nodes").body(())?)
+        .await;
+    assert!(
+        first.is_err(),
+        "the undecodable page is an error for the watcher to retry"
+    );
+    assert_eq!(layer.encoding(), "json");
+    let _ = service
+        .oneshot(Request::get("/api/v1/nodes").body(())?)
+        .await;
+    let accepts: Vec<_> = accepts_rx.try_iter().collect();
+    assert_eq!(accepts.len(), 2);
+    assert!(accepts[0].is_some(), "protobuf asked for first");
+    assert_eq!(accepts[1], None, "kube's own Accept (JSON) after");
+    Ok(())
+}
