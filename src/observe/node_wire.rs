@@ -138,25 +138,43 @@ struct Entry {
     value: Bytes,
 }
 
-/// Protobuf `string` bytes as a JSON string; the API server only writes UTF-8.
+/// Protobuf `string` bytes as text; the API server only writes UTF-8.
+fn utf8<E: serde::ser::Error>(bytes: &[u8]) -> Result<&str, E> {
+    std::str::from_utf8(bytes).map_err(E::custom)
+}
+
 fn text<S: serde::Serializer>(bytes: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
-    let text = std::str::from_utf8(bytes).map_err(serde::ser::Error::custom)?;
-    serializer.serialize_str(text)
+    serializer.serialize_str(utf8(bytes)?)
 }
 
 fn text_opt<S: serde::Serializer>(bytes: &Option<Bytes>, serializer: S) -> Result<S::Ok, S::Error> {
     text(bytes.as_ref().unwrap_or(&Bytes::new()), serializer)
 }
 
-fn entries<S: serde::Serializer>(entries: &[Entry], serializer: S) -> Result<S::Ok, S::Error> {
+/// A protobuf map (its key/value entries) as a JSON object.
+fn map_of<'a, S: serde::Serializer, V: Serialize + 'a>(
+    serializer: S,
+    entries: impl ExactSizeIterator<Item = (&'a Bytes, V)>,
+) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
     let mut map = serializer.serialize_map(Some(entries.len()))?;
-    for entry in entries {
-        let key = std::str::from_utf8(&entry.key).map_err(serde::ser::Error::custom)?;
-        let value = std::str::from_utf8(&entry.value).map_err(serde::ser::Error::custom)?;
-        map.serialize_entry(key, value)?;
+    for (key, value) in entries {
+        map.serialize_entry(utf8::<S::Error>(key)?, &value)?;
     }
     map.end()
+}
+
+fn entries<S: serde::Serializer>(entries: &[Entry], serializer: S) -> Result<S::Ok, S::Error> {
+    map_of(serializer, entries.iter().map(|e| (&e.key, Text(&e.value))))
+}
+
+/// Bytes written as a JSON string.
+struct Text<'a>(&'a Bytes);
+
+impl Serialize for Text<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        text(self.0, serializer)
+    }
 }
 
 #[derive(Clone, PartialEq, Message, Serialize)]
@@ -192,16 +210,13 @@ fn capacity<S: serde::Serializer>(
     entries: &[CapacityEntry],
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeMap;
-    let mut map = serializer.serialize_map(Some(entries.len()))?;
-    for entry in entries {
-        let key = std::str::from_utf8(&entry.key).map_err(serde::ser::Error::custom)?;
-        match &entry.value {
-            Some(quantity) => map.serialize_entry(key, quantity)?,
-            None => map.serialize_entry(key, "")?,
-        }
-    }
-    map.end()
+    let empty = Quantity::default();
+    map_of(
+        serializer,
+        entries
+            .iter()
+            .map(|e| (&e.key, e.value.as_ref().unwrap_or(&empty))),
+    )
 }
 
 #[derive(Clone, PartialEq, Message, Serialize)]
