@@ -205,7 +205,19 @@ impl ApiServer {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.assets_apiserver.display()));
         self.apiserver = Some(child);
         self.wait_for_port(self.port, "kube-apiserver");
-        // The serving certificate exists once the port listens.
+        // The serving certificate is written before the port listens; wait for it all the same,
+        // so a port some other process listens on fails here with this server's log.
+        let certificate = self.dir.path().join("certs/apiserver.crt");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !certificate.exists() {
+            self.assert_running("kube-apiserver");
+            assert!(
+                Instant::now() < deadline,
+                "kube-apiserver wrote no serving certificate within 60 s; log:\n{}",
+                self.log_tail("kube-apiserver.log")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         std::fs::write(&self.admin_kubeconfig, self.kubeconfig_yaml(None)).unwrap();
         let client = self.client().await;
         let deadline = Instant::now() + Duration::from_secs(90);

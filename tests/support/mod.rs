@@ -310,12 +310,31 @@ fn venv_tool(program: &str, env_var: &str, fallback: &str) -> PathBuf {
     PathBuf::from(fallback)
 }
 
-/// A free port on 127.0.0.1.
+/// A free port on 127.0.0.1, below the kernel's ephemeral range (32768-60999 on Linux), and
+/// never the same one twice in a test process. A port from `bind(0)` is an ephemeral one: the
+/// outgoing connection of another test's process (an API server dialling its etcd) could take
+/// it between the pick and the server's own bind, and that server then never started (seen
+/// once in CI: a kubeconfig pointing at a certificate no API server had written).
 pub fn free_port() -> u16 {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    // Test binaries run one after the other; the process id spreads them over the range.
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id() % SPAN,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+    for _ in 0..SPAN {
+        let offset = NEXT.fetch_add(1, Ordering::AcqRel) % SPAN;
+        let port = u16::try_from(FIRST + offset).expect("below 32768");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN)
 }
 
 /// A plain HTTP/1.0 GET on 127.0.0.1 (the admin server): (status code, body).
