@@ -128,10 +128,15 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+/// A field of `/proc/<pid>/status` in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
@@ -411,7 +416,14 @@ async fn operator_run(api: &ApiServer, admin: &Client, nodes_wanted: usize, run:
         policy_ready.as_secs_f64()
     );
     let rss_ready_mib = vm_hwm_kib(pid) as f64 / 1024.0;
-    println!("  peak RSS after Ready: {rss_ready_mib:.1} MiB");
+    // RSS counts the pages of the binary that are mapped (file-backed: how many depends on the
+    // page cache as much as on the code run) besides the heap (anonymous).
+    println!(
+        "  peak RSS after Ready: {rss_ready_mib:.1} MiB (now: {:.1} MiB anonymous, {:.1} MiB \
+         file-backed)",
+        status_kib(pid, "RssAnon:") as f64 / 1024.0,
+        status_kib(pid, "RssFile:") as f64 / 1024.0
+    );
     let after_start = request_counts(admin).await;
     print_delta("during start-up", &before_start, &after_start);
 
