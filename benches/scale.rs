@@ -131,6 +131,19 @@ fn vm_hwm_kib(pid: u32) -> u64 {
     status_kib(pid, "VmHWM:")
 }
 
+/// Prints the peak RSS and what it is made of now; returns the peak in MiB. RSS counts the
+/// pages of the binary that are mapped (file-backed: how many depends on the page cache as much
+/// as on the code run) besides the heap (anonymous).
+fn print_rss(pid: u32) -> f64 {
+    let peak = vm_hwm_kib(pid) as f64 / 1024.0;
+    println!(
+        "  peak RSS after Ready: {peak:.1} MiB (now: {:.1} MiB anonymous, {:.1} MiB file-backed)",
+        status_kib(pid, "RssAnon:") as f64 / 1024.0,
+        status_kib(pid, "RssFile:") as f64 / 1024.0
+    );
+    peak
+}
+
 /// A field of `/proc/<pid>/status` in KiB.
 fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -415,15 +428,7 @@ async fn operator_run(api: &ApiServer, admin: &Client, nodes_wanted: usize, run:
         cpu_seconds(etcd_pid) - cpu_before.0,
         policy_ready.as_secs_f64()
     );
-    let rss_ready_mib = vm_hwm_kib(pid) as f64 / 1024.0;
-    // RSS counts the pages of the binary that are mapped (file-backed: how many depends on the
-    // page cache as much as on the code run) besides the heap (anonymous).
-    println!(
-        "  peak RSS after Ready: {rss_ready_mib:.1} MiB (now: {:.1} MiB anonymous, {:.1} MiB \
-         file-backed)",
-        status_kib(pid, "RssAnon:") as f64 / 1024.0,
-        status_kib(pid, "RssFile:") as f64 / 1024.0
-    );
+    let rss_ready_mib = print_rss(pid);
     let after_start = request_counts(admin).await;
     print_delta("during start-up", &before_start, &after_start);
 

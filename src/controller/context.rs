@@ -63,10 +63,7 @@ impl Context {
         }
         Self {
             reporter,
-            nodes: NodeClient {
-                client: client.clone(),
-                protobuf: None,
-            },
+            nodes: client.clone().into(),
             client,
             observed: Observed::new(managed),
             metrics,
