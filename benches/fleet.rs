@@ -62,7 +62,7 @@ fn fleet_types() -> Vec<&'static str> {
 fn node_facts_fleet(types: &[&str]) -> Vec<NodeFacts> {
     (0..NODES)
         .map(|i| NodeFacts {
-            instance_id: Some(format!("i-{i:017x}")),
+            instance_id: Some(format!("i-{i:017x}").into()),
             ..node(types[i % types.len()])
                 .with_label("pool", &format!("pool-{}", i % POLICIES))
                 .with_capacity(110)

@@ -14,6 +14,9 @@
 //! after Ready and after churn; the API server's requests by verb and resource
 //! (`apiserver_request_total`) during start-up, during a steady resync window and during churn;
 //! and the reaction time from a Node of a new instance type to the aws-node write.
+//!
+//! `SCALE_HOLD=1` stops after seeding the first API server and prints its kubeconfig, for
+//! running and profiling the binary by hand; Ctrl-C stops the servers.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -235,6 +238,13 @@ async fn run(nodes_wanted: usize, mode: ListMode) -> Option<ModeFigures> {
         "crd/nodenetworkpolicies.tuner.vpccni.io",
     ]);
     seed(&admin, nodes_wanted, mode).await;
+    if std::env::var_os("SCALE_HOLD").is_some() {
+        // For profiling by hand: the seeded API server stays up until Ctrl-C (SIGINT), then
+        // is stopped as on every other path.
+        println!("holding; KUBECONFIG={}", api.kubeconfig().display());
+        tokio::signal::ctrl_c().await.ok();
+        return None;
+    }
 
     let runs: usize = std::env::var("SCALE_RUNS")
         .ok()

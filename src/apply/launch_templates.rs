@@ -444,7 +444,11 @@ async fn report_rollout(
 fn nodes_by_instance(nodes: &[Arc<NodeFacts>]) -> BTreeMap<String, Option<u32>> {
     nodes
         .iter()
-        .filter_map(|n| n.instance_id.clone().map(|id| (id, n.capacity_pods)))
+        .filter_map(|n| {
+            n.instance_id
+                .as_deref()
+                .map(|id| (id.to_owned(), n.capacity_pods))
+        })
         .collect()
 }
 

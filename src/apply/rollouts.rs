@@ -33,7 +33,7 @@ impl NodeIndex {
         for n in nodes {
             let facts = (n.capacity_pods, n.not_ready);
             if let Some(id) = &n.instance_id {
-                index.by_instance.insert(id.clone(), facts);
+                index.by_instance.insert(id.to_string(), facts);
             }
             if let Some(group) = n.labels.get(labels::NODE_GROUP) {
                 index

@@ -131,7 +131,7 @@ fn fleet(w: &Writer<'_>, policy: &NodeNetworkPolicy) -> Vec<(String, String)> {
         .into_iter()
         .filter(|(_, n)| n.labels.matches(&expressions) && n.instance_type().is_ok())
         .filter_map(|(name, n): (String, Arc<NodeFacts>)| {
-            n.instance_id.clone().map(|id| (name, id))
+            n.instance_id.as_deref().map(|id| (name, id.to_owned()))
         })
         .collect()
 }

@@ -58,7 +58,7 @@ pub fn node_facts(node: &NodeView) -> NodeFacts {
             .and_then(|id| id.strip_prefix("aws://"))
             .and_then(|rest| rest.rsplit('/').next())
             .filter(|id| id.starts_with("i-"))
-            .map(str::to_owned),
+            .map(compact_str::CompactString::from),
         not_ready: node.status.ready == Some(false),
     }
 }

@@ -55,8 +55,9 @@ impl Exclusion {
 pub struct NodeFacts {
     pub labels: NodeLabels,
     pub capacity_pods: Option<u32>,
-    /// The EC2 instance id from `spec.providerID` (`aws:///us-west-2a/i-0abc...`).
-    pub instance_id: Option<String>,
+    /// The EC2 instance id from `spec.providerID` (`aws:///us-west-2a/i-0abc...`), inline (an
+    /// id is 19 bytes).
+    pub instance_id: Option<compact_str::CompactString>,
     /// The node's `Ready` condition is `False` or `Unknown` (a node without one, just
     /// registering, counts as ready).
     pub not_ready: bool,
