@@ -180,7 +180,7 @@ impl NodeFacts {
 
     /// The node reporting `status.capacity.pods`.
     pub fn with_capacity(mut self, pods: u32) -> Self {
-        self.capacity_pods = Some(pods);
+        self.capacity_pods = u16::try_from(pods).ok();
         self
     }
 }

@@ -447,7 +447,7 @@ fn nodes_by_instance(nodes: &[Arc<NodeFacts>]) -> BTreeMap<String, Option<u32>> 
         .filter_map(|n| {
             n.instance_id
                 .as_deref()
-                .map(|id| (id.to_owned(), n.capacity_pods))
+                .map(|id| (id.to_owned(), n.capacity_pods.map(u32::from)))
         })
         .collect()
 }

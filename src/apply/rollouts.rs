@@ -31,7 +31,7 @@ impl NodeIndex {
     pub(super) fn new(nodes: &[Arc<NodeFacts>]) -> Self {
         let mut index = Self::default();
         for n in nodes {
-            let facts = (n.capacity_pods, n.not_ready);
+            let facts = (n.capacity_pods.map(u32::from), n.not_ready);
             if let Some(id) = &n.instance_id {
                 index.by_instance.insert(id.to_string(), facts);
             }

@@ -44,7 +44,7 @@ pub fn aws_node_pod_facts(pod: &k8s_openapi::api::core::v1::Pod) -> crate::plan:
 /// ([`NodeView`]).
 pub fn node_facts(node: &NodeView) -> NodeFacts {
     NodeFacts {
-        labels: node.metadata.labels.iter().flatten().collect(),
+        labels: node.labels.clone(),
         capacity_pods: node
             .status
             .capacity

@@ -4,21 +4,57 @@
 //! and dropped, which is most of the work of listing 100,000 Nodes.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer};
 
+use crate::plan::NodeLabels;
+
 /// A Node as the operator watches it.
 #[derive(Clone, Debug, Default, Deserialize)]
+#[serde(from = "RawNode")]
 pub struct NodeView {
-    #[serde(deserialize_with = "slim_meta")]
+    /// The name and resourceVersion (what the watch reads); labels are in [`Self::labels`].
     pub metadata: ObjectMeta,
-    #[serde(default)]
+    /// `metadata.labels`, interned as they are parsed: no `String` is made for a label.
+    pub labels: NodeLabels,
     pub spec: NodeViewSpec,
-    #[serde(default)]
     pub status: NodeViewStatus,
+}
+
+#[derive(Deserialize)]
+struct RawNode {
+    metadata: RawMeta,
+    #[serde(default)]
+    spec: NodeViewSpec,
+    #[serde(default)]
+    status: NodeViewStatus,
+}
+
+/// `metadata` without annotations, owner references and managedFields.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMeta {
+    name: Option<String>,
+    resource_version: Option<String>,
+    #[serde(default)]
+    labels: NodeLabels,
+}
+
+impl From<RawNode> for NodeView {
+    fn from(raw: RawNode) -> Self {
+        Self {
+            metadata: ObjectMeta {
+                name: raw.metadata.name,
+                resource_version: raw.metadata.resource_version,
+                ..Default::default()
+            },
+            labels: raw.metadata.labels,
+            spec: raw.spec,
+            status: raw.status,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -75,27 +111,6 @@ fn ready_condition<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<
 pub struct Capacity {
     #[serde(default)]
     pub pods: Option<Quantity>,
-}
-
-/// `metadata` without annotations, owner references and managedFields.
-fn slim_meta<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Slim {
-        name: Option<String>,
-        uid: Option<String>,
-        resource_version: Option<String>,
-        #[serde(default)]
-        labels: Option<BTreeMap<String, String>>,
-    }
-    let slim = Slim::deserialize(deserializer)?;
-    Ok(ObjectMeta {
-        name: slim.name,
-        uid: slim.uid,
-        resource_version: slim.resource_version,
-        labels: slim.labels,
-        ..Default::default()
-    })
 }
 
 impl kube::Resource for NodeView {

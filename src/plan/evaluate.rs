@@ -79,7 +79,7 @@ pub(super) fn select_all<'a>(
                     .nodes_by_type
                     .entry(instance_type)
                     .or_default()
-                    .push(node.capacity_pods),
+                    .push(node.capacity_pods.map(u32::from)),
                 Err(reason) => {
                     *selection
                         .excluded

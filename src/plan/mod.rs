@@ -54,7 +54,9 @@ impl Exclusion {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeFacts {
     pub labels: NodeLabels,
-    pub capacity_pods: Option<u32>,
+    /// `status.capacity.pods` (kubelet's maxPods: hundreds at most). 16 bits keep the record at
+    /// 72 bytes, 96 with its `Arc` on the heap; at 100,000 nodes every 16 bytes is 1.6 MB.
+    pub capacity_pods: Option<u16>,
     /// The EC2 instance id from `spec.providerID` (`aws:///us-west-2a/i-0abc...`), inline (an
     /// id is 19 bytes).
     pub instance_id: Option<compact_str::CompactString>,

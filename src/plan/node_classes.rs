@@ -232,7 +232,7 @@ fn node_class(
     status.nodes = of_class.len() as u32;
     status.nodes_behind = of_class
         .iter()
-        .filter(|n| n.capacity_pods != Some(wanted))
+        .filter(|n| n.capacity_pods.map(u32::from) != Some(wanted))
         .count() as u32;
     if choice.spread_is_large() {
         warnings.push(format!(

@@ -201,6 +201,68 @@ impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for NodeLabels {
     }
 }
 
+/// Reads a JSON object of labels (`null` is none) straight into interned labels: keys and values
+/// are borrowed from the input where it has no escapes, so no `String` is made per label.
+impl<'de> serde::Deserialize<'de> for NodeLabels {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Labels;
+        impl<'de> serde::de::Visitor<'de> for Labels {
+            type Value = NodeLabels;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of label keys to values")
+            }
+            fn visit_unit<E>(self) -> Result<NodeLabels, E> {
+                Ok(NodeLabels::default())
+            }
+            fn visit_none<E>(self) -> Result<NodeLabels, E> {
+                Ok(NodeLabels::default())
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(
+                self,
+                deserializer: D,
+            ) -> Result<NodeLabels, D::Error> {
+                deserializer.deserialize_map(self)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<NodeLabels, A::Error> {
+                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(pair) = map.next_entry::<Text<'de>, Text<'de>>()? {
+                    pairs.push(pair);
+                }
+                Ok(pairs.iter().map(|(k, v)| (&*k.0, &*v.0)).collect())
+            }
+        }
+        deserializer.deserialize_option(Labels)
+    }
+}
+
+/// A string borrowed from the input when it can be (serde's own `Cow` always copies).
+struct Text<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(text.into()))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Text<'de>, E> {
+                Ok(Text(text.to_owned().into()))
+            }
+            fn visit_string<E>(self, text: String) -> Result<Text<'de>, E> {
+                Ok(Text(text.into()))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
 impl fmt::Debug for NodeLabels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.iter()).finish()
@@ -372,6 +434,20 @@ mod tests {
             Some("t3.medium")
         );
         assert_eq!(NodeLabels::default().get(HOSTNAME), None);
+        // Parsed from JSON (borrowed, escaped, null) as from pairs.
+        let parsed: NodeLabels = serde_json::from_str(
+            r#"{"topology.kubernetes.io/zone":"us-west-2a","kubernetes.io/hostname":"ip-10-0-0-1.us-west-2.compute.internal","node.kubernetes.io/instance-type":"m5.large"}"#,
+        )
+        .expect("labels");
+        assert_eq!(parsed, a);
+        let escaped: NodeLabels = serde_json::from_str(r#"{"a\"b":"c\u00e9"}"#).expect("labels");
+        assert_eq!(escaped.get("a\"b"), Some("cé"));
+        let from_value: NodeLabels =
+            serde_json::from_value(serde_json::json!({"a": "b"})).expect("labels");
+        assert_eq!(from_value.get("a"), Some("b"));
+        let null: NodeLabels = serde_json::from_str("null").expect("labels");
+        assert!(null.is_empty());
+        assert!(serde_json::from_str::<NodeLabels>(r#"{"a": 1}"#).is_err());
         assert!(NodeLabels::default().is_empty());
     }
 }
