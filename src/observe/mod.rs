@@ -6,6 +6,7 @@
 //! May import: the pure core, `crd`, `plan` (the facts types it fills), `aws`, `metrics`.
 
 pub mod cache;
+mod cache_key;
 pub mod eks_addon;
 pub mod facts;
 pub mod instance_types;
