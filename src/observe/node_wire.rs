@@ -11,8 +11,8 @@
 //! idle timeouts) is worth keeping as it is. So [`NodeProtobuf`] is a client layer for the Node
 //! watch's own client: it asks for `application/vnd.kubernetes.protobuf` (JSON as the second
 //! choice) on `GET /api/v1/nodes`, and when the API server answers in protobuf it decodes the
-//! few fields [`NodeView`](super::node_view::NodeView) reads (name, uid, resourceVersion,
-//! labels, `spec.providerID`, `status.capacity`, the conditions' type and status) and hands
+//! few fields [`NodeView`](super::node_view::NodeView) reads (name, resourceVersion, labels,
+//! `spec.providerID`, `status.capacity.pods`, the `Ready` condition's status) and hands
 //! kube the same response as a small JSON document: one line per watch event, a `NodeList` for
 //! a page, a `Status` for an error. An answer in JSON (a proxy or a server without protobuf,
 //! the fake API servers of the tests) passes through untouched, and a protobuf answer it cannot
@@ -118,9 +118,6 @@ struct NodeMeta {
     #[prost(bytes = "bytes", optional, tag = "1")]
     #[serde(serialize_with = "text_opt", skip_serializing_if = "Option::is_none")]
     name: Option<Bytes>,
-    #[prost(bytes = "bytes", optional, tag = "5")]
-    #[serde(serialize_with = "text_opt", skip_serializing_if = "Option::is_none")]
-    uid: Option<Bytes>,
     #[prost(bytes = "bytes", optional, tag = "6")]
     #[serde(serialize_with = "text_opt", skip_serializing_if = "Option::is_none")]
     resource_version: Option<Bytes>,
@@ -154,10 +151,10 @@ fn text_opt<S: serde::Serializer>(bytes: &Option<Bytes>, serializer: S) -> Resul
 /// A protobuf map (its key/value entries) as a JSON object.
 fn map_of<'a, S: serde::Serializer, V: Serialize + 'a>(
     serializer: S,
-    entries: impl ExactSizeIterator<Item = (&'a Bytes, V)>,
+    entries: impl Iterator<Item = (&'a Bytes, V)>,
 ) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
-    let mut map = serializer.serialize_map(Some(entries.len()))?;
+    let mut map = serializer.serialize_map(None)?;
     for (key, value) in entries {
         map.serialize_entry(utf8::<S::Error>(key)?, &value)?;
     }
@@ -194,8 +191,20 @@ struct NodeStatus {
     #[serde(serialize_with = "capacity", skip_serializing_if = "Vec::is_empty")]
     capacity: Vec<CapacityEntry>,
     #[prost(message, repeated, tag = "4")]
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(serialize_with = "ready_only", skip_serializing_if = "Vec::is_empty")]
     conditions: Vec<NodeCondition>,
+}
+
+/// Only the `Ready` condition: the one the view reads (each string written is parsed again).
+fn ready_only<S: serde::Serializer>(
+    conditions: &[NodeCondition],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(
+        conditions
+            .iter()
+            .filter(|c| c.kind.as_deref() == Some(b"Ready".as_slice())),
+    )
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -206,6 +215,7 @@ struct CapacityEntry {
     value: Option<Quantity>,
 }
 
+/// `capacity.pods` only: the one the view reads.
 fn capacity<S: serde::Serializer>(
     entries: &[CapacityEntry],
     serializer: S,
@@ -215,6 +225,7 @@ fn capacity<S: serde::Serializer>(
         serializer,
         entries
             .iter()
+            .filter(|e| e.key == "pods")
             .map(|e| (&e.key, e.value.as_ref().unwrap_or(&empty))),
     )
 }

@@ -198,7 +198,7 @@ fn a_watch_event_keeps_what_the_node_view_reads_and_nothing_else() -> anyhow::Re
     assert_eq!(line.object["kind"], "Node");
     let view: NodeView = serde_json::from_value(line.object.clone())?;
     assert_eq!(view.metadata.name.as_deref(), Some("ip-10-0-0-1"));
-    assert_eq!(line.object["metadata"]["uid"], "uid-ip-10-0-0-1");
+    assert_eq!(line.object["metadata"]["name"], "ip-10-0-0-1");
     assert_eq!(view.metadata.resource_version.as_deref(), Some("1234"));
     assert_eq!(
         view.labels.get("node.kubernetes.io/instance-type"),
@@ -211,9 +211,20 @@ fn a_watch_event_keeps_what_the_node_view_reads_and_nothing_else() -> anyhow::Re
     let pods = view.status.capacity.and_then(|c| c.pods).map(|q| q.0);
     assert_eq!(pods.as_deref(), Some("29"));
     assert_eq!(view.status.ready, Some(false));
+    // Only what the view reads: capacity.pods, the Ready condition, no uid.
+    assert_eq!(
+        line.object["status"]["capacity"],
+        serde_json::json!({"pods": "29"})
+    );
+    assert_eq!(
+        line.object["status"]["conditions"],
+        serde_json::json!([{"type": "Ready", "status": "False"}])
+    );
     // Skipped: annotations, managedFields, podCIDR, allocatable, images, condition messages.
     let text = line.object.to_string();
     for skipped in [
+        "uid-ip-10-0-0-1",
+        "MemoryPressure",
         "ttl",
         "podCIDR",
         "allocatable",
