@@ -1916,14 +1916,11 @@ async fn webhook_gives_each_aws_node_pod_the_warm_env_of_its_node_and_never_bloc
         Api::namespaced(cluster.admin.clone(), NS);
     let before = secrets.get("vpc-cni-tuner-webhook-tls").await.unwrap();
     let again = cluster.webhook_operator("tuner-1", port, &[]);
+    // Until it serves, pods are admitted unchanged: each try creates a pod of its own name.
+    let tries = std::sync::atomic::AtomicUsize::new(0);
     let patched = eventually("served again", CONVERGE, &[&again], || async {
-        let p = aws_node_pod(
-            &cluster,
-            &format!("aws-node-again-{}", Instant::now().elapsed().as_nanos()),
-            "big",
-            &ds,
-        )
-        .await;
+        let n = tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = aws_node_pod(&cluster, &format!("aws-node-again-{n}"), "big", &ds).await;
         (pod_env(&p).get("MINIMUM_IP_TARGET").map(String::as_str) == Some("49")).then_some(p)
     })
     .await;
