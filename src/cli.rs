@@ -95,7 +95,8 @@ pub struct RunArgs {
     #[arg(long, env = "VPC_CNI_TUNER_RESYNC_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub resync_seconds: u64,
 
-    /// Wait this long (milliseconds) after an event for more before planning.
+    /// Wait this long (milliseconds) after an event for more before planning (not before the
+    /// first plan, which runs once every watch has listed).
     #[arg(long, env = "VPC_CNI_TUNER_DEBOUNCE_MILLIS", default_value_t = 500)]
     pub debounce_millis: u64,
 

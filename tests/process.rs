@@ -297,3 +297,40 @@ async fn nodes_stream_their_initial_list_or_fall_back_to_pages() {
         api.assert_clean();
     }
 }
+
+/// The debounce gathers bursts of changes once the fleet has been planned; the first plan after
+/// start-up runs as soon as every watch has listed, not a debounce later: with a debounce of a
+/// minute, the first status patch comes well within it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_plan_does_not_wait_for_the_debounce() {
+    let api = FakeApi::new();
+    api.insert(&aws_node_ds(&[("ENABLE_PREFIX_DELEGATION", "false")], &[]));
+    api.insert(&default_policy());
+    api.insert(&json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "n1", "labels": {"node.kubernetes.io/instance-type": "t3.medium"}}}));
+    let mut args = run_args();
+    args.debounce_millis = 60_000;
+    let status_patches = |api: &FakeApi| {
+        api.requests()
+            .iter()
+            .filter(|r| r.method == Method::PATCH && r.path == status_path("default"))
+            .count()
+    };
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let operator = tokio::spawn(vpc_cni_tuner::operator::run_with_ec2(
+        api.client("default"),
+        args,
+        None,
+        shutdown,
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status_patches(&api) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no status within 20 s: the first plan waited for the 60 s debounce"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop_and_join(stop, operator).await;
+    api.assert_clean();
+}

@@ -30,7 +30,8 @@ use tokio::task::JoinHandle;
 pub struct LoopConfig {
     /// Re-plan at least this often, even without events.
     pub resync: Duration,
-    /// Wait this long after an event for more before planning.
+    /// Wait this long after an event for more before planning, once the fleet has been
+    /// planned: the first plan runs as soon as every cache holds its initial list.
     pub debounce: Duration,
 }
 
@@ -73,6 +74,11 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
 
     let mut backoff = retry_backoff();
     let mut requeue: Option<Duration> = None;
+    // The debounce gathers a burst of changes into one plan. Until the first plan there is
+    // nothing to gather: each cache triggers once, when its initial list is complete, and the
+    // plan waits for the last of them anyway. Nor when this replica has just become the
+    // leader: it acts on what it saw as a follower.
+    let mut planned = false;
     loop {
         let was_leader = ctx.is_leader();
         let requeued = async {
@@ -87,17 +93,23 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
             _ = tokio::time::sleep(config.resync) => debug!("periodic resync"),
             // What a follower saw (drift, new nodes) is acted on as soon as it leads, not at the
             // next resync.
-            _ = became_leader(ctx.leader(), was_leader) => info!("became the leader; reconciling"),
+            _ = became_leader(ctx.leader(), was_leader) => {
+                info!("became the leader; reconciling");
+                planned = false;
+            }
             _ = shutdown.changed() => break,
         }
-        tokio::select! {
-            _ = tokio::time::sleep(config.debounce) => {}
-            _ = shutdown.changed() => break,
+        if planned {
+            tokio::select! {
+                _ = tokio::time::sleep(config.debounce) => {}
+                _ = shutdown.changed() => break,
+            }
         }
         start_wanted_watches(&ctx, &trigger, &mut watchers);
         if !ctx.caches_ready() {
             continue;
         }
+        planned = true;
         match reconcile_fleet(&ctx).await {
             Ok(report) => {
                 backoff = retry_backoff();
