@@ -70,6 +70,50 @@ async fn stop_and_join(
     result.expect("clean exit");
 }
 
+/// An API server holding aws-node, the default policy and one t3.medium node.
+fn one_node_fleet() -> FakeApi {
+    let api = FakeApi::new();
+    api.insert(&aws_node_ds(&[("ENABLE_PREFIX_DELEGATION", "false")], &[]));
+    api.insert(&default_policy());
+    api.insert(&json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "n1", "labels": {"node.kubernetes.io/instance-type": "t3.medium"}}}));
+    api
+}
+
+type Running = (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+);
+
+/// The operator started in-process on `client`; the sender stops it.
+fn start(client: kube::Client, args: vpc_cni_tuner::cli::RunArgs) -> Running {
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let operator = tokio::spawn(vpc_cni_tuner::operator::run_with_ec2(
+        client, args, None, shutdown,
+    ));
+    (stop, operator)
+}
+
+/// Status patches of the default policy so far.
+fn status_patches(api: &FakeApi) -> usize {
+    api.requests()
+        .iter()
+        .filter(|r| r.method == Method::PATCH && r.path == status_path("default"))
+        .count()
+}
+
+/// Waits up to `within` for the first status patch; `what` says what it means if none comes.
+async fn wait_for_status(api: &FakeApi, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    while status_patches(api) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no status within {within:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn config(identity: &str) -> LeaseConfig {
     LeaseConfig {
         namespace: "operators".into(),
@@ -166,12 +210,7 @@ async fn lease_decision_respects_expiry() {
 async fn shutdown_stops_the_operator_cleanly() {
     // An API server with no objects; watches end at once (and are retried with backoff).
     let api = FakeApi::new();
-    let client = api.client("default");
-    let args = run_args();
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let operator = tokio::spawn(vpc_cni_tuner::operator::run_with_ec2(
-        client, args, None, shutdown,
-    ));
+    let (stop, operator) = start(api.client("default"), run_args());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !operator.is_finished(),
@@ -185,30 +224,15 @@ async fn shutdown_stops_the_operator_cleanly() {
 /// (its status patch goes out), and then the operator exits cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_mid_reconcile_finishes_the_reconcile_then_exits() {
-    let api = FakeApi::new();
-    api.insert(&aws_node_ds(&[("ENABLE_PREFIX_DELEGATION", "false")], &[]));
-    api.insert(&default_policy());
-    api.insert(&json!({"apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": "n1", "labels": {"node.kubernetes.io/instance-type": "t3.medium"}}}));
+    let api = one_node_fleet();
     let mut patch_started = api.hold(Method::PATCH, DS_PATH, Duration::from_millis(500));
-    let args = run_args();
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let operator = tokio::spawn(vpc_cni_tuner::operator::run_with_ec2(
-        api.client("default"),
-        args,
-        None,
-        shutdown,
-    ));
+    let (stop, operator) = start(api.client("default"), run_args());
     tokio::time::timeout(Duration::from_secs(10), patch_started.recv())
         .await
         .expect("the reconcile starts writing");
     stop_and_join(stop, operator).await;
-    let status_patched = api
-        .requests()
-        .iter()
-        .any(|r| r.method == Method::PATCH && r.path == status_path("default"));
     assert!(
-        status_patched,
+        status_patches(&api) > 0,
         "the reconcile in flight finished before exit"
     );
     api.assert_clean();
@@ -246,33 +270,12 @@ async fn busy_admin_port_stops_the_operator_with_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_stream_their_initial_list_or_fall_back_to_pages() {
     for refuse in [false, true] {
-        let api = FakeApi::new();
+        let api = one_node_fleet();
         if refuse {
             api.refuse_streaming_lists();
         }
-        api.insert(&aws_node_ds(&[("ENABLE_PREFIX_DELEGATION", "false")], &[]));
-        api.insert(&default_policy());
-        api.insert(&json!({"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": "n1", "labels": {"node.kubernetes.io/instance-type": "t3.medium"}}}));
-        let (stop, shutdown) = tokio::sync::watch::channel(false);
-        let operator = tokio::spawn(vpc_cni_tuner::operator::run_with_ec2(
-            api.client("default"),
-            run_args(),
-            None,
-            shutdown,
-        ));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !api
-            .requests()
-            .iter()
-            .any(|r| r.method == Method::PATCH && r.path == status_path("default"))
-        {
-            assert!(
-                Instant::now() < deadline,
-                "no status written (refuse: {refuse})"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let (stop, operator) = start(api.client("default"), run_args());
+        wait_for_status(&api, Duration::from_secs(10), &format!("refuse: {refuse}")).await;
         stop_and_join(stop, operator).await;
         let node_requests: Vec<String> = api
             .requests()
@@ -303,34 +306,16 @@ async fn nodes_stream_their_initial_list_or_fall_back_to_pages() {
 /// minute, the first status patch comes well within it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_plan_does_not_wait_for_the_debounce() {
-    let api = FakeApi::new();
-    api.insert(&aws_node_ds(&[("ENABLE_PREFIX_DELEGATION", "false")], &[]));
-    api.insert(&default_policy());
-    api.insert(&json!({"apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": "n1", "labels": {"node.kubernetes.io/instance-type": "t3.medium"}}}));
+    let api = one_node_fleet();
     let mut args = run_args();
     args.debounce_millis = 60_000;
-    let status_patches = |api: &FakeApi| {
-        api.requests()
-            .iter()
-            .filter(|r| r.method == Method::PATCH && r.path == status_path("default"))
-            .count()
-    };
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let operator = tokio::spawn(vpc_cni_tuner::operator::run_with_ec2(
-        api.client("default"),
-        args,
-        None,
-        shutdown,
-    ));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while status_patches(&api) == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "no status within 20 s: the first plan waited for the 60 s debounce"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (stop, operator) = start(api.client("default"), args);
+    wait_for_status(
+        &api,
+        Duration::from_secs(20),
+        "the first plan waited for the 60 s debounce",
+    )
+    .await;
     stop_and_join(stop, operator).await;
     api.assert_clean();
 }
