@@ -8,12 +8,13 @@
 //! hasher (SipHash) reads the bytes as one stream however they are split between writes; a test
 //! holds that.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use compact_str::CompactString;
+
+use crate::plan::intern::Table;
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Key {
@@ -37,7 +38,7 @@ impl Key {
     }
 
     fn tail(&self) -> &str {
-        self.tail.as_ref().map_or("", |t| t.0.as_str())
+        self.tail.as_ref().map_or("", |t| &t.0)
     }
 }
 
@@ -81,56 +82,19 @@ impl indexmap::Equivalent<Key> for Lookup<'_> {
     }
 }
 
-/// An interned suffix: one pointer in the key, shared by every key that ends with it.
-#[derive(Clone)]
-struct Tail(Arc<String>);
-
-impl PartialEq for Tail {
-    fn eq(&self, other: &Self) -> bool {
-        // Interned: the same text is the same allocation (content compared all the same, for a
-        // tail swept from the table and made again while an old key still holds the first).
-        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
-    }
-}
-
-impl Eq for Tail {}
-
-impl Hash for Tail {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.as_str().hash(state);
-    }
-}
-
-impl std::borrow::Borrow<str> for Tail {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
-#[derive(Default)]
-struct Tails {
-    set: HashSet<Tail>,
-    swept_at: usize,
-}
+/// An interned suffix: one pointer in the key, shared by every key that ends with it
+/// ([`Table`]).
+#[derive(Clone, PartialEq, Eq)]
+struct Tail(Arc<str>);
 
 impl Tail {
     fn intern(text: &str) -> Self {
-        static TAILS: OnceLock<Mutex<Tails>> = OnceLock::new();
+        static TAILS: OnceLock<Mutex<Table<str>>> = OnceLock::new();
         let mut tails = TAILS
-            .get_or_init(Mutex::default)
+            .get_or_init(|| Mutex::new(Table::new(64)))
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(tail) = tails.set.get(text) {
-            return tail.clone();
-        }
-        // Suffixes no key holds any more go once the table has doubled since the last sweep.
-        if tails.set.len() >= (2 * tails.swept_at).max(64) {
-            tails.set.retain(|t| Arc::strong_count(&t.0) > 1);
-            tails.swept_at = tails.set.len();
-        }
-        let tail = Tail(Arc::new(text.to_owned()));
-        tails.set.insert(tail.clone());
-        tail
+        Self(tails.get(text))
     }
 }
 

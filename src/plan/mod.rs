@@ -324,6 +324,7 @@ pub mod eks_addon;
 mod env;
 mod evaluate;
 pub(crate) use evaluate::selector_expressions;
+pub(crate) mod intern;
 pub mod launch_templates;
 pub mod node_classes;
 pub mod node_labels;

@@ -6,13 +6,14 @@
 //! 100,000 nodes this keeps a node's labels to 40 bytes, where a sorted slice of pointers per
 //! node took about 300 (and a map of strings a few kilobytes).
 
-use std::collections::HashSet;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use compact_str::CompactString;
 use kube::core::Expression;
+
+use super::intern::Table;
 
 /// The label kubelet sets to the node's own host name: unique per node, so not in the shared set.
 pub const HOSTNAME: &str = "kubernetes.io/hostname";
@@ -94,7 +95,7 @@ impl Default for NodeLabels {
 
 impl NodeLabels {
     pub fn get(&self, key: &str) -> Option<&str> {
-        if key.len() == HOSTNAME.len() && key == HOSTNAME {
+        if key == HOSTNAME {
             return self.hostname.as_deref();
         }
         let key = key.as_bytes();
@@ -269,14 +270,10 @@ impl fmt::Debug for NodeLabels {
     }
 }
 
-/// The process-wide labels and sets of labels. What no node holds any more is dropped once a
-/// table has doubled since its last sweep, so churn does not grow them without bound.
-#[derive(Default)]
+/// The process-wide labels and sets of labels ([`Table`]s).
 struct Interner {
-    labels: HashSet<Arc<str>>,
-    labels_swept_at: usize,
-    sets: HashSet<Arc<[Label]>>,
-    sets_swept_at: usize,
+    labels: Table<str>,
+    sets: Table<[Label]>,
     /// The text of the label being looked up: most are interned already, and 100,000 nodes of
     /// a dozen labels would otherwise allocate a String per label.
     text: String,
@@ -286,7 +283,13 @@ struct Interner {
 fn interner() -> std::sync::MutexGuard<'static, Interner> {
     static INTERNER: OnceLock<Mutex<Interner>> = OnceLock::new();
     INTERNER
-        .get_or_init(Mutex::default)
+        .get_or_init(|| {
+            Mutex::new(Interner {
+                labels: Table::new(4096),
+                sets: Table::new(1024),
+                text: String::new(),
+            })
+        })
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
 }
@@ -300,32 +303,12 @@ impl Interner {
         self.text.push(len);
         self.text.push_str(key);
         self.text.push_str(value);
-        if let Some(shared) = self.labels.get(self.text.as_str()) {
-            return Some(Label(shared.clone()));
-        }
-        if self.labels.len() >= (2 * self.labels_swept_at).max(4096) {
-            // A label only the table holds has no other holder that could clone it meanwhile:
-            // every clone goes through this locked table.
-            self.labels.retain(|l| Arc::strong_count(l) > 1);
-            self.labels_swept_at = self.labels.len();
-        }
-        let shared: Arc<str> = Arc::from(self.text.as_str());
-        self.labels.insert(shared.clone());
-        Some(Label(shared))
+        Some(Label(self.labels.get(self.text.as_str())))
     }
 
     /// The shared copy of a sorted set of labels.
     fn set(&mut self, labels: &[Label]) -> Arc<[Label]> {
-        if let Some(shared) = self.sets.get(labels) {
-            return shared.clone();
-        }
-        if self.sets.len() >= (2 * self.sets_swept_at).max(1024) {
-            self.sets.retain(|s| Arc::strong_count(s) > 1);
-            self.sets_swept_at = self.sets.len();
-        }
-        let shared: Arc<[Label]> = Arc::from(labels);
-        self.sets.insert(shared.clone());
-        shared
+        self.sets.get(labels)
     }
 }
 
