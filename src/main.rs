@@ -57,12 +57,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         LogFormat::Json => subscriber.json().flatten_event(true).init(),
         LogFormat::Text => subscriber.init(),
     }
-    // One thread. The operator waits on the network; a multi-thread runtime spent a fifth of
-    // its start-up CPU handing wake-ups between workers (eventfd writes, futex waits) and kept
-    // one allocator arena per worker, as many workers as the node has cores whatever the pod's
-    // CPU limit. Measured at 100,000 Nodes, paged: CPU to Ready 2.8 -> 2.3 s, peak RSS 52 -> 46
-    // MiB (README, Benchmarks). The longest step that holds the thread, a plan over the whole
-    // fleet, takes milliseconds.
+    // One thread. The operator waits on the network; a multi-thread runtime (a worker per CPU
+    // the cgroup quota allows, and this thread driving `block_on`) spent a fifth of its start-up
+    // CPU handing wake-ups between threads (eventfd writes, futex waits) and kept an allocator
+    // arena per thread. Measured at 100,000 Nodes, paged, 2 cores, no quota: CPU to Ready 2.8 ->
+    // 2.3 s, peak RSS 52 -> 46 MiB (README, Benchmarks). The longest step that holds the thread,
+    // a plan over the whole fleet, takes milliseconds.
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

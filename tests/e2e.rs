@@ -753,6 +753,45 @@ async fn first_apply_scenario(list_mode: ListMode) {
 
 /// DryRun writes nothing to aws-node; of two Enforce policies that want different env the older
 /// wins and the newer reports the Conflict (Argo CD: Degraded), while the winner is Healthy.
+/// The binary as the chart runs it, with a debounce of a minute: the first plan comes as soon
+/// as the watches have listed, and a later change waits for the debounce.
+#[tokio::test]
+async fn the_first_plan_runs_without_the_debounce_and_later_changes_wait() {
+    let Some(cluster) = Cluster::start_with(json!({}), "helm").await else {
+        return;
+    };
+    cluster.single_node_fleet(json!({})).await;
+    let operator = cluster.operator_with("tuner-0", &[], &[("--debounce-millis", "60000".into())]);
+    let ready = eventually(
+        "Ready within 20 s with a 60 s debounce",
+        Duration::from_secs(20),
+        &[&operator],
+        || async {
+            let p = cluster.get_policy("all").await;
+            condition_of(&p, "Ready")
+                .filter(|c| c.status == "True")
+                .map(|_| p.clone())
+        },
+    )
+    .await;
+    assert_eq!(ready.status.as_ref().unwrap().matched_nodes, 1);
+    // A second node is a change to a planned fleet: not counted before the debounce ends.
+    cluster
+        .node(
+            "n-2",
+            json!({"node.kubernetes.io/instance-type": "m5.large"}),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let p = cluster.get_policy("all").await;
+    assert_eq!(
+        p.status.as_ref().unwrap().matched_nodes,
+        1,
+        "the new node waits for the debounce:\n{}",
+        operator.log()
+    );
+}
+
 #[tokio::test]
 async fn dry_run_writes_nothing_and_conflicting_policies_report_conflict() {
     // A self-managed VPC CNI (its Helm chart), so the winner has nothing to warn about.
