@@ -1926,14 +1926,24 @@ async fn webhook_gives_each_aws_node_pod_the_warm_env_of_its_node_and_never_bloc
     let theirs: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> =
         Api::all(as_operator);
     let widen = json!([{"op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Fail"}]);
-    let denied = theirs
-        .patch(
-            "vpc-cni-tuner-aws-node",
-            &PatchParams::default(),
-            &Patch::<()>::Json(serde_json::from_value(widen).unwrap()),
-        )
-        .await
-        .expect_err("the admission policy denies it");
+    // The policies take effect once the API server has loaded them; a dry run changes nothing
+    // while they are not in force yet (admission runs on dry runs too).
+    let denied = eventually(
+        "the admission policy denies it",
+        CONVERGE,
+        &[&operator],
+        || async {
+            theirs
+                .patch(
+                    "vpc-cni-tuner-aws-node",
+                    &PatchParams::default().dry_run(),
+                    &Patch::<()>::Json(serde_json::from_value(widen.clone()).unwrap()),
+                )
+                .await
+                .err()
+        },
+    )
+    .await;
     assert!(
         denied.to_string().contains("only clientConfig.caBundle"),
         "{denied}"
