@@ -335,6 +335,8 @@ pub struct ReservationInfo {
     pub cidr: String,
     /// `prefix` (kept for delegated prefixes) rather than `explicit`.
     pub prefix: bool,
+    /// Who made it and why, as its creator wrote it (`Description`; may be empty).
+    pub description: String,
 }
 
 /// The allocations of subnet `subnet` from what EC2 described (entries that do not parse, or

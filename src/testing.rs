@@ -533,7 +533,7 @@ impl LaunchTemplateApi for FakeEc2 {
         &self,
         subnet: &str,
         cidr: &str,
-        _: &str,
+        description: &str,
     ) -> Result<String, Ec2Error> {
         self.check("CreateSubnetCidrReservation")?;
         let mut state = self.state();
@@ -544,6 +544,7 @@ impl LaunchTemplateApi for FakeEc2 {
                 id: id.clone(),
                 cidr: cidr.to_owned(),
                 prefix: true,
+                description: description.to_owned(),
             },
         ));
         Ok(id)

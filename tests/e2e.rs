@@ -453,10 +453,7 @@ where
             return value;
         }
         if Instant::now() > deadline {
-            let logs: Vec<String> = operators
-                .iter()
-                .map(|o| format!("--- {} ---\n{}", o.name, o.log()))
-                .collect();
+            let logs: Vec<String> = operators.iter().map(|o| o.diagnostics()).collect();
             panic!("{what}: not within {timeout:?}\n{}", logs.join("\n"));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -1688,10 +1685,39 @@ async fn subnets_report_fragmentation_headroom_and_reserve_prefixes_once() {
         reservations(ec2.clone(), nodes_subnet.clone()).await,
         vec![("10.0.1.160/28".to_owned(), "prefix".to_owned())]
     );
-    eventually("the subnets read again", CONVERGE, &[&operator], || async {
-        (aws_calls(&operator, "GetSubnetCidrReservations")? >= 4).then_some(())
-    })
+    // The subnet is read again within seconds (the pass that reserved asks for the next one;
+    // tests/reconcile.rs pins that), not at the 5-minute refresh: the status shows the
+    // reserved block, no longer free one by one.
+    let reserved_free = fleet_row["freeAddresses"].as_u64().unwrap() - 16;
+    let row = eventually(
+        "the status after the reservation",
+        CONVERGE,
+        &[&operator],
+        || async {
+            let p = cluster.get_policy("fleet").await;
+            let rows = serde_json::to_value(&p.status?.subnets).ok()?;
+            let row = rows
+                .as_array()?
+                .iter()
+                .find(|s| s["subnetId"] == nodes_subnet.as_str())?;
+            (row["freeAddresses"].as_u64()? == reserved_free).then(|| row.clone())
+        },
+    )
     .await;
+    assert!(aws_calls(&operator, "GetSubnetCidrReservations").unwrap() >= 4);
+    // Read back from EC2, the reservation is still known as the operator's (by its description).
+    assert_eq!(row["prefixReservations"], json!(["10.0.1.160/28"]));
+    let created = ec2
+        .get_subnet_cidr_reservations()
+        .subnet_id(&nodes_subnet)
+        .send()
+        .await
+        .unwrap()
+        .subnet_ipv4_cidr_reservations()[0]
+        .subnet_cidr_reservation_id()
+        .unwrap()
+        .to_owned();
+    assert_eq!(row["reservationCreated"], created.as_str());
     assert_eq!(aws_calls(&operator, "CreateSubnetCidrReservation"), Some(1));
     assert_eq!(
         reservations(ec2.clone(), nodes_subnet.clone()).await.len(),

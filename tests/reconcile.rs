@@ -577,6 +577,87 @@ mod with_ec2 {
         let _ = vpc_cni_tuner::controller::plan_now(&ctx);
         assert_eq!(fake.state().type_lookups.len(), 1);
     }
+
+    /// The subnet step's metadata-only list of the sampled nodes' pods (the idle estimate).
+    fn pods_list() -> Step {
+        Step::new(http::Method::GET, "/api/v1/pods", |_| {})
+    }
+
+    /// The pass that creates the prefix reservation asks to be run again in two seconds; that
+    /// pass reads the subnet again and the status shows the reservation, as the operator's.
+    #[tokio::test]
+    async fn a_new_subnet_reservation_is_read_back_at_once_not_at_the_refresh() {
+        use std::time::Duration;
+        use vpc_cni_tuner::subnet::{InterfaceInfo, SubnetInfo};
+
+        let (ctx, api) = MockApi::new();
+        let fake = FakeEc2::default();
+        fake.state().subnets.push(SubnetInfo {
+            id: "subnet-a".into(),
+            cidr: Some("10.0.1.0/24".into()),
+            vpc_id: Some("vpc-1".into()),
+            ..Default::default()
+        });
+        // An address in every /28 but .160/28: fragmented, one block to keep for prefixes.
+        fake.state().interfaces.push(InterfaceInfo {
+            id: "eni-1".into(),
+            subnet_id: "subnet-a".into(),
+            instance_id: Some("i-1".into()),
+            addresses: (1..16)
+                .filter(|b| *b != 10)
+                .map(|b| format!("10.0.1.{}", b * 16 + 7))
+                .collect(),
+            prefixes: Vec::new(),
+        });
+        let ctx = ctx.with_ec2(Arc::new(fake.clone()));
+        let mut n = node("m5.large");
+        n.instance_id = Some("i-1".into());
+        api.fill(
+            &ctx,
+            vec![policy(
+                "default",
+                "2026-01-01T00:00:00Z",
+                json!({"prefixDelegation": "Enabled", "subnets": {"reservePrefixes": true}}),
+                None,
+            )],
+            vec![n],
+            Some(&aws_node_ds(PREFIX_ENV, PREFIX_OWNED)),
+        );
+        let report = api
+            .reconcile(
+                &ctx,
+                vec![
+                    pods_list(),
+                    event(|body| assert_eq!(body["reason"], "SubnetPrefixesReserved")),
+                    event(|body| assert_eq!(body["reason"], "SubnetCapacityLow")),
+                    status("default", |body| {
+                        let row = &body["status"]["subnets"][0];
+                        assert_eq!(row["reservationCreated"], "scr-1");
+                    }),
+                ],
+            )
+            .await;
+        assert_eq!(report.requeue_after, Some(Duration::from_secs(2)));
+        assert_eq!(fake.state().reservations.len(), 1);
+
+        api.sync_policies(&ctx);
+        let report = api
+            .reconcile(
+                &ctx,
+                vec![
+                    pods_list(),
+                    status("default", |body| {
+                        let row = &body["status"]["subnets"][0];
+                        assert_eq!(row["prefixReservations"], json!(["10.0.1.160/28"]));
+                        assert_eq!(row["reservationCreated"], "scr-1");
+                        assert_eq!(row["freeAlignedPrefixes"], 1);
+                    }),
+                ],
+            )
+            .await;
+        assert_eq!(report.requeue_after, None, "read once, then the refresh");
+        assert_eq!(fake.state().reservations.len(), 1, "created once");
+    }
 }
 
 /// The EKS managed add-on owns aws-node: the env goes into its configurationValues through the

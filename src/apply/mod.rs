@@ -65,8 +65,19 @@ pub struct Outcomes {
     /// Events of the subnet and aws-node restart steps: policy, reason, whether a warning,
     /// note.
     pub policy_events: Vec<(String, &'static str, bool, String)>,
-    /// Look again this soon (an EKS add-on update is being followed).
+    /// Look again this soon: an EKS add-on update or a rollout is being followed, aws-node
+    /// pods are being restarted, or a subnet reservation was just created.
     pub requeue_after: Option<Duration>,
+}
+
+/// How soon a pass that started something looks at it again.
+const SOON: Duration = Duration::from_secs(2);
+
+impl Outcomes {
+    /// Requeue within `after` (the earliest of the steps' asks wins).
+    fn look_again(&mut self, after: Duration) {
+        self.requeue_after = Some(self.requeue_after.map_or(after, |d| d.min(after)));
+    }
 }
 
 /// Carries out `plan` in order: the aws-node env (or the EKS add-on), the launch templates, the
@@ -115,18 +126,21 @@ async fn apply_all(
     (outcomes.addon, outcomes.requeue_after) = eks_addon::apply(w, &plan.addon, target).await?;
     outcomes.templates = launch_templates::apply(w, policies, plan, nodes).await;
     if rollout_followed(plan, &outcomes.templates) {
-        let follow = w.observed.template_syncs.follow_interval();
-        outcomes.requeue_after = Some(outcomes.requeue_after.map_or(follow, |d| d.min(follow)));
+        outcomes.look_again(w.observed.template_syncs.follow_interval());
     }
     (outcomes.subnets, outcomes.policy_events) = subnets::apply(w, policies, plan).await;
+    if subnets::reserved_any(&outcomes.subnets) {
+        // The reservation's subnet is read again (its cache entry expired): the status shows
+        // the reserved block now, not at the next resync.
+        outcomes.look_again(SOON);
+    }
     let (warm, restarting) = warm_pods::apply(w, policies, plan).await;
     outcomes.warm_pods = warm;
     for report in outcomes.warm_pods.values_mut() {
         outcomes.policy_events.append(&mut report.events);
     }
     if restarting {
-        let soon = Duration::from_secs(2);
-        outcomes.requeue_after = Some(outcomes.requeue_after.map_or(soon, |d| d.min(soon)));
+        outcomes.look_again(SOON);
     }
     node_classes::apply(w, plan, &mut outcomes.node_classes).await
 }

@@ -77,6 +77,11 @@ pub(super) async fn apply(
     (reports, events)
 }
 
+/// Whether a prefix reservation was created in this pass (its subnet is read again next pass).
+pub(super) fn reserved_any(reports: &BTreeMap<String, SubnetsReport>) -> bool {
+    reports.values().any(|r| r.reserved)
+}
+
 /// The fleet's instance types, prefix delegation and warm settings as the policy decided them.
 fn shape(w: &Writer<'_>, plan: &PolicyPlan) -> FleetShape {
     let live = w.observed.instance_types.known();
@@ -311,7 +316,7 @@ async fn reserve(
                 api.create_prefix_reservation(
                     &subnet,
                     &block.to_string(),
-                    "vpc-cni-tuner: prefixes",
+                    subnets::RESERVATION_DESCRIPTION,
                 )
                 .await
             }
@@ -328,8 +333,10 @@ async fn reserve(
                 events.push((name.clone(), "SubnetPrefixesReserved", false, note));
                 if let Some(s) = report.statuses.iter_mut().find(|s| s.subnet_id == subnet) {
                     s.reservation_created = Some(id);
+                    s.prefix_reservations.push(block.to_string());
                 }
-                // The next read shows it.
+                // The next read shows it in the figures.
+                report.reserved = true;
                 w.observed.subnets.expire(&name);
             }
             Err(err) => {

@@ -137,6 +137,7 @@ pub(super) async fn reservations(
                     .to_owned(),
                 cidr: r.cidr().unwrap_or_default().to_owned(),
                 prefix: r.reservation_type() == Some(&SubnetCidrReservationType::Prefix),
+                description: r.description().unwrap_or_default().to_owned(),
             }
         }));
         match answer.next_token() {

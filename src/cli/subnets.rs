@@ -160,6 +160,7 @@ fn offline(args: &SubnetsArgs) -> Result<Vec<SubnetFacts>, CliError> {
                     id: text(r, "SubnetCidrReservationId").unwrap_or_default(),
                     cidr: text(r, "Cidr").unwrap_or_default(),
                     prefix: r["ReservationType"].as_str() == Some("prefix"),
+                    description: text(r, "Description").unwrap_or_default(),
                 },
             ));
         }

@@ -89,7 +89,7 @@ pub async fn run(ctx: Arc<Context>, config: LoopConfig, mut shutdown: watch::Rec
         };
         tokio::select! {
             _ = trigger.notified() => {}
-            _ = requeued => debug!("following an EKS add-on update"),
+            _ = requeued => debug!("a step asked to look again"),
             _ = tokio::time::sleep(config.resync) => debug!("periodic resync"),
             // What a follower saw (drift, new nodes) is acted on as soon as it leads, not at the
             // next resync.

@@ -92,7 +92,12 @@ pub struct SubnetStatus {
     /// What to do about it (the reservation command, the warm setting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advice: Option<String>,
-    /// The prefix reservation the operator created (`spec.subnets.reservePrefixes`).
+    /// The subnet's `prefix` CIDR reservations, whoever created them: blocks EC2 keeps for
+    /// delegated prefixes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefix_reservations: Vec<String>,
+    /// The id of the prefix reservation this operator created (`spec.subnets.reservePrefixes`;
+    /// known by its description `vpc-cni-tuner: prefixes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reservation_created: Option<String>,
 }

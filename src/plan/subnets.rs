@@ -61,7 +61,14 @@ pub struct SubnetsReport {
     pub condition: Option<ConditionPlan>,
     /// The prefix reservation to create (`reservePrefixes`): subnet and block.
     pub reserve: Vec<(String, Cidr)>,
+    /// Set by the apply step: a reservation was created in this pass, which the figures (read
+    /// before it) do not show yet.
+    pub reserved: bool,
 }
+
+/// The description of the prefix reservations this operator creates: how a later read (by
+/// another replica, or after a restart) knows them as the operator's.
+pub const RESERVATION_DESCRIPTION: &str = "vpc-cni-tuner: prefixes";
 
 /// One subnet's row and figures (`None`: no IPv4 CIDR, or a size AWS does not allow).
 pub fn subnet_status(facts: &SubnetFacts, shape: &FleetShape) -> Option<(SubnetStatus, Figures)> {
@@ -96,7 +103,17 @@ pub fn subnet_status(facts: &SubnetFacts, shape: &FleetShape) -> Option<(SubnetS
         fleet_nodes: facts.fleet_nodes,
         headroom,
         advice: None,
-        reservation_created: None,
+        prefix_reservations: facts
+            .reservations
+            .iter()
+            .filter(|r| r.prefix)
+            .map(|r| r.cidr.clone())
+            .collect(),
+        reservation_created: facts
+            .reservations
+            .iter()
+            .find(|r| r.prefix && r.description == RESERVATION_DESCRIPTION)
+            .map(|r| r.id.clone()),
     };
     Some((status, figures))
 }
@@ -311,8 +328,41 @@ mod tests {
             id: "r".into(),
             cidr: "10.0.0.128/26".into(),
             prefix: true,
+            description: String::new(),
         });
         assert!(report(&[reserved], &pd, &asked).reserve.is_empty());
+    }
+
+    #[test]
+    fn the_status_lists_prefix_reservations_and_knows_the_operators_own() {
+        let mut f = facts("subnet-d", "10.0.0.0/24", vec!["10.0.0.10".into()]);
+        let reservation = |id: &str, cidr: &str, prefix: bool, description: &str| ReservationInfo {
+            id: id.into(),
+            cidr: cidr.into(),
+            prefix,
+            description: description.into(),
+        };
+        f.reservations = vec![
+            reservation("scr-1", "10.0.0.64/28", false, RESERVATION_DESCRIPTION),
+            reservation("scr-2", "10.0.0.128/26", true, "vpc-cni-tuner"),
+        ];
+        let pd = shape(&["m5.large"], true, &[]);
+        let status = &report(std::slice::from_ref(&f), &pd, &SubnetsSpec::default()).statuses[0];
+        // An explicit reservation is not one for prefixes; one made by hand is not the operator's.
+        assert_eq!(status.prefix_reservations, ["10.0.0.128/26"]);
+        assert_eq!(status.reservation_created, None);
+        f.reservations.push(reservation(
+            "scr-3",
+            "10.0.0.32/28",
+            true,
+            RESERVATION_DESCRIPTION,
+        ));
+        let status = &report(&[f], &pd, &SubnetsSpec::default()).statuses[0];
+        assert_eq!(
+            status.prefix_reservations,
+            ["10.0.0.128/26", "10.0.0.32/28"]
+        );
+        assert_eq!(status.reservation_created.as_deref(), Some("scr-3"));
     }
 
     #[test]

@@ -10,6 +10,8 @@ node's ENIs. This wrapper adds them to moto's own ENI model, then runs moto_serv
   `prefix` reservation is used first, as EC2 does) and answers `AssignedIpv4Prefixes`; with no
   such block left it fails with InsufficientCidrBlocks, as EC2 does.
 - DescribeNetworkInterfaces answers each ENI's `Ipv4Prefixes`.
+- CreateSubnetCidrReservation keeps the `Description` and GetSubnetCidrReservations answers it,
+  as EC2 does (moto 5 drops it).
 
 What it does not simulate: UnassignPrivateIpAddresses of prefixes, IPv6 prefixes, the per-ENI
 prefix limit of the instance type, prefixes on CreateNetworkInterface, SigV4, IAM.
@@ -24,6 +26,7 @@ from moto.core.exceptions import ServiceException
 from moto.core.responses import ActionResult
 from moto.ec2.models.elastic_network_interfaces import NetworkInterface
 from moto.ec2.responses.elastic_network_interfaces import ElasticNetworkInterfaces
+from moto.ec2.responses.subnets import Subnets
 from moto.server import main
 
 NetworkInterface.ipv4_prefixes = property(lambda self: self.__dict__.setdefault("_prefixes", []))
@@ -94,6 +97,20 @@ def assign_private_ip_addresses(self):
 
 
 ElasticNetworkInterfaces.assign_private_ip_addresses = assign_private_ip_addresses
+
+original_create_reservation = Subnets.create_subnet_cidr_reservation
+
+
+def create_subnet_cidr_reservation(self):
+    result = original_create_reservation(self)
+    description = self._get_param("Description")
+    if description:
+        subnet = self.ec2_backend.get_subnet(self._get_param("SubnetId"))
+        subnet._cidr_reservations[-1].description = description
+    return result
+
+
+Subnets.create_subnet_cidr_reservation = create_subnet_cidr_reservation
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -108,6 +108,43 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// For a failed wait: the log, whether the process still runs, and its reconcile and AWS
+    /// request counters that are not 0 (or that its admin server does not answer: a stuck
+    /// runtime).
+    pub fn diagnostics(&self) -> String {
+        // A process that exited and was not reaped yet is a zombie ("Z").
+        let state = match &self.child {
+            None => "stopped by the test".to_owned(),
+            Some(child) => std::fs::read_to_string(format!("/proc/{}/stat", child.id()))
+                .ok()
+                .and_then(|stat| {
+                    let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
+                    Some(if state == "Z" { "exited" } else { "running" })
+                })
+                .unwrap_or("gone")
+                .to_owned(),
+        };
+        let counters = match super::http_get(self.admin_port, "/metrics") {
+            None => "the admin server does not answer /metrics".to_owned(),
+            Some((_, body)) => body
+                .lines()
+                .filter(|l| {
+                    l.starts_with("vpc_cni_tuner_reconcile")
+                        && !l.starts_with("vpc_cni_tuner_reconcile_duration_seconds_bucket")
+                        || l.starts_with("vpc_cni_tuner_aws_requests_total")
+                })
+                .filter(|l| !l.ends_with(" 0"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        };
+        format!(
+            "--- {} ({state}) ---\n{}--- {} metrics ---\n{counters}",
+            self.name,
+            self.log(),
+            self.name
+        )
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
