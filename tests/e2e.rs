@@ -1632,15 +1632,7 @@ async fn subnets_report_fragmentation_headroom_and_reserve_prefixes_once() {
         capacity.message
     );
     let status = serde_json::to_value(&policy.status.as_ref().unwrap().subnets).unwrap();
-    let row = |id: &str| {
-        status
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["subnetId"] == id)
-            .cloned()
-            .unwrap_or_else(|| panic!("{id} in {status}"))
-    };
+    let row = |id: &str| subnet_row(&status, id).unwrap_or_else(|| panic!("{id} in {status}"));
     let fleet_row = row(&nodes_subnet);
     assert_eq!(fleet_row["sources"], json!(["Nodes"]));
     // Blocks 0 (reserved, the node), 1-9, 11-13 (one address each), 14 (the prefix), 15 (.255)
@@ -1677,14 +1669,14 @@ async fn subnets_report_fragmentation_headroom_and_reserve_prefixes_once() {
                 (
                     r.cidr().unwrap().to_owned(),
                     r.reservation_type().unwrap().as_str().to_owned(),
+                    r.subnet_cidr_reservation_id().unwrap().to_owned(),
                 )
             })
             .collect::<Vec<_>>()
     };
-    assert_eq!(
-        reservations(ec2.clone(), nodes_subnet.clone()).await,
-        vec![("10.0.1.160/28".to_owned(), "prefix".to_owned())]
-    );
+    let reserved = reservations(ec2.clone(), nodes_subnet.clone()).await;
+    let cidr_and_type: Vec<_> = reserved.iter().map(|r| (&*r.0, &*r.1)).collect();
+    assert_eq!(cidr_and_type, [("10.0.1.160/28", "prefix")]);
     // The subnet is read again within seconds (the pass that reserved asks for the next one;
     // tests/reconcile.rs pins that), not at the 5-minute refresh: the status shows the
     // reserved block, no longer free one by one.
@@ -1695,29 +1687,18 @@ async fn subnets_report_fragmentation_headroom_and_reserve_prefixes_once() {
         &[&operator],
         || async {
             let p = cluster.get_policy("fleet").await;
-            let rows = serde_json::to_value(&p.status?.subnets).ok()?;
-            let row = rows
-                .as_array()?
-                .iter()
-                .find(|s| s["subnetId"] == nodes_subnet.as_str())?;
-            (row["freeAddresses"].as_u64()? == reserved_free).then(|| row.clone())
+            let row = subnet_row(
+                &serde_json::to_value(&p.status?.subnets).ok()?,
+                &nodes_subnet,
+            )?;
+            (row["freeAddresses"].as_u64()? == reserved_free).then_some(row)
         },
     )
     .await;
     assert!(aws_calls(&operator, "GetSubnetCidrReservations").unwrap() >= 4);
     // Read back from EC2, the reservation is still known as the operator's (by its description).
     assert_eq!(row["prefixReservations"], json!(["10.0.1.160/28"]));
-    let created = ec2
-        .get_subnet_cidr_reservations()
-        .subnet_id(&nodes_subnet)
-        .send()
-        .await
-        .unwrap()
-        .subnet_ipv4_cidr_reservations()[0]
-        .subnet_cidr_reservation_id()
-        .unwrap()
-        .to_owned();
-    assert_eq!(row["reservationCreated"], created.as_str());
+    assert_eq!(row["reservationCreated"], reserved[0].2.as_str());
     assert_eq!(aws_calls(&operator, "CreateSubnetCidrReservation"), Some(1));
     assert_eq!(
         reservations(ec2.clone(), nodes_subnet.clone()).await.len(),
@@ -1766,6 +1747,15 @@ async fn subnets_report_fragmentation_headroom_and_reserve_prefixes_once() {
     );
     // Every other block holds an address: all free addresses are fragmented.
     assert_eq!(cli["fragmentedAddresses"], cli["freeAddresses"]);
+}
+
+/// The row of subnet `id` in a policy's `status.subnets` (as JSON).
+fn subnet_row(subnets: &Value, id: &str) -> Option<Value> {
+    subnets
+        .as_array()?
+        .iter()
+        .find(|s| s["subnetId"] == id)
+        .cloned()
 }
 
 /// An aws-node pod as the DaemonSet controller creates it for node `node`, with `ds`'s

@@ -129,7 +129,7 @@ async fn apply_all(
         outcomes.look_again(w.observed.template_syncs.follow_interval());
     }
     (outcomes.subnets, outcomes.policy_events) = subnets::apply(w, policies, plan).await;
-    if subnets::reserved_any(&outcomes.subnets) {
+    if outcomes.subnets.values().any(|r| r.reserved) {
         // The reservation's subnet is read again (its cache entry expired): the status shows
         // the reserved block now, not at the next resync.
         outcomes.look_again(SOON);

@@ -77,11 +77,6 @@ pub(super) async fn apply(
     (reports, events)
 }
 
-/// Whether a prefix reservation was created in this pass (its subnet is read again next pass).
-pub(super) fn reserved_any(reports: &BTreeMap<String, SubnetsReport>) -> bool {
-    reports.values().any(|r| r.reserved)
-}
-
 /// The fleet's instance types, prefix delegation and warm settings as the policy decided them.
 fn shape(w: &Writer<'_>, plan: &PolicyPlan) -> FleetShape {
     let live = w.observed.instance_types.known();
