@@ -100,6 +100,12 @@ pub struct RunArgs {
     #[arg(long, env = "VPC_CNI_TUNER_DEBOUNCE_MILLIS", default_value_t = 500)]
     pub debounce_millis: u64,
 
+    /// Write a status change that is only node counts (matched nodes, nodes per type or
+    /// template) at most once per this many seconds per policy; conditions, decisions and
+    /// written values are written at once.
+    #[arg(long, env = "VPC_CNI_TUNER_STATUS_COUNT_SECONDS", default_value_t = 60)]
+    pub status_count_seconds: u64,
+
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(
         long,

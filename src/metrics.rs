@@ -38,6 +38,13 @@ pub struct WriteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusWriteLabels {
+    /// `conditions`, `values` (a decision or a written value) or `counts` (node counts only,
+    /// coalesced).
+    pub cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConditionLabels {
     pub policy: String,
     /// Ready, CNIConfigured, Conflict, Degraded, LaunchTemplatesSynced, KarpenterSynced.
@@ -106,6 +113,7 @@ pub struct Metrics {
     pub failures: Family<ErrorLabels, Counter>,
     pub duration: Histogram,
     pub writes: Family<WriteLabels, Counter>,
+    pub status_writes: Family<StatusWriteLabels, Counter>,
     pub recommended_max_pods: Family<InstanceTypeLabels, Gauge>,
     pub nodes_not_at_target: Family<InstanceTypeLabels, Gauge>,
     pub cached_nodes: Gauge,
@@ -136,6 +144,7 @@ impl Default for Metrics {
             failures: Family::default(),
             duration: Histogram::new(duration_buckets()),
             writes: Family::default(),
+            status_writes: Family::default(),
             recommended_max_pods: Family::default(),
             nodes_not_at_target: Family::default(),
             cached_nodes: Gauge::default(),
@@ -183,6 +192,13 @@ impl Metrics {
             "Writes by target: Kubernetes (daemonset, status, ec2nodeclass) and AWS \
              (launch_template, eks_addon, rollout, subnet_reservation)",
             self.writes.clone(),
+        );
+        registry.register(
+            "status_writes",
+            "Policy status writes by cause: conditions (a condition changed), values (a \
+             decision or a written value changed), counts (only node counts changed; at most one \
+             per policy per --status-count-seconds)",
+            self.status_writes.clone(),
         );
         registry.register(
             "recommended_max_pods",

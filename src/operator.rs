@@ -100,6 +100,7 @@ fn context(
     Context::new(client, args.daemonset.clone(), leader_flag)
         .with_ec2_access(ec2)
         .with_karpenter(args.karpenter)
+        .with_status_count_window(Duration::from_secs(args.status_count_seconds))
         .with_restart_timeout(Duration::from_secs(
             args.restart_ready_timeout_seconds.max(1),
         ))

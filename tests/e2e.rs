@@ -222,7 +222,10 @@ impl Cluster {
         flags: &[(&str, String)],
     ) -> Operator {
         let mut container = ChartContainer::from_rendered(&self.rendered, NS, name);
-        for (flag, value) in flags {
+        // Scenarios wait for node counts in the status: count-only changes are paced by 1 s
+        // here, not the chart's 60 s (the churn scenario runs with 60 s).
+        let pacing = [("--status-count-seconds", "1".to_owned())];
+        for (flag, value) in pacing.iter().chain(flags) {
             container
                 .args
                 .retain(|a| !a.starts_with(&format!("{flag}=")));
@@ -933,32 +936,9 @@ async fn launch_templates_sync_through_the_binary_and_live_lookup() {
 
     // A running instance launched from the AL2023 template, registered as a Node whose kubelet
     // still has the old maxPods (29): the rollout report counts it.
-    let instance = ec2
-        .run_instances()
-        .launch_template(
-            aws_sdk_ec2::types::LaunchTemplateSpecification::builder()
-                .launch_template_id(&al2023)
-                .build(),
-        )
-        .min_count(1)
-        .max_count(1)
-        .send()
-        .await
-        .expect("run an instance from the template")
-        .instances()[0]
-        .instance_id()
-        .unwrap()
-        .to_owned();
+    let instance = support::launch_templates::run_instance(&ec2, &al2023).await;
     cluster.ec2_node("gpu-1", "gpu", &instance).await;
-    let nodes: Api<Node> = Api::all(cluster.admin.clone());
-    nodes
-        .patch_status(
-            "gpu-1",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"capacity": {"pods": "29"}}})),
-        )
-        .await
-        .unwrap();
+    set_capacity(&cluster, "gpu-1", 29).await;
     cluster
         .node(
             "gpu-2",
@@ -3118,29 +3098,8 @@ async fn karpenter_node_classes_follow_their_node_pools() {
 
     // Karpenter arrives: its CRDs, a node class a person wrote (maxPods 110, more than a
     // c6g.medium's 8 IPs without prefixes), and NodePools.
-    kubectl_ok(
-        &cluster.api,
-        &[
-            "apply",
-            "-f",
-            &format!("{ROOT}/tests/fixtures/karpenter/crds.yaml"),
-        ],
-    );
-    wait_established(
-        &cluster.api,
-        &[
-            "crd/nodepools.karpenter.sh",
-            "crd/ec2nodeclasses.karpenter.k8s.aws",
-        ],
-    );
-    let class = |name: &str| {
-        json!({"apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass",
-            "metadata": {"name": name},
-            "spec": {"role": "KarpenterNodeRole-prod",
-                     "amiSelectorTerms": [{"alias": "al2023@latest"}],
-                     "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": "prod"}}],
-                     "kubelet": {"maxPods": 110, "systemReserved": {"cpu": "100m"}}}})
-    };
+    install_karpenter_crds(&cluster);
+    let class = ec2_node_class;
     let wide_pool = json!({"apiVersion": "karpenter.sh/v1", "kind": "NodePool",
         "metadata": {"name": "wide"},
         "spec": {"template": {"spec": {
@@ -3162,14 +3121,7 @@ async fn karpenter_node_classes_follow_their_node_pools() {
             &format!("{ROOT}/tests/fixtures/karpenter/nodepool.yaml"),
         ],
     );
-    let classes: Api<DynamicObject> = Api::all_with(
-        cluster.admin.clone(),
-        &ApiResource::from_gvk(&GroupVersionKind::gvk(
-            "karpenter.k8s.aws",
-            "v1",
-            "EC2NodeClass",
-        )),
-    );
+    let classes = node_classes(&cluster);
     let max_pods = |o: &DynamicObject| o.data["spec"]["kubelet"]["maxPods"].as_i64();
     // Prefix delegation is on (Auto, for m5.large); the smallest type NodePool general allows
     // carries 2 ENIs x (4 - 1) x 16 + 2 = 98 pods.
@@ -3472,6 +3424,408 @@ async fn helm_release_owner_gets_its_values_and_its_upgrades_never_fail() {
             .all(|m| m.manager.as_deref() != Some("vpc-cni-tuner")),
         "the operator never wrote aws-node"
     );
+}
+
+/// A Node's `status.capacity.pods`, as its kubelet reports it.
+async fn set_capacity(cluster: &Cluster, node: &str, pods: u32) {
+    let nodes: Api<Node> = Api::all(cluster.admin.clone());
+    nodes
+        .patch_status(
+            node,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"capacity": {"pods": pods.to_string()}}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// maxPods in the user data of a template's default version.
+async fn default_max_pods(ec2: &aws_sdk_ec2::Client, id: &str) -> Option<u32> {
+    use base64::Engine as _;
+    let version = support::launch_templates::default_version(ec2, id).await;
+    let all = support::launch_templates::versions(ec2, id).await;
+    let data = all
+        .iter()
+        .find(|v| v.version_number() == Some(version))?
+        .launch_template_data()?
+        .user_data()?
+        .to_owned();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .unwrap();
+    let format = vpc_cni_tuner::userdata::detect(&raw).ok()?;
+    vpc_cni_tuner::userdata::read_max_pods(&raw, format).ok()?
+}
+
+/// Karpenter's CRDs (the fixture of its v1 API), established.
+fn install_karpenter_crds(cluster: &Cluster) {
+    kubectl_ok(
+        &cluster.api,
+        &[
+            "apply",
+            "-f",
+            &format!("{ROOT}/tests/fixtures/karpenter/crds.yaml"),
+        ],
+    );
+    wait_established(
+        &cluster.api,
+        &[
+            "crd/nodepools.karpenter.sh",
+            "crd/ec2nodeclasses.karpenter.k8s.aws",
+        ],
+    );
+}
+
+/// An EC2NodeClass as a person writes it, with kubelet maxPods 110 (more than a c6g.medium's
+/// 8 IPs without prefixes) and a foreign kubelet field.
+fn ec2_node_class(name: &str) -> Value {
+    json!({"apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass",
+        "metadata": {"name": name},
+        "spec": {"role": "KarpenterNodeRole-prod",
+                 "amiSelectorTerms": [{"alias": "al2023@latest"}],
+                 "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": "prod"}}],
+                 "kubelet": {"maxPods": 110, "systemReserved": {"cpu": "100m"}}}})
+}
+
+fn node_classes(cluster: &Cluster) -> Api<DynamicObject> {
+    Api::all_with(
+        cluster.admin.clone(),
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "karpenter.k8s.aws",
+            "v1",
+            "EC2NodeClass",
+        )),
+    )
+}
+
+/// The real aws-vpc-cni chart (Helm 4, server-side) keeps `ENABLE_PREFIX_DELEGATION=false`, so
+/// the operator hands aws-node over. maxPods then follows the mode aws-node runs, not the
+/// policy's wish: the launch template gets 29 for m5.large (secondary IPs), not 110, which
+/// would strand pods on every new node. The owner turns prefix delegation on: the template
+/// follows to 110. A node reaching the wanted maxPods is counted from the Node watch at once,
+/// without the template being read again.
+#[tokio::test(flavor = "multi_thread")]
+async fn max_pods_follows_the_mode_aws_node_runs_after_a_handover() {
+    use support::launch_templates::{AL2023, create_template, versions};
+    let moto = support::MotoServer::start();
+    let values = json!({"aws": {"region": "us-east-1", "ec2EndpointUrl": moto.endpoint()},
+        "karpenter": {"enabled": true}});
+    let Some(cluster) = Cluster::start_listing(values, None, ListMode::Streaming).await else {
+        return;
+    };
+    helm_cni(&cluster, "install", &json!({})).expect("helm install");
+    // Karpenter: an EC2NodeClass a person wrote with maxPods 110, and the getting-started
+    // NodePool on it (its smallest type, c6g.medium, has 2 ENIs of 4 IPs).
+    install_karpenter_crds(&cluster);
+    apply_objects(
+        &cluster.api,
+        &cluster.logs,
+        &[ec2_node_class("default")],
+        &[],
+    );
+    kubectl_ok(
+        &cluster.api,
+        &[
+            "apply",
+            "-f",
+            &format!("{ROOT}/tests/fixtures/karpenter/nodepool.yaml"),
+        ],
+    );
+    let classes = node_classes(&cluster);
+    let class_max_pods = || async {
+        let o = classes.get("default").await.ok()?;
+        o.data["spec"]["kubelet"]["maxPods"].as_i64()
+    };
+    let ec2 = moto.ec2_client();
+    let template = create_template(&ec2, "web-nodes", AL2023.as_bytes()).await;
+    let instance = support::launch_templates::run_instance(&ec2, &template).await;
+    cluster.ec2_node("web-1", "web", &instance).await;
+    // It booted with prefix-delegation maxPods from an earlier template.
+    set_capacity(&cluster, "web-1", 110).await;
+    cluster
+        .policy(
+            "all",
+            json!({"launchTemplates": [{"id": template, "setDefaultVersion": true}],
+                   "karpenter": {"ec2NodeClasses": ["default"]}}),
+        )
+        .await;
+    let operator = cluster.operator("tuner-0", &moto.aws_env());
+
+    let policy = eventually("templates at 29", CONVERGE, &[&operator], || async {
+        let p = cluster.get_policy("all").await;
+        let s = p.status.as_ref()?;
+        (is_true(&p, conditions::LAUNCH_TEMPLATES_SYNCED) && s.max_pods == Some(29)).then_some(p)
+    })
+    .await;
+    let status = policy.status.clone().unwrap();
+    assert_eq!(status.prefix_delegation, Some(false));
+    assert_eq!(status.instance_types[0].max_pods, 29);
+    assert_eq!(
+        status
+            .cni_env
+            .get("ENABLE_PREFIX_DELEGATION")
+            .map(String::as_str),
+        Some("true"),
+        "the status still says what the policy would set"
+    );
+    let configured = condition_of(&policy, conditions::CNI_CONFIGURED).unwrap();
+    assert_eq!(configured.reason, "HelmOwnsAwsNode");
+    assert!(
+        configured
+            .message
+            .contains("runs ENABLE_PREFIX_DELEGATION=false, not the true this policy wants"),
+        "{}",
+        configured.message
+    );
+    assert_eq!(default_max_pods(&ec2, &template).await, Some(29));
+    assert_eq!(versions(&ec2, &template).await.len(), 2);
+    // The node class too: c6g.medium without prefixes, 2 x (4 - 1) + 2 = 8 (98 with them).
+    eventually("EC2NodeClass at 8", CONVERGE, &[&operator], || async {
+        (class_max_pods().await == Some(8)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        cluster
+            .env_value("ENABLE_PREFIX_DELEGATION")
+            .await
+            .as_deref(),
+        Some("false"),
+        "the owner's value is never taken"
+    );
+    let synced = &status.launch_templates[0];
+    assert_eq!((synced.nodes, synced.nodes_behind), (Some(1), Some(1)));
+
+    // The node is replaced by one at the wanted maxPods (here: its kubelet reports it): the
+    // figures follow the Node watch within seconds, with no new read of the template.
+    let reads = aws_calls(&operator, "DescribeLaunchTemplateVersions").unwrap();
+    set_capacity(&cluster, "web-1", 29).await;
+    let started = Instant::now();
+    eventually(
+        "nodesBehind 0",
+        Duration::from_secs(10),
+        &[&operator],
+        || async {
+            let p = cluster.get_policy("all").await;
+            let t = p.status.as_ref()?.launch_templates.first()?.clone();
+            (t.nodes_behind == Some(0)).then_some(())
+        },
+    )
+    .await;
+    eprintln!("nodesBehind reached 0 in {:?}", started.elapsed());
+    assert_eq!(
+        aws_calls(&operator, "DescribeLaunchTemplateVersions").unwrap(),
+        reads,
+        "counted from the Node watch, not from a new template read"
+    );
+
+    // The owner turns prefix delegation on with the values the operator named: everything
+    // follows the new mode.
+    let values = json!({"env": status.cni_env});
+    helm_cni(&cluster, "upgrade", &values).expect("helm upgrade with prefix delegation");
+    eventually("templates at 110", CONVERGE, &[&operator], || async {
+        let p = cluster.get_policy("all").await;
+        let s = p.status.as_ref()?;
+        let configured = condition_of(&p, conditions::CNI_CONFIGURED)?;
+        (s.max_pods == Some(110)
+            && s.prefix_delegation == Some(true)
+            && configured.reason == "InSync"
+            && s.launch_templates.first()?.version_written.is_some()
+            && s.launch_templates.first()?.max_pods_wanted == 110)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(default_max_pods(&ec2, &template).await, Some(110));
+    eventually("EC2NodeClass at 98", CONVERGE, &[&operator], || async {
+        (class_max_pods().await == Some(98)).then_some(())
+    })
+    .await;
+}
+
+/// A Nitro node joins and leaves a Xen fleet three times under `prefixDelegation: Auto`: the
+/// first join turns prefix delegation on (one aws-node write), and no leave turns it off again
+/// (before: a write per join and per leave, six rollouts of aws-node on every node).
+#[tokio::test]
+async fn auto_prefix_delegation_does_not_flip_with_a_nitro_node_joining_and_leaving() {
+    let Some(cluster) = Cluster::start(json!({})).await else {
+        return;
+    };
+    for name in ["xen-1", "xen-2"] {
+        cluster
+            .node(
+                name,
+                json!({"node.kubernetes.io/instance-type": "m4.large"}),
+            )
+            .await;
+    }
+    cluster.policy("all", json!({})).await;
+    let operator = cluster.operator("tuner-0", &[]);
+    eventually("the Xen fleet planned", CONVERGE, &[&operator], || async {
+        let p = cluster.get_policy("all").await;
+        let s = p.status.as_ref()?;
+        (is_true(&p, conditions::CNI_CONFIGURED) && s.prefix_delegation == Some(false))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        cluster
+            .env_value("ENABLE_PREFIX_DELEGATION")
+            .await
+            .as_deref(),
+        Some("false")
+    );
+    let settled = aws_node_generation(&cluster).await;
+    let rollouts = |p: NodeNetworkPolicy| p.status.unwrap().cni_config.unwrap().aws_node_rollouts;
+    let rollouts_before = rollouts(cluster.get_policy("all").await);
+    let mut seen = vec![];
+    let nodes: Api<Node> = Api::all(cluster.admin.clone());
+    for visit in 0..3 {
+        let name = format!("nitro-{visit}");
+        cluster
+            .node(
+                &name,
+                json!({"node.kubernetes.io/instance-type": "m5.large"}),
+            )
+            .await;
+        eventually("the Nitro node planned", CONVERGE, &[&operator], || async {
+            let p = cluster.get_policy("all").await;
+            let s = p.status.as_ref()?;
+            (s.matched_nodes == 3 && s.prefix_delegation == Some(true)).then_some(())
+        })
+        .await;
+        seen.push(cluster.env_value("ENABLE_PREFIX_DELEGATION").await);
+        nodes.delete(&name, &Default::default()).await.unwrap();
+        eventually("the Nitro node gone", CONVERGE, &[&operator], || async {
+            let p = cluster.get_policy("all").await;
+            let s = p.status.as_ref()?;
+            (s.matched_nodes == 2 && is_true(&p, conditions::CNI_CONFIGURED)).then_some(())
+        })
+        .await;
+        // A pass after the leave has run and written what it wanted.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        seen.push(cluster.env_value("ENABLE_PREFIX_DELEGATION").await);
+    }
+    let writes = aws_node_generation(&cluster).await - settled;
+    eprintln!("ENABLE_PREFIX_DELEGATION over the visits: {seen:?}; aws-node writes: {writes}");
+    assert_eq!(writes, 1, "one aws-node rollout: {seen:?}");
+    assert!(
+        seen.iter().all(|v| v.as_deref() == Some("true")),
+        "never turned off again: {seen:?}"
+    );
+    let policy = cluster.get_policy("all").await;
+    // The Xen types fall back to secondary IPs.
+    assert_eq!(policy.status.as_ref().unwrap().max_pods, Some(20));
+    assert_eq!(rollouts(policy), rollouts_before + 1);
+}
+
+/// Node churn (500 joins and leaves in two minutes) with the default pacing: at most three
+/// count-only status writes for the policy, while a condition change is still written at once
+/// and the last counts land when the window ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_writes_stay_calm_under_node_churn() {
+    let Some(cluster) = Cluster::start(json!({})).await else {
+        return;
+    };
+    cluster.single_node_fleet(json!({})).await;
+    let operator = cluster.operator_with(
+        "tuner-0",
+        &[],
+        &[("--status-count-seconds", "60".to_owned())],
+    );
+    cluster
+        .wait_for_condition(conditions::READY, &operator, |c| c.status == "True")
+        .await;
+    let writes = |cause: &str| {
+        let metrics = support::http_get(operator.admin_port, "/metrics")
+            .expect("the operator's metrics")
+            .1;
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("vpc_cni_tuner_status_writes_total{")
+                    && l.contains(&format!("cause=\"{cause}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    let counts_before = writes("counts");
+    let nodes: Api<Node> = Api::all(cluster.admin.clone());
+    let started = Instant::now();
+    let mut condition_latency = None;
+    // 250 nodes join, each leaving five joins later: 500 events, one every 240 ms.
+    for i in 0..250u32 {
+        let at = started + Duration::from_millis(u64::from(i) * 480);
+        tokio::time::sleep_until(at.into()).await;
+        cluster
+            .node(
+                &format!("churn-{i}"),
+                json!({"node.kubernetes.io/instance-type": "m5.large"}),
+            )
+            .await;
+        tokio::time::sleep_until((at + Duration::from_millis(240)).into()).await;
+        if i >= 5 {
+            nodes
+                .delete(&format!("churn-{}", i - 5), &Default::default())
+                .await
+                .unwrap();
+        }
+        if i == 125 {
+            // Mid-churn, a node of a type no table knows: Ready turns False at once.
+            cluster
+                .node(
+                    "unknown-1",
+                    json!({"node.kubernetes.io/instance-type": "zz9.huge"}),
+                )
+                .await;
+            let joined = Instant::now();
+            let policies = policies(&cluster.admin);
+            loop {
+                let p = policies.get("all").await.unwrap();
+                if condition_of(&p, conditions::READY).is_some_and(|c| c.status == "False") {
+                    condition_latency = Some(joined.elapsed());
+                    break;
+                }
+                assert!(
+                    joined.elapsed() < Duration::from_secs(10),
+                    "Ready never turned"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            nodes
+                .delete("unknown-1", &Default::default())
+                .await
+                .unwrap();
+        }
+    }
+    for i in 245..250u32 {
+        nodes
+            .delete(&format!("churn-{i}"), &Default::default())
+            .await
+            .unwrap();
+    }
+    let churn = started.elapsed();
+    let count_writes = writes("counts") - counts_before;
+    let latency = condition_latency.unwrap();
+    eprintln!(
+        "churn of 500 node events in {churn:?}: {count_writes} count-only status writes, \
+         {} for conditions, {} for values; Ready False written {latency:?} after the node joined",
+        writes("conditions"),
+        writes("values")
+    );
+    assert!(count_writes <= 3, "{count_writes} count-only writes");
+    // Within a second on an idle machine (the 500 ms debounce included); 2 s for shared CI.
+    assert!(latency < Duration::from_secs(2), "{latency:?}");
+    // The last counts land when the window ends: the one node left.
+    eventually(
+        "the last count",
+        Duration::from_secs(75),
+        &[&operator],
+        || async {
+            let p = cluster.get_policy("all").await;
+            let s = p.status.as_ref()?;
+            (s.matched_nodes == 1 && is_true(&p, conditions::READY)).then_some(())
+        },
+    )
+    .await;
 }
 
 /// A GitOps owner of aws-node as it writes: its field manager, apply mode, labels and

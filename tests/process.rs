@@ -39,6 +39,7 @@ fn run_args() -> vpc_cni_tuner::cli::RunArgs {
         daemonset: Default::default(),
         resync_seconds: 300,
         debounce_millis: 10,
+        status_count_seconds: 60,
         log_format: vpc_cni_tuner::cli::LogFormat::Text,
         aws_region: None,
         ec2_endpoint_url: None,

@@ -519,11 +519,11 @@ mod with_ec2 {
         ctx.observed()
             .nodes
             .replace_all([("node-0".to_owned(), node("t2.medium"))]);
+        // A Xen type replaces the Nitro one: prefix delegation stays on (Auto never turns it
+        // off by itself), the Xen type falls back to secondary IPs, and the template follows.
         api.reconcile(
             &ctx,
             vec![
-                apply_env(|_| {}),
-                event(|_| {}),
                 event(|body| {
                     let note = body["note"].as_str().unwrap();
                     assert!(note.contains("maxPods 110 -> 17"), "{note}");
@@ -860,11 +860,14 @@ async fn an_old_read_of_the_add_on_is_renewed_before_a_write() {
     );
     eks.take_calls();
 
-    // Quiet for longer than the add-on read is trusted for a write; then the fleet changes.
+    // Quiet for longer than the add-on read is trusted for a write; then the policy changes
+    // (a profile with two spare prefixes).
     tokio::time::sleep(Duration::from_millis(5_200)).await;
+    let mut changed = (*ctx.observed().policies.values()[0]).clone();
+    changed.spec.warm_pool.profile = vpc_cni_tuner::crd::WarmPoolProfile::FastScaling;
     ctx.observed()
-        .nodes
-        .replace_all([("node-0".to_owned(), node("t2.medium"))]);
+        .policies
+        .apply(kube::runtime::watcher::Event::Apply(changed), Clone::clone);
     let report = api.reconcile(&ctx, vec![]).await;
     assert_eq!(
         report.requeue_after,

@@ -43,7 +43,7 @@ pub(super) async fn apply(
     ) else {
         return outcomes;
     };
-    let groups = rollouts::NodeIndex::new(nodes);
+    let groups = rollouts::NodeIndex::new(nodes.iter().map(AsRef::as_ref));
     let nodes = nodes_by_instance(nodes);
     let observed = w.observed;
     let cluster = crate::observe::eks_addon::cluster_name(
@@ -212,11 +212,12 @@ pub async fn sync_template_in(
     };
     status.format = Some(rewrite.format.to_string());
     status.max_pods_found = rewrite.previous_max_pods;
-    report_rollout(api, &source.template_id, wanted, nodes, &mut status).await;
+    let instances = report_rollout(api, &source.template_id, wanted, nodes, &mut status).await;
     let launchers = report_launchers(api, &source.template_id, cluster, &mut status).await;
 
     let mut result = write_version(api, spec, source, &rewrite, wanted, dry_run, status).await;
     result.launchers = launchers;
+    result.instances = instances;
     result
 }
 
@@ -421,23 +422,23 @@ async fn report_launchers(
     }
 }
 
-/// Counts running nodes launched from the template, and those not at `wanted`.
+/// Counts running nodes launched from the template, and those not at `wanted`; the template's
+/// instances, so later passes count from the Node watch ([`crate::plan::launch_templates`]).
 async fn report_rollout(
     api: &dyn LaunchTemplateApi,
     template_id: &str,
     wanted: u32,
     nodes: &BTreeMap<String, Option<u32>>,
     status: &mut LaunchTemplateStatus,
-) {
-    if let Ok(instances) = api.instances_of(template_id).await {
-        let capacities: Vec<Option<u32>> = instances
-            .iter()
-            .filter_map(|id| nodes.get(id).copied())
-            .collect();
-        status.nodes = Some(capacities.len() as u32);
-        status.nodes_behind =
-            Some(capacities.iter().filter(|c| **c != Some(wanted)).count() as u32);
-    }
+) -> Option<Vec<String>> {
+    let instances = api.instances_of(template_id).await.ok()?;
+    let capacities: Vec<Option<u32>> = instances
+        .iter()
+        .filter_map(|id| nodes.get(id).copied())
+        .collect();
+    status.nodes = Some(capacities.len() as u32);
+    status.nodes_behind = Some(capacities.iter().filter(|c| **c != Some(wanted)).count() as u32);
+    Some(instances)
 }
 
 /// Instance id -> capacity.pods, for rollout reports.

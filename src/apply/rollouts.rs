@@ -14,58 +14,11 @@ use super::Writer;
 use crate::aws::Ec2Error;
 use crate::aws::launch_templates::LaunchTemplateApi;
 use crate::crd::{GroupRolloutStatus, NodeNetworkPolicy, TemplateLauncherStatus};
+use crate::plan::SyncResult;
+pub(super) use crate::plan::launch_templates::NodeIndex;
 use crate::plan::launch_templates::sync_key;
 use crate::plan::rollouts::{self, GroupFacts, GroupStep, RolloutGate, TemplateFacts, state};
-use crate::plan::{NodeFacts, SyncResult, labels};
 use crate::rollout::{Launcher, LauncherKind, UpdateState};
-
-/// Where a group's nodes are found: by instance id (Auto Scaling groups) and by the node-group
-/// label (managed node groups); each with its pods capacity and whether it is NotReady.
-#[derive(Default)]
-pub(super) struct NodeIndex {
-    by_instance: BTreeMap<String, (Option<u32>, bool)>,
-    by_node_group: BTreeMap<String, Vec<(Option<u32>, bool)>>,
-}
-
-impl NodeIndex {
-    pub(super) fn new(nodes: &[Arc<NodeFacts>]) -> Self {
-        let mut index = Self::default();
-        for n in nodes {
-            let facts = (n.capacity_pods.map(u32::from), n.not_ready);
-            if let Some(id) = &n.instance_id {
-                index.by_instance.insert(id.to_string(), facts);
-            }
-            if let Some(group) = n.labels.get(labels::NODE_GROUP) {
-                index
-                    .by_node_group
-                    .entry(group.to_owned())
-                    .or_default()
-                    .push(facts);
-            }
-        }
-        index
-    }
-
-    /// (nodes, behind `max_pods`, NotReady) of a group.
-    fn count(&self, launcher: &Launcher, max_pods: u32) -> (u32, u32, u32) {
-        let nodes: Vec<(Option<u32>, bool)> = match launcher.kind {
-            LauncherKind::NodeGroup => self
-                .by_node_group
-                .get(&launcher.name)
-                .cloned()
-                .unwrap_or_default(),
-            LauncherKind::AutoScalingGroup => launcher
-                .instances
-                .iter()
-                .filter_map(|id| self.by_instance.get(id).copied())
-                .collect(),
-        };
-        let behind = nodes.iter().filter(|(c, _)| *c != Some(max_pods)).count();
-        let not_ready = nodes.iter().filter(|(_, n)| *n).count();
-        let n = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
-        (n(nodes.len()), n(behind), n(not_ready))
-    }
-}
 
 /// One policy's synced templates (by index in `spec.launchTemplates`), with their APIs.
 pub(super) struct PolicyTemplates<'a> {
@@ -78,7 +31,7 @@ pub(super) struct PolicyTemplates<'a> {
 }
 
 /// The rollout step for one policy.
-pub(super) async fn apply(w: &Writer<'_>, mut p: PolicyTemplates<'_>, nodes: &NodeIndex) {
+pub(super) async fn apply(w: &Writer<'_>, mut p: PolicyTemplates<'_>, nodes: &NodeIndex<'_>) {
     let name = p.policy.name_any();
     let gate = RolloutGate {
         dry_run: p.dry_run,
@@ -150,7 +103,7 @@ async fn gather(
     w: &Writer<'_>,
     name: &str,
     p: &mut PolicyTemplates<'_>,
-    nodes: &NodeIndex,
+    nodes: &NodeIndex<'_>,
     gate: RolloutGate,
 ) -> Vec<(usize, TemplateFacts)> {
     let mut facts: Vec<(usize, TemplateFacts)> = Vec::new();

@@ -33,6 +33,8 @@ pub struct Context {
     leader: Arc<AtomicBool>,
     /// EC2 access for launch templates and live instance types; `None`: no AWS at all.
     ec2: Option<Arc<dyn Ec2Provider>>,
+    /// When each policy's status was last written (count-only changes are paced).
+    status_pacer: crate::report::pacing::StatusPacer,
 }
 
 impl Context {
@@ -69,6 +71,7 @@ impl Context {
             metrics,
             leader,
             ec2: None,
+            status_pacer: crate::report::pacing::StatusPacer::default(),
         }
     }
 
@@ -124,6 +127,17 @@ impl Context {
     pub fn with_restart_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.observed.restart_timeout = timeout;
         self
+    }
+
+    /// `--status-count-seconds`: a status change that is only node counts is written at most
+    /// once per `window` per policy.
+    pub fn with_status_count_window(mut self, window: std::time::Duration) -> Self {
+        self.status_pacer = crate::report::pacing::StatusPacer::new(window);
+        self
+    }
+
+    pub(crate) fn status_pacer(&self) -> &crate::report::pacing::StatusPacer {
+        &self.status_pacer
     }
 
     /// `--karpenter`: the operator may watch NodePools and EC2NodeClasses and patch the latter.

@@ -116,8 +116,20 @@ async fn reconcile_inner(ctx: &Context) -> Result<ReconcileReport, Error> {
         crate::report::events::publish_outcomes(&events, policies, &plan, &outcomes).await;
         return Err(err);
     }
-    let statuses_written =
-        crate::report::report(&events, observed, ctx.metrics(), policies, &plan, &outcomes).await?;
+    let reported = crate::report::report(
+        &events,
+        observed,
+        ctx.metrics(),
+        ctx.status_pacer(),
+        policies,
+        &plan,
+        &outcomes,
+    )
+    .await?;
+    let requeue_after = match (outcomes.requeue_after, reported.wait) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     Ok(ReconcileReport {
         daemonset_written: outcomes.daemonset_written,
         node_classes_written: outcomes
@@ -126,8 +138,8 @@ async fn reconcile_inner(ctx: &Context) -> Result<ReconcileReport, Error> {
             .filter(|(_, o)| *o == crate::apply::NodeClassOutcome::Written)
             .count(),
         addon_updated: matches!(outcomes.addon, crate::apply::AddonOutcome::Sent { .. }),
-        statuses_written,
-        requeue_after: outcomes.requeue_after,
+        statuses_written: reported.written,
+        requeue_after,
     })
 }
 

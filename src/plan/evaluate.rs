@@ -127,6 +127,7 @@ pub(super) fn evaluate<'a>(
         facts: Vec::new(),
         nodes_by_type: BTreeMap::new(),
         outcome: Ok(None),
+        resized_from: None,
     };
 
     let nodes_by_type = match selection {
@@ -231,8 +232,17 @@ pub(super) fn tuning_request(
         .and_then(|ds| ds.image.as_deref())
         .and_then(|image| CniVersion::from_image(image).ok())
         .unwrap_or(ASSUMED_CNI_WHEN_UNKNOWN);
+    // Auto never turns prefix delegation off by itself: once aws-node runs it (the operator's
+    // write for a Nitro node that joined, or another owner's), a Nitro node leaving does not
+    // turn it off again. Turning it off under nodes that booted with prefix-delegation maxPods
+    // strands their pods; only an explicit Disabled does it (and the status names those nodes).
+    let running = aws_node.and_then(AwsNodeFacts::prefix_delegation);
+    let prefix_delegation = match spec.prefix_delegation.into() {
+        PrefixDelegationMode::Auto if running == Some(true) => PrefixDelegationMode::Enabled,
+        mode => mode,
+    };
     TuningRequest {
-        prefix_delegation: spec.prefix_delegation.into(),
+        prefix_delegation,
         ip_family: aws_node.map(AwsNodeFacts::ip_family).unwrap_or_default(),
         cni_version,
         eni: EniOptions {
@@ -279,6 +289,9 @@ fn fill_from_recommendation(e: &mut Evaluated<'_>) {
             }
         })
         .collect();
+    e.plan
+        .warnings
+        .extend(above_ip_limit(&e.plan.instance_types, &e.nodes_by_type));
     let warm = &e.input.spec.warm_pool;
     if warm.per_instance_type {
         for (status, facts) in e.plan.instance_types.iter_mut().zip(&e.facts) {
@@ -302,25 +315,102 @@ fn fill_from_recommendation(e: &mut Evaluated<'_>) {
     }
 }
 
-/// Recomputes a losing policy's numbers under the cluster's prefix-delegation setting.
+/// Nodes of a type without prefix delegation whose kubelet carries more pods than the type's
+/// IPs (they booted when prefix delegation was on, or from another maxPods): pods beyond the
+/// IPs stay in ContainerCreating until the nodes are replaced.
+fn above_ip_limit(
+    types: &[InstanceTypeStatus],
+    nodes_by_type: &BTreeMap<&str, Vec<Option<u32>>>,
+) -> Vec<String> {
+    types
+        .iter()
+        .filter(|t| !t.prefix_delegation)
+        .filter_map(|t| {
+            let limit = t.max_pods_ip_limit?;
+            let capacities = nodes_by_type.get(t.instance_type.as_str())?;
+            let above: Vec<u32> = capacities
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|c| *c > limit)
+                .collect();
+            let highest = above.iter().max()?;
+            Some(format!(
+                "{} {} node(s) run maxPods up to {highest}, above the {limit} pods their IPs \
+                 carry without prefix delegation: pods beyond that stay in ContainerCreating; \
+                 replace them (a node-group update or an instance refresh of their groups)",
+                above.len(),
+                t.instance_type
+            ))
+        })
+        .collect()
+}
+
+/// Sizes a policy for the prefix delegation aws-node runs (`prefix`), whatever the policy
+/// wishes: maxPods, the per-type table and the node classes follow the running mode, the status
+/// keeps the env the policy would set. Warm settings that only fit the wished mode do not keep
+/// maxPods from being sized (they change no maxPods); a fixed maxPods the running mode cannot
+/// carry blocks the policy, so nothing is written above what the IPs can back.
 pub(super) fn recompute(e: &mut Evaluated<'_>, prefix: bool) {
+    resize(e, prefix, false);
+}
+
+/// A `prefixDelegation: Auto` policy adopts prefix delegation where aws-node runs it (or this
+/// plan's write turns it on): Auto is content with either mode, and never asks to turn it off
+/// again. Its env follows too, so it does not report a conflict with the policy that turned it
+/// on, and the next pass (with the live env on) plans the same.
+pub(super) fn adopt_for_auto(e: &mut Evaluated<'_>, running: Option<bool>) {
+    if e.input.spec.prefix_delegation == crate::crd::PrefixDelegation::Auto
+        && running == Some(true)
+        && matches!(&e.outcome, Ok(Some(rec)) if !rec.prefix_delegation)
+    {
+        resize(e, true, true);
+    }
+}
+
+/// [`recompute`]; with `adopt_env`, the status's env is the resized recommendation's too.
+fn resize(e: &mut Evaluated<'_>, prefix: bool, adopt_env: bool) {
+    let mode = if prefix {
+        PrefixDelegationMode::Enabled
+    } else {
+        PrefixDelegationMode::Disabled
+    };
     let request = TuningRequest {
-        prefix_delegation: if prefix {
-            PrefixDelegationMode::Enabled
-        } else {
-            PrefixDelegationMode::Disabled
-        },
+        prefix_delegation: mode,
         ..e.request.clone()
     };
-    if let Ok(rec) = engine::recommend(&request, &e.facts) {
-        let wanted_env = match &e.outcome {
-            Ok(Some(original)) => original.env.clone(),
-            _ => rec.env.clone(),
+    let recommended = engine::recommend(&request, &e.facts).or_else(|err| {
+        let default_warm = TuningRequest {
+            warm_pool: Default::default(),
+            ..request.clone()
         };
-        e.plan.warnings.clear();
-        e.outcome = Ok(Some(rec));
-        fill_from_recommendation(e);
-        // The status reports what this policy would set, not the winner's env.
-        e.plan.cni_env = wanted_env;
+        engine::recommend(&default_warm, &e.facts).map_err(|_| err)
+    });
+    let wanted_env = match &e.outcome {
+        Ok(Some(original)) => original.env.clone(),
+        _ => BTreeMap::new(),
+    };
+    match recommended {
+        Ok(rec) => {
+            e.plan.warnings.clear();
+            e.outcome = Ok(Some(rec));
+            fill_from_recommendation(e);
+            if !adopt_env {
+                // The status reports what this policy would set, not the running env.
+                e.plan.cni_env = wanted_env;
+            }
+        }
+        Err(err) => {
+            e.outcome = Err(Blocked {
+                reason: Reason::InvalidSpec,
+                message: format!(
+                    "aws-node runs ENABLE_PREFIX_DELEGATION={prefix}, and for that mode: {err}                      (spec of policy {})",
+                    e.input.name
+                ),
+            });
+            e.plan.prefix_delegation = None;
+            e.plan.max_pods = None;
+            e.plan.instance_types.clear();
+        }
     }
 }

@@ -2,13 +2,114 @@
 //! sync them to the policy's maxPods (reusing a recent result for the same maxPods), or report
 //! why not (no EC2 access, no maxPods yet).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::crd::conditions::{self, Reason};
 use crate::crd::{Enforcement, LaunchTemplateSpec, LaunchTemplateStatus, NodeNetworkPolicySpec};
-use crate::rollout::Launcher;
+use crate::rollout::{Launcher, LauncherKind};
 
-use super::{ConditionPlan, PolicyPlan};
+use super::{ConditionPlan, NodeFacts, PolicyPlan, labels};
+
+/// Where a group's or template's nodes are found: by instance id (Auto Scaling groups,
+/// templates) and by the node-group label (managed node groups); each with its pods capacity
+/// and whether it is NotReady. Borrows the nodes: no copy of a name per node.
+#[derive(Default)]
+pub struct NodeIndex<'a> {
+    by_instance: HashMap<&'a str, (Option<u32>, bool)>,
+    by_node_group: HashMap<&'a str, Vec<(Option<u32>, bool)>>,
+}
+
+impl<'a> NodeIndex<'a> {
+    pub fn new(nodes: impl IntoIterator<Item = &'a NodeFacts>) -> Self {
+        let mut index = Self::default();
+        for n in nodes {
+            let facts = (n.capacity_pods.map(u32::from), n.not_ready);
+            if let Some(id) = n.instance_id.as_deref() {
+                index.by_instance.insert(id, facts);
+            }
+            if let Some(group) = n.labels.get(labels::NODE_GROUP) {
+                index.by_node_group.entry(group).or_default().push(facts);
+            }
+        }
+        index
+    }
+
+    /// (nodes, behind `max_pods`, NotReady) of a group.
+    pub fn count(&self, launcher: &Launcher, max_pods: u32) -> (u32, u32, u32) {
+        match launcher.kind {
+            LauncherKind::NodeGroup => Self::tally(
+                self.by_node_group
+                    .get(launcher.name.as_str())
+                    .into_iter()
+                    .flatten()
+                    .copied(),
+                max_pods,
+            ),
+            LauncherKind::AutoScalingGroup => self.count_instances(&launcher.instances, max_pods),
+        }
+    }
+
+    /// (nodes, behind `max_pods`, NotReady) of the Nodes that run `instances`.
+    pub fn count_instances(&self, instances: &[String], max_pods: u32) -> (u32, u32, u32) {
+        Self::tally(
+            instances
+                .iter()
+                .filter_map(|id| self.by_instance.get(id.as_str()).copied()),
+            max_pods,
+        )
+    }
+
+    fn tally(nodes: impl Iterator<Item = (Option<u32>, bool)>, max_pods: u32) -> (u32, u32, u32) {
+        let (mut count, mut behind, mut not_ready) = (0u32, 0u32, 0u32);
+        for (capacity, down) in nodes {
+            count = count.saturating_add(1);
+            behind = behind.saturating_add(u32::from(capacity != Some(max_pods)));
+            not_ready = not_ready.saturating_add(u32::from(down));
+        }
+        (count, behind, not_ready)
+    }
+}
+
+/// A [`NodeIndex`] built on first use: most passes reuse no template result.
+pub(crate) struct LazyNodeIndex<'n> {
+    nodes: &'n [&'n NodeFacts],
+    index: std::cell::OnceCell<NodeIndex<'n>>,
+}
+
+impl<'n> LazyNodeIndex<'n> {
+    pub(crate) fn new(nodes: &'n [&'n NodeFacts]) -> Self {
+        Self {
+            nodes,
+            index: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn get(&self) -> &NodeIndex<'n> {
+        self.index
+            .get_or_init(|| NodeIndex::new(self.nodes.iter().copied()))
+    }
+}
+
+/// A reused sync's node figures from the Node watch now, not from when the template was read:
+/// the template's and each group's nodes and nodes behind `max_pods`.
+pub(crate) fn refresh_counts(result: &mut SyncResult, nodes: &NodeIndex<'_>, max_pods: u32) {
+    if let Some(instances) = &result.instances {
+        let (count, behind, _) = nodes.count_instances(instances, max_pods);
+        result.status.nodes = Some(count);
+        result.status.nodes_behind = Some(behind);
+    }
+    for status in result.status.launched_by.iter_mut().flatten() {
+        let launcher = result
+            .launchers
+            .iter()
+            .find(|l| l.kind.as_str() == status.kind && l.name == status.name);
+        if let (Some(launcher), Some(_)) = (launcher, status.nodes) {
+            let (count, behind, _) = nodes.count(launcher, max_pods);
+            status.nodes = Some(count);
+            status.nodes_behind = Some(behind);
+        }
+    }
+}
 
 /// One template's sync: its status, the Event note when a version was created, and why it is
 /// not in sync.
@@ -25,6 +126,9 @@ pub struct SyncResult {
     pub rollout_events: Vec<(&'static str, bool, String)>,
     /// A rollout of the policy runs or waits to start: look again in 30 s, not 5 minutes.
     pub rollout_active: bool,
+    /// The template's running instances (`aws:ec2launchtemplate:id`) as this sync read them;
+    /// `None` when they could not be read.
+    pub instances: Option<Vec<String>>,
 }
 
 impl SyncResult {
@@ -85,6 +189,7 @@ pub(crate) fn launch_template_step(
     plan: &PolicyPlan,
     ec2_access: bool,
     last: &BTreeMap<String, LastSync>,
+    nodes: &LazyNodeIndex<'_>,
 ) -> TemplateStep {
     if spec.launch_templates.is_empty() {
         return TemplateStep::Nothing;
@@ -115,6 +220,12 @@ pub(crate) fn launch_template_step(
                 && reuse.iter().any(Option::is_none)
             {
                 reuse.fill(None);
+            }
+            if reuse.iter().any(Option::is_some) {
+                let index = nodes.get();
+                for result in reuse.iter_mut().flatten() {
+                    refresh_counts(result, index, max_pods);
+                }
             }
             return TemplateStep::Sync {
                 max_pods,

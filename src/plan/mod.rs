@@ -319,6 +319,9 @@ struct Evaluated<'a> {
     /// Nodes per type and their capacity.pods values.
     nodes_by_type: BTreeMap<&'a str, Vec<Option<u32>>>,
     outcome: Result<Option<Recommendation>, Blocked>,
+    /// The prefix delegation this policy wanted, when it was sized for the mode aws-node runs
+    /// instead ([`running_prefix_delegation`]).
+    resized_from: Option<bool>,
 }
 pub mod eks_addon;
 mod env;
@@ -337,7 +340,7 @@ pub mod warm_table;
 pub use crate::engine::EnvChange;
 pub use eks_addon::{AddonFacts, AddonPlan, AddonWrite, CniTarget, UpdateFacts};
 use env::{describe_env_diff, env_changes, foreign_overrides};
-use evaluate::{evaluate, recompute, select_all};
+use evaluate::{adopt_for_auto, evaluate, recompute, select_all};
 use launch_templates::launch_template_step;
 pub use launch_templates::{LastSync, LaunchTemplateReport, SyncResult, TemplateStep};
 use node_classes::plan_node_classes;
@@ -411,11 +414,11 @@ fn decide_env(
     out
 }
 
-/// Another Enforce policy against the winner: the Conflict message when their env differs, and
-/// its maxPods recomputed for the prefix delegation its nodes get from the winner.
+/// Another Enforce policy against the winner: the Conflict message when their env differs (its
+/// maxPods follows the mode aws-node runs: [`size_for_running_mode`]).
 fn against_winner(
     input: &FleetInput<'_>,
-    e: &mut Evaluated<'_>,
+    e: &Evaluated<'_>,
     winner: Option<&Winner>,
 ) -> Option<String> {
     let is_enforce = e.input.spec.enforcement == Enforcement::Enforce;
@@ -426,7 +429,7 @@ fn against_winner(
         return None;
     }
     let (winner_name, env) = (&w.policy, &w.env);
-    let conflict = (&rec.env != env).then(|| {
+    (&rec.env != env).then(|| {
         format!(
             "policy {winner_name} is older and sets {} on {}; this policy wants {}. Align the two \
              policies, or make this one DryRun",
@@ -434,12 +437,61 @@ fn against_winner(
             input.managed_daemonset,
             describe_env_diff(&rec.env, env),
         )
-    });
-    if rec.prefix_delegation != w.prefix_delegation {
-        // Its nodes live with the cluster's setting: report maxPods for that.
-        recompute(e, w.prefix_delegation);
+    })
+}
+
+/// The prefix delegation aws-node runs, the one truth maxPods is sized for (templates, node
+/// classes, status): the winner's when this plan's write (or add-on update) carries its env,
+/// else the live env, whoever owns it (a handover, a server-side owner, DryRun policies only),
+/// unset meaning off as in the VPC CNI. `None` when there is no aws-node to read, and in IPv6
+/// clusters (always prefixes; IPs do not limit pods).
+fn running_prefix_delegation(
+    input: &FleetInput<'_>,
+    winner: Option<&Winner>,
+    operator_writes: bool,
+) -> Option<bool> {
+    let ds = input.aws_node?;
+    if ds.ip_family() == IpFamily::Ipv6 {
+        return None;
     }
-    conflict
+    match winner {
+        Some(w) if operator_writes => Some(w.prefix_delegation),
+        _ => Some(ds.prefix_delegation().unwrap_or(false)),
+    }
+}
+
+/// Sizes `e` for the running mode when it wished another one.
+fn size_for_running_mode(e: &mut Evaluated<'_>, running: Option<bool>) {
+    if let (Some(running), Ok(Some(rec))) = (running, &e.outcome)
+        && rec.prefix_delegation != running
+    {
+        e.resized_from = Some(rec.prefix_delegation);
+        recompute(e, running);
+    }
+}
+
+/// CNIConfigured says so when the policy was sized for a mode it does not want.
+fn note_running_mode(e: &mut Evaluated<'_>, input: &FleetInput<'_>) {
+    let Some(wished) = e.resized_from else {
+        return;
+    };
+    let running = !wished;
+    let note = format!(
+        "{} runs ENABLE_PREFIX_DELEGATION={running}, not the {wished} this policy wants: maxPods          (launch templates, node classes, status) is sized for the mode aws-node runs",
+        input.managed_daemonset
+    );
+    if let Some(c) = e
+        .plan
+        .conditions
+        .iter_mut()
+        .find(|c| c.type_ == conditions::CNI_CONFIGURED)
+    {
+        c.message = if c.message.is_empty() {
+            note
+        } else {
+            format!("{}; {note}", c.message)
+        };
+    }
 }
 
 /// `status.cniConfig` in DaemonSet mode (the add-on plan replaces it in add-on mode).
@@ -507,13 +559,20 @@ fn template_steps(
     input: &FleetInput<'_>,
     policies: &BTreeMap<String, PolicyPlan>,
 ) -> BTreeMap<String, TemplateStep> {
+    let nodes = launch_templates::LazyNodeIndex::new(&input.nodes);
     input
         .policies
         .iter()
         .filter_map(|p| {
             let plan = policies.get(p.name)?;
-            let step =
-                launch_template_step(p.name, p.spec, plan, input.ec2_access, input.template_syncs);
+            let step = launch_template_step(
+                p.name,
+                p.spec,
+                plan,
+                input.ec2_access,
+                input.template_syncs,
+                &nodes,
+            );
             (step != TemplateStep::Nothing).then(|| (p.name.to_owned(), step))
         })
         .collect()
@@ -554,9 +613,14 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
         _ => None,
     };
 
+    let operator_writes = winner.is_some() && env_blocker.is_none() && owner_blocker.is_none();
+    let running = running_prefix_delegation(input, winner.as_ref(), operator_writes);
+
     let mut policies = BTreeMap::new();
     for e in &mut evaluated {
+        adopt_for_auto(e, running);
         let conflict = against_winner(input, e, winner.as_ref());
+        size_for_running_mode(e, running);
         let is_winner = winner.as_ref().is_some_and(|w| w.policy == e.input.name);
         if let (true, Some(held)) = (is_winner, &held) {
             e.plan.warnings.push(held.clone());
@@ -566,6 +630,7 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
             owner: owner_blocker.as_ref(),
         };
         finish_conditions(e, input, conflict, blockers, &foreign);
+        note_running_mode(e, input);
         // The winner's record is this plan's; the others keep theirs.
         let (handover, wrote) = if is_winner {
             (handover_record.clone(), write.is_some())

@@ -516,4 +516,4 @@ impl HandoverStatus {
 
 #[cfg(test)]
 #[path = "owner_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -186,7 +186,12 @@ fn each_owner_gets_its_own_fix() {
 
 /// aws-node applied by `manager` (server-side or not) with ENABLE_PREFIX_DELEGATION=`value`,
 /// after this operator applied `true` (so the operator still owns the entry's key).
-fn fought(manager: &str, server_side: bool, value: &str, operator_applied: bool) -> AwsNodeFacts {
+pub(in crate::plan) fn fought(
+    manager: &str,
+    server_side: bool,
+    value: &str,
+    operator_applied: bool,
+) -> AwsNodeFacts {
     let mut ds = serde_json::to_value(aws_node_ds(
         &[
             ("ENABLE_PREFIX_DELEGATION", value),

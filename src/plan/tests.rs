@@ -304,7 +304,81 @@ fn dry_run_computes_and_writes_nothing() {
         "{}",
         configured.message
     );
+    // DryRun changes nothing: aws-node runs secondary IPs, and maxPods is sized for that.
+    assert!(
+        configured
+            .message
+            .contains("runs ENABLE_PREFIX_DELEGATION=false, not the true this policy wants"),
+        "{}",
+        configured.message
+    );
+    assert_eq!(policy.prefix_delegation, Some(false));
+    assert_eq!(policy.max_pods, Some(29));
+    assert_eq!(policy.cni_env["ENABLE_PREFIX_DELEGATION"], "true");
+}
+
+#[test]
+fn max_pods_follows_the_mode_aws_node_runs_after_a_handover() {
+    // Helm 4 holds ENABLE_PREFIX_DELEGATION=false by server-side apply: aws-node is handed
+    // over, and runs secondary IPs. maxPods 110 there would strand pods on every m5.large.
+    let ds = super::owner::tests::fought("helm", true, "false", false);
+    let fixture = Fixture::new(vec![node("m5.large").with_capacity(29)], Some(ds));
+    let plan = fixture.plan();
+    assert_eq!(plan.daemonset_write, None);
+    let policy = &plan.policies["default"];
+    assert_eq!(policy.prefix_delegation, Some(false));
+    assert_eq!(policy.max_pods, Some(29));
+    assert_eq!(policy.instance_types[0].max_pods, 29);
+    assert_eq!(policy.instance_types[0].nodes_at_target, 1);
+    // The status still says what the policy would set, and why it is not what runs.
+    assert_eq!(policy.cni_env["ENABLE_PREFIX_DELEGATION"], "true");
+    let configured = condition(policy, "CNIConfigured");
+    assert!(!configured.status);
+    assert_eq!(configured.reason, Reason::HelmOwnsAwsNode);
+    assert!(
+        configured
+            .message
+            .contains("runs ENABLE_PREFIX_DELEGATION=false, not the true this policy wants"),
+        "{}",
+        configured.message
+    );
+    assert!(condition(policy, "Ready").status);
+
+    // The owner turns prefix delegation on: the policy follows it.
+    let ds = super::owner::tests::fought("helm", true, "true", false);
+    let plan = Fixture::new(vec![node("m5.large").with_capacity(29)], Some(ds)).plan();
+    let policy = &plan.policies["default"];
+    assert_eq!(policy.prefix_delegation, Some(true));
     assert_eq!(policy.max_pods, Some(110));
+    assert!(
+        !condition(policy, "CNIConfigured")
+            .message
+            .contains("runs ENABLE_PREFIX_DELEGATION"),
+    );
+}
+
+#[test]
+fn a_fixed_max_pods_the_running_mode_cannot_carry_blocks_the_policy() {
+    let ds = super::owner::tests::fought("helm", true, "false", false);
+    let mut fixture = Fixture::new(vec![node("m5.large")], Some(ds));
+    fixture.specs[0].2.max_pods = MaxPods {
+        policy: MaxPodsPolicy::Fixed,
+        value: Some(110),
+        ..Default::default()
+    };
+    let plan = fixture.plan();
+    let policy = &plan.policies["default"];
+    assert_eq!(
+        policy.max_pods, None,
+        "nothing above the IP limit is planned"
+    );
+    let ready = condition(policy, "Ready");
+    assert!(!ready.status);
+    assert!(
+        ready.message.contains("ENABLE_PREFIX_DELEGATION=false"),
+        "{}",
+        ready.message
+    );
 }
 
 #[test]
@@ -734,5 +808,57 @@ fn a_node_record_stays_small() {
         std::mem::size_of::<NodeFacts>() <= 72,
         "NodeFacts is {} bytes",
         std::mem::size_of::<NodeFacts>()
+    );
+}
+
+#[test]
+fn auto_never_turns_prefix_delegation_off_when_a_nitro_node_leaves() {
+    // A Nitro node joined a Xen fleet: Auto turned prefix delegation on (the operator's write).
+    let ds = aws_node(PREFIX_ENV, crate::testing::PREFIX_OWNED);
+    let joined = Fixture::new(vec![node("m4.large"), node("m5.large")], Some(ds.clone())).plan();
+    assert_eq!(joined.daemonset_write, None, "already on");
+    // It leaves: Auto keeps what runs, so nothing is written, and the Xen types are sized for
+    // the secondary IPs they fall back to.
+    let left = Fixture::new(vec![node("m4.large"), node("m4.large")], Some(ds)).plan();
+    assert_eq!(left.daemonset_write, None, "never turned off by itself");
+    let policy = &left.policies["default"];
+    assert_eq!(policy.prefix_delegation, Some(true));
+    assert_eq!(policy.max_pods, Some(20));
+    assert_eq!(policy.instance_types[0].max_pods, 20);
+    // Off before, and no Nitro type: Auto stays off.
+    let xen = Fixture::new(vec![node("m4.large")], Some(aws_node(DEFAULT_ENV, &[]))).plan();
+    assert_eq!(xen.policies["default"].prefix_delegation, Some(false));
+}
+
+#[test]
+fn an_explicit_disabled_turns_it_off_and_names_the_nodes_that_need_replacing() {
+    let ds = aws_node(PREFIX_ENV, crate::testing::PREFIX_OWNED);
+    let mut fixture = Fixture::new(
+        vec![
+            node("m5.large").with_capacity(110),
+            node("m5.large").with_capacity(110),
+            node("m5.large").with_capacity(29),
+        ],
+        Some(ds),
+    );
+    fixture.specs[0].2.prefix_delegation = PrefixDelegation::Disabled;
+    let plan = fixture.plan();
+    let write = plan.daemonset_write.expect("turned off");
+    assert_eq!(write.env["ENABLE_PREFIX_DELEGATION"], "false");
+    let policy = &plan.policies["default"];
+    assert_eq!(policy.max_pods, Some(29));
+    let degraded = condition(policy, "Degraded");
+    assert!(degraded.status);
+    assert!(
+        degraded
+            .message
+            .contains("2 m5.large node(s) run maxPods up to 110, above the 29 pods"),
+        "{}",
+        degraded.message
+    );
+    assert!(
+        degraded.message.contains("replace them"),
+        "{}",
+        degraded.message
     );
 }

@@ -228,19 +228,6 @@ pub(crate) fn synced_condition(results: &[SyncResult], dry_run: bool) -> Conditi
     }
 }
 
-/// Whether `desired` differs from `current` (condition order does not matter).
-pub(crate) fn status_changed(
-    desired: &NodeNetworkPolicyStatus,
-    current: Option<&NodeNetworkPolicyStatus>,
-) -> bool {
-    let Some(current) = current else {
-        return true;
-    };
-    let mut current = current.clone();
-    current.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
-    &current != desired
-}
-
 /// The part of `status` this operator applies: its own conditions only, so server-side apply
 /// leaves other controllers' conditions alone.
 pub(crate) fn owned_part(status: &NodeNetworkPolicyStatus) -> NodeNetworkPolicyStatus {
@@ -304,9 +291,15 @@ mod tests {
             last_transition_time: t1.clone(),
         });
         let same = desired_status(&plan(true, "a"), None, Some(&first), t2.clone());
-        assert!(!status_changed(&same, Some(&first)));
+        assert_eq!(
+            super::super::pacing::classify(&same, Some(&first)),
+            super::super::pacing::StatusChange::Unchanged
+        );
         let reworded = desired_status(&plan(true, "b"), None, Some(&first), t2.clone());
-        assert!(status_changed(&reworded, Some(&first)));
+        assert_ne!(
+            super::super::pacing::classify(&reworded, Some(&first)),
+            super::super::pacing::StatusChange::Unchanged
+        );
         let ready = reworded
             .conditions
             .iter()

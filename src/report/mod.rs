@@ -7,6 +7,7 @@
 
 pub mod desired;
 pub mod events;
+pub mod pacing;
 
 use std::sync::Arc;
 
@@ -20,11 +21,20 @@ use serde_json::json;
 use crate::apply::{AddonOutcome, Outcomes};
 use crate::crd::{FIELD_MANAGER, NodeNetworkPolicy};
 use crate::error::Error;
-use crate::metrics::{ConditionLabels, Metrics, WriteLabels};
+use crate::metrics::{ConditionLabels, Metrics, StatusWriteLabels, WriteLabels};
 use crate::observe::Observed;
 use crate::plan::FleetPlan;
-use desired::{desired_status, owned_part, status_changed, templates_report, with_outcomes};
+use desired::{desired_status, owned_part, templates_report, with_outcomes};
 pub use events::EventSink;
+use pacing::{Pace, StatusPacer, classify};
+
+/// What the status step wrote, and when it must look again.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reported {
+    pub written: usize,
+    /// Count-only changes wait this long ([`pacing`]); the pass after writes them.
+    pub wait: Option<std::time::Duration>,
+}
 
 /// Raises the Events of what was done, then writes every policy status that changed; returns
 /// how many it wrote. Nothing is written when the add-on turned out to have changed since it
@@ -67,19 +77,21 @@ fn subnet_gauges(metrics: &Metrics, outcomes: &Outcomes) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn report(
     sink: &EventSink<'_>,
     observed: &Observed,
     metrics: &Metrics,
+    pacer: &StatusPacer,
     policies: &[Arc<NodeNetworkPolicy>],
     plan: &FleetPlan,
     outcomes: &Outcomes,
-) -> Result<usize, Error> {
+) -> Result<Reported, Error> {
     events::publish_outcomes(sink, policies, plan, outcomes).await;
+    let mut reported = Reported::default();
     if outcomes.addon == AddonOutcome::Stale {
-        return Ok(0);
+        return Ok(reported);
     }
-    let mut written = 0;
     let now = Time(jiff::Timestamp::now());
     metrics.policy_condition.clear();
     subnet_gauges(metrics, outcomes);
@@ -104,8 +116,15 @@ pub async fn report(
                 metrics.policy_condition.get_or_create(&labels).set(1);
             }
         }
-        if !status_changed(&desired, policy.status.as_ref()) {
-            continue;
+        let change = classify(&desired, policy.status.as_ref());
+        let started = std::time::Instant::now();
+        match pacer.pace(&name, change, started) {
+            Pace::Write => {}
+            Pace::Skip => continue,
+            Pace::Later(after) => {
+                reported.wait = Some(reported.wait.map_or(after, |w| w.min(after)));
+                continue;
+            }
         }
         let api: Api<NodeNetworkPolicy> = Api::all(sink.client.clone());
         let body = json!({
@@ -125,7 +144,14 @@ pub async fn report(
             .writes
             .get_or_create(&WriteLabels { target: "status" })
             .inc();
-        written += 1;
+        metrics
+            .status_writes
+            .get_or_create(&StatusWriteLabels {
+                cause: change.cause(),
+            })
+            .inc();
+        pacer.written(&name, started);
+        reported.written += 1;
         // The watch will bring the same object; taking it now keeps the next pass from
         // patching again before it arrives.
         observed
@@ -150,5 +176,5 @@ pub async fn report(
             }
         }
     }
-    Ok(written)
+    Ok(reported)
 }

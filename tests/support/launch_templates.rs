@@ -99,3 +99,23 @@ pub async fn default_version(client: &aws_sdk_ec2::Client, id: &str) -> i64 {
         .default_version_number()
         .expect("default")
 }
+
+/// Runs one instance from `template` (moto tags it `aws:ec2launchtemplate:id`); its id.
+pub async fn run_instance(client: &aws_sdk_ec2::Client, template: &str) -> String {
+    client
+        .run_instances()
+        .launch_template(
+            aws_sdk_ec2::types::LaunchTemplateSpecification::builder()
+                .launch_template_id(template)
+                .build(),
+        )
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .expect("run an instance from the template")
+        .instances()[0]
+        .instance_id()
+        .expect("an instance id")
+        .to_owned()
+}
