@@ -7,7 +7,8 @@
 //! One policy over a fleet of `CHURN_FLEET` (default 200) m5.large Nodes; for each window in
 //! `CHURN_WINDOWS` (seconds, default `0,60`; 0 writes every change, as before pacing) the
 //! binary runs with `--status-count-seconds=WINDOW` while Nodes join and leave for
-//! `CHURN_SECONDS` (default 120) at `CHURN_EVENTS` (default 500) events in that time. Prints
+//! `CHURN_SECONDS` (default 120) at `CHURN_EVENTS` (default 500) events in that time, in
+//! phases of 25 joins and 25 leaves. Prints
 //! the policy's status writes per minute by cause (`vpc_cni_tuner_status_writes_total`) and
 //! the status PATCHes the API server counted.
 
@@ -177,7 +178,9 @@ async fn one_window(api: &ApiServer, admin: &kube::Client, window: u64, seconds:
     let mut live: std::collections::VecDeque<String> = Default::default();
     for e in 0..events {
         tokio::time::sleep_until((started + step * e as u32).into()).await;
-        if e % 2 == 0 || live.is_empty() {
+        // Phases of 25 joins and 25 leaves, as a scale-up and a scale-down: the count drifts
+        // (a join and a leave in one debounce window would cancel out).
+        if (e / 25) % 2 == 0 || live.is_empty() {
             let name = format!("churn-{window}-{e}");
             nodes
                 .create(&PostParams::default(), &node(&name))

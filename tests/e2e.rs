@@ -2598,6 +2598,28 @@ async fn admission_policies_let_the_operator_change_only_its_env() {
             json!({"spec": {"updateStrategy": {"rollingUpdate": {"maxUnavailable": "100%"}}}}),
             "spec.updateStrategy changed",
         ),
+        (
+            "an ownerReference to an owner that does not exist (the garbage collector would \
+             delete aws-node)",
+            json!({"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap",
+                "name": "gone", "uid": "00000000-0000-0000-0000-000000000001"}]}}),
+            "metadata.ownerReferences",
+        ),
+        (
+            "a finalizer",
+            json!({"metadata": {"finalizers": ["example.com/block"]}}),
+            "metadata.finalizers",
+        ),
+        (
+            "the k8s-app label",
+            json!({"metadata": {"labels": {"k8s-app": "something-else"}}}),
+            "metadata.labels",
+        ),
+        (
+            "an annotation",
+            json!({"metadata": {"annotations": {"example.com/x": "y"}}}),
+            "metadata.annotations",
+        ),
     ];
     for (what, patch, message) in denied {
         let err = strategic(patch, false)
@@ -2615,6 +2637,32 @@ async fn admission_policies_let_the_operator_change_only_its_env() {
             .as_deref(),
         Some("DEBUG"),
         "nothing denied was written"
+    );
+    // The same by server-side apply, as the operator writes: an ownerReference is denied.
+    let with_owner = json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "aws-node", "namespace": "kube-system",
+            "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "gone",
+                "uid": "00000000-0000-0000-0000-000000000001"}]}});
+    let err = as_operator
+        .patch(
+            "aws-node",
+            &PatchParams::apply("vpc-cni-tuner").force(),
+            &Patch::Apply(with_owner),
+        )
+        .await
+        .expect_err("an ownerReference by server-side apply must be denied");
+    assert!(
+        err.to_string().contains("metadata.ownerReferences"),
+        "{err}"
+    );
+    let ds = daemonsets(&cluster.admin).get("aws-node").await.unwrap();
+    assert!(
+        ds.metadata.owner_references.is_none(),
+        "aws-node has no owner"
+    );
+    assert_eq!(
+        ds.labels().get("k8s-app").map(String::as_str),
+        Some("aws-node")
     );
     // The policies themselves: only their status (RBAC refuses first; the policy is the
     // second line).
@@ -3717,6 +3765,170 @@ async fn auto_prefix_delegation_does_not_flip_with_a_nitro_node_joining_and_leav
     assert_eq!(rollouts(policy), rollouts_before + 1);
 }
 
+/// Two Enforce policies list one launch template and want different maxPods (110, and 58 with
+/// a ceiling): the older owns it and writes one version; the younger writes nothing to it, and
+/// its `Conflict` names the template and the owner (before: each wrote its own value, two
+/// versions a sync and a rollout of every group that launches from it).
+#[tokio::test]
+async fn a_template_listed_by_two_policies_is_written_by_the_older_only() {
+    use support::launch_templates::{AL2023, create_template, versions};
+    let moto = support::MotoServer::start();
+    let Some(cluster) = Cluster::start_with_ec2(&moto).await else {
+        return;
+    };
+    let ec2 = moto.ec2_client();
+    let template = create_template(&ec2, "shared-nodes", AL2023.as_bytes()).await;
+    cluster
+        .node(
+            "n-1",
+            json!({"node.kubernetes.io/instance-type": "m5.large"}),
+        )
+        .await;
+    cluster
+        .policy(
+            "all",
+            json!({"launchTemplates": [{"id": template, "setDefaultVersion": true}]}),
+        )
+        .await;
+    // Created a second later: younger.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    cluster
+        .policy(
+            "capped",
+            json!({"maxPods": {"ceiling": 58},
+                   "launchTemplates": [{"id": template, "setDefaultVersion": true}]}),
+        )
+        .await;
+    let operator = cluster.operator("tuner-0", &moto.aws_env());
+    let capped = eventually("the younger's Conflict", CONVERGE, &[&operator], || async {
+        let p = cluster.get_policy("capped").await;
+        condition_of(&p, conditions::CONFLICT)
+            .filter(|c| c.status == "True")
+            .map(|_| p.clone())
+    })
+    .await;
+    let conflict = condition_of(&capped, conditions::CONFLICT).unwrap();
+    assert!(
+        conflict.message.contains(&format!(
+            "launch template {template} is also listed by policy all, which is older"
+        )),
+        "{}",
+        conflict.message
+    );
+    let synced = condition_of(&capped, conditions::LAUNCH_TEMPLATES_SYNCED).unwrap();
+    assert_eq!(
+        (synced.status.as_str(), synced.reason.as_str()),
+        ("False", "LostToOlderPolicy")
+    );
+    eventually(
+        "the older's template synced",
+        CONVERGE,
+        &[&operator],
+        || async {
+            let p = cluster.get_policy("all").await;
+            is_true(&p, conditions::LAUNCH_TEMPLATES_SYNCED).then_some(())
+        },
+    )
+    .await;
+    // More passes (nodes join): still one version, the older's value.
+    for i in 2..5 {
+        cluster
+            .node(
+                &format!("n-{i}"),
+                json!({"node.kubernetes.io/instance-type": "m5.large"}),
+            )
+            .await;
+    }
+    eventually("the nodes counted", CONVERGE, &[&operator], || async {
+        let p = cluster.get_policy("all").await;
+        (p.status.as_ref()?.matched_nodes == 4).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        versions(&ec2, &template).await.len(),
+        2,
+        "one version written"
+    );
+    assert_eq!(default_max_pods(&ec2, &template).await, Some(110));
+    assert_eq!(
+        aws_calls(&operator, "CreateLaunchTemplateVersion"),
+        Some(1),
+        "one CreateLaunchTemplateVersion"
+    );
+}
+
+/// aws-node's status, as the DaemonSet controller writes it: `unavailable` of 3 pods, all on the
+/// current template.
+async fn aws_node_rollout(cluster: &Cluster, unavailable: i32) {
+    let generation = aws_node_generation(cluster).await;
+    daemonsets(&cluster.admin)
+        .patch_status(
+            "aws-node",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"observedGeneration": generation,
+                "desiredNumberScheduled": 3, "currentNumberScheduled": 3,
+                "updatedNumberScheduled": 3, "numberMisscheduled": 0,
+                "numberReady": 3 - unavailable, "numberAvailable": 3 - unavailable,
+                "numberUnavailable": unavailable}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// An env change waits while aws-node's last rollout leaves pods unavailable, and goes out once,
+/// when every pod is available again.
+#[tokio::test]
+async fn an_env_change_waits_for_aws_node_to_settle() {
+    let Some(cluster) = Cluster::start(json!({})).await else {
+        return;
+    };
+    aws_node_rollout(&cluster, 2).await;
+    let before = aws_node_generation(&cluster).await;
+    cluster.single_node_fleet(json!({})).await;
+    let operator = cluster.operator("tuner-0", &[]);
+    let waiting = cluster
+        .wait_for_condition(conditions::CNI_CONFIGURED, &operator, |c| {
+            c.reason == "AwsNodeRollingOut"
+        })
+        .await;
+    assert!(
+        waiting.message.contains("2 are unavailable"),
+        "{}",
+        waiting.message
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        aws_node_generation(&cluster).await,
+        before,
+        "no write meanwhile"
+    );
+    assert_eq!(
+        cluster
+            .env_value("ENABLE_PREFIX_DELEGATION")
+            .await
+            .as_deref(),
+        Some("false")
+    );
+
+    aws_node_rollout(&cluster, 0).await;
+    cluster
+        .wait_for_env(
+            "ENABLE_PREFIX_DELEGATION",
+            "true",
+            "the change written once aws-node settled",
+            CONVERGE,
+            &[&operator],
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        aws_node_generation(&cluster).await,
+        before + 1,
+        "exactly one write"
+    );
+}
+
 /// Node churn (500 joins and leaves in two minutes) with the default pacing: at most three
 /// count-only status writes for the policy, while a condition change is still written at once
 /// and the last counts land when the window ends.
@@ -3751,24 +3963,25 @@ async fn status_writes_stay_calm_under_node_churn() {
     let nodes: Api<Node> = Api::all(cluster.admin.clone());
     let started = Instant::now();
     let mut condition_latency = None;
-    // 250 nodes join, each leaving five joins later: 500 events, one every 240 ms.
-    for i in 0..250u32 {
-        let at = started + Duration::from_millis(u64::from(i) * 480);
-        tokio::time::sleep_until(at.into()).await;
-        cluster
-            .node(
-                &format!("churn-{i}"),
-                json!({"node.kubernetes.io/instance-type": "m5.large"}),
-            )
+    // 500 events, one every 240 ms, in phases of 25 joins and 25 leaves (a scale-up and a
+    // scale-down): the count drifts, as a join and a leave in one debounce would cancel out.
+    let mut live: std::collections::VecDeque<String> = Default::default();
+    for e in 0..500u32 {
+        tokio::time::sleep_until((started + Duration::from_millis(u64::from(e) * 240)).into())
             .await;
-        tokio::time::sleep_until((at + Duration::from_millis(240)).into()).await;
-        if i >= 5 {
-            nodes
-                .delete(&format!("churn-{}", i - 5), &Default::default())
-                .await
-                .unwrap();
+        if (e / 25) % 2 == 0 || live.is_empty() {
+            let name = format!("churn-{e}");
+            cluster
+                .node(
+                    &name,
+                    json!({"node.kubernetes.io/instance-type": "m5.large"}),
+                )
+                .await;
+            live.push_back(name);
+        } else if let Some(name) = live.pop_front() {
+            nodes.delete(&name, &Default::default()).await.unwrap();
         }
-        if i == 125 {
+        if e == 260 {
             // Mid-churn, a node of a type no table knows: Ready turns False at once.
             cluster
                 .node(
@@ -3796,11 +4009,8 @@ async fn status_writes_stay_calm_under_node_churn() {
                 .unwrap();
         }
     }
-    for i in 245..250u32 {
-        nodes
-            .delete(&format!("churn-{i}"), &Default::default())
-            .await
-            .unwrap();
+    for name in live {
+        nodes.delete(&name, &Default::default()).await.unwrap();
     }
     let churn = started.elapsed();
     let count_writes = writes("counts") - counts_before;

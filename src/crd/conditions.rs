@@ -89,6 +89,9 @@ reasons! {
     TerraformOwnsAwsNode,
     /// Another field manager (kubectl, a script) does.
     AnotherManagerOwnsAwsNode,
+    /// aws-node's last rollout is not done (pods not updated or unavailable): the env change
+    /// waits for it, so a change never lands on a rollout in progress.
+    AwsNodeRollingOut,
     // Conflict
     /// An older policy decides the env and disagrees.
     LostToOlderPolicy,

@@ -64,6 +64,18 @@ pub fn node_facts(node: &NodeView) -> NodeFacts {
 }
 
 /// The aws-node container's image and env, and the env names this operator owns.
+/// The DaemonSet's rollout from its status; `None` before the controller wrote one.
+fn rollout(ds: &DaemonSet) -> Option<crate::plan::DaemonSetRollout> {
+    let status = ds.status.as_ref()?;
+    Some(crate::plan::DaemonSetRollout {
+        generation: ds.metadata.generation.unwrap_or_default(),
+        observed_generation: status.observed_generation?,
+        desired: status.desired_number_scheduled,
+        updated: status.updated_number_scheduled.unwrap_or_default(),
+        unavailable: status.number_unavailable.unwrap_or_default(),
+    })
+}
+
 pub fn aws_node_facts(ds: &DaemonSet) -> AwsNodeFacts {
     let reference = DaemonSetRef {
         namespace: ds.namespace().unwrap_or_default(),
@@ -102,6 +114,7 @@ pub fn aws_node_facts(ds: &DaemonSet) -> AwsNodeFacts {
             })
             .collect(),
         owned_env: owned_env_names(ds),
+        rollout: rollout(ds),
         eks_addon: ds
             .managed_fields()
             .iter()

@@ -8,7 +8,7 @@ use crate::crd::conditions::{self, Reason};
 use crate::crd::{Enforcement, LaunchTemplateSpec, LaunchTemplateStatus, NodeNetworkPolicySpec};
 use crate::rollout::{Launcher, LauncherKind};
 
-use super::{ConditionPlan, NodeFacts, PolicyPlan, labels};
+use super::{ConditionPlan, NodeFacts, PolicyInput, PolicyPlan, labels};
 
 /// Where a group's or template's nodes are found: by instance id (Auto Scaling groups,
 /// templates) and by the node-group label (managed node groups); each with its pods capacity
@@ -263,4 +263,68 @@ pub(crate) fn launch_template_step(
         },
         rollout: None,
     })
+}
+
+/// One owner per template: a template two Enforce policies list belongs to the older (then the
+/// name; the rule EC2NodeClasses follow), so two policies never rewrite it against each other.
+/// The younger does not write it: its status says whose it is, `LaunchTemplatesSynced` is
+/// False, and its `Conflict` condition names the template and the owner. (A template listed
+/// by id in one policy and by name in another is not recognised as the same.)
+pub(crate) fn claim_templates(
+    ordered: &[&PolicyInput<'_>],
+    steps: &mut BTreeMap<String, TemplateStep>,
+    policies: &mut BTreeMap<String, PolicyPlan>,
+) {
+    let mut owners: HashMap<String, &str> = HashMap::new();
+    for p in ordered
+        .iter()
+        .filter(|p| p.spec.enforcement == Enforcement::Enforce)
+    {
+        let mut lost = Vec::new();
+        for (index, t) in p.spec.launch_templates.iter().enumerate() {
+            let owner = *owners.entry(t.key()).or_insert(p.name);
+            if owner == p.name {
+                continue;
+            }
+            let message = format!(
+                "launch template {} is also listed by policy {owner}, which is older and owns it; \
+                 this policy does not write it: remove it from one of the two policies",
+                t.template_ref()
+            );
+            if let Some(TemplateStep::Sync {
+                reuse, max_pods, ..
+            }) = steps.get_mut(p.name)
+                && let Some(slot) = reuse.get_mut(index)
+            {
+                *slot = Some(SyncResult {
+                    status: LaunchTemplateStatus {
+                        id: t.id.clone(),
+                        name: t.name.clone(),
+                        region: t.region.clone(),
+                        max_pods_wanted: *max_pods,
+                        message: Some(message.clone()),
+                        ..Default::default()
+                    },
+                    problem: Some((Reason::LostToOlderPolicy, message.clone())),
+                    ..Default::default()
+                });
+            }
+            lost.push(message);
+        }
+        if let (false, Some(plan)) = (lost.is_empty(), policies.get_mut(p.name)) {
+            let earlier = plan
+                .conditions
+                .iter()
+                .find(|c| c.type_ == conditions::CONFLICT && c.status)
+                .map(|c| format!("{}; ", c.message))
+                .unwrap_or_default();
+            super::eks_addon::set_condition(
+                plan,
+                conditions::CONFLICT,
+                true,
+                Reason::LostToOlderPolicy,
+                format!("{earlier}{}", lost.join("; ")),
+            );
+        }
+    }
 }

@@ -146,6 +146,38 @@ pub struct AwsNodeFacts {
     /// Per env name: the other field managers that apply the entry but no longer own its value
     /// (this operator took it, e.g. with force before it knew better).
     pub item_managers: BTreeMap<String, Vec<FieldManager>>,
+    /// Where the DaemonSet's last rollout stands (`None`: no status yet).
+    pub rollout: Option<DaemonSetRollout>,
+}
+
+/// A DaemonSet's rollout as its status reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DaemonSetRollout {
+    pub generation: i64,
+    pub observed_generation: i64,
+    pub desired: i32,
+    pub updated: i32,
+    pub unavailable: i32,
+}
+
+impl DaemonSetRollout {
+    /// Why the last rollout is not done, or `None` when every pod runs the current template
+    /// and is available.
+    pub fn unsettled(&self) -> Option<String> {
+        if self.observed_generation < self.generation {
+            Some(format!(
+                "the DaemonSet controller has not yet seen generation {} (it saw {})",
+                self.generation, self.observed_generation
+            ))
+        } else if self.updated < self.desired || self.unavailable > 0 {
+            Some(format!(
+                "{} of {} pods run the current template and {} are unavailable",
+                self.updated, self.desired, self.unavailable
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 impl AwsNodeFacts {
@@ -389,6 +421,46 @@ fn decide_env(
         .and_then(|p| p.handover);
     let decision = owner::check_write(ds, &w.env, &changes, previous, input.now);
     let mut out = EnvDecision::default();
+    // A change lands only on a settled aws-node: never onto a rollout in progress (every
+    // write restarts the CNI on every node; two at once leave nodes without pod networking
+    // for longer, and a rollout that cannot finish should not get another).
+    let unsettled = ds.rollout.as_ref().and_then(DaemonSetRollout::unsettled);
+    if let (Ok(()), true, true, Some(why)) = (
+        &decision.write,
+        changes.is_empty(),
+        daemonset_mode,
+        &unsettled,
+    ) {
+        // The spec carries the env; CNIConfigured is True only once the pods run it.
+        out.handover = decision.handover;
+        out.owner_blocker = Some(Blocked {
+            reason: Reason::AwsNodeRollingOut,
+            message: format!(
+                "{} carries these settings, and its pods do not all run them yet ({why})",
+                ds.reference
+            ),
+        });
+        return out;
+    }
+    if let (Ok(()), false, true, Some(why)) = (
+        &decision.write,
+        changes.is_empty(),
+        daemonset_mode,
+        unsettled,
+    ) {
+        // The revert record stays as it was: this pass writes nothing, the next decides again.
+        out.handover = previous.cloned().filter(|_| daemonset_mode);
+        out.owner_blocker = Some(Blocked {
+            reason: Reason::AwsNodeRollingOut,
+            message: format!(
+                "{} is still rolling out its last change ({why}); the env change ({}) is \
+                 written once every pod runs the current template and is available",
+                ds.reference,
+                EnvChange::join(&changes)
+            ),
+        });
+        return out;
+    }
     if daemonset_mode {
         let newly = decision.handover.as_ref().is_some_and(|h| h.handed_over)
             && !previous.is_some_and(|p| p.handed_over);
@@ -650,7 +722,8 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
     if let Some(karpenter) = &input.karpenter {
         plan_node_classes(input, karpenter, &mut policies);
     }
-    let templates = template_steps(input, &policies);
+    let mut templates = template_steps(input, &policies);
+    launch_templates::claim_templates(&ordered, &mut templates, &mut policies);
     FleetPlan {
         daemonset_write: write,
         addon,

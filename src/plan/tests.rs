@@ -24,6 +24,7 @@ struct Fixture {
     nodes: Vec<NodeFacts>,
     aws_node: Option<AwsNodeFacts>,
     target: CniTarget,
+    ec2_access: bool,
 }
 
 impl Fixture {
@@ -37,6 +38,7 @@ impl Fixture {
             nodes,
             aws_node,
             target: CniTarget::default(),
+            ec2_access: false,
         }
     }
 
@@ -54,7 +56,7 @@ impl Fixture {
             cni_target: &self.target,
             now: jiff::Timestamp::UNIX_EPOCH,
             karpenter: None,
-            ec2_access: false,
+            ec2_access: self.ec2_access,
             template_syncs: &BTreeMap::new(),
         };
         plan_fleet(&input)
@@ -861,4 +863,139 @@ fn an_explicit_disabled_turns_it_off_and_names_the_nodes_that_need_replacing() {
         "{}",
         degraded.message
     );
+}
+
+#[test]
+fn a_template_two_enforce_policies_list_belongs_to_the_older() {
+    let template: crate::crd::LaunchTemplateSpec =
+        serde_json::from_value(serde_json::json!({"id": "lt-0abc"})).expect("template");
+    let mut fixture = Fixture::new(
+        vec![node("m5.large")],
+        Some(aws_node(PREFIX_ENV, crate::testing::PREFIX_OWNED)),
+    );
+    fixture.ec2_access = true;
+    fixture.specs[0].2.launch_templates = vec![template.clone()];
+    let mut younger = fixture.specs[0].2.clone();
+    younger
+        .launch_templates
+        .push(serde_json::from_value(serde_json::json!({"id": "lt-0def"})).expect("template"));
+    fixture
+        .specs
+        .push(("younger", "2026-02-01T00:00:00Z", younger));
+    let plan = fixture.plan();
+    // The older writes it.
+    let TemplateStep::Sync { reuse, .. } = &plan.templates["default"] else {
+        panic!("the older syncs");
+    };
+    assert!(reuse.iter().all(Option::is_none));
+    assert!(!condition(&plan.policies["default"], "Conflict").status);
+    // The younger writes only its own template, and says whose the shared one is.
+    let TemplateStep::Sync { reuse, .. } = &plan.templates["younger"] else {
+        panic!("the younger syncs its own");
+    };
+    let placeholder = reuse[0].as_ref().expect("not written by the younger");
+    assert_eq!(
+        placeholder.problem.as_ref().map(|(r, _)| *r),
+        Some(Reason::LostToOlderPolicy)
+    );
+    assert!(reuse[1].is_none(), "its own template is synced");
+    let conflict = condition(&plan.policies["younger"], "Conflict");
+    assert!(conflict.status);
+    assert!(
+        conflict
+            .message
+            .contains("launch template lt-0abc is also listed by policy default, which is older"),
+        "{}",
+        conflict.message
+    );
+    // DryRun policies write nothing: no owner to fight.
+    fixture.specs[1].2.enforcement = Enforcement::DryRun;
+    let plan = fixture.plan();
+    assert!(!condition(&plan.policies["younger"], "Conflict").status);
+}
+
+#[test]
+fn an_env_change_waits_for_aws_node_to_settle() {
+    let mut ds = aws_node(DEFAULT_ENV, &[]);
+    ds.rollout = Some(DaemonSetRollout {
+        generation: 4,
+        observed_generation: 4,
+        desired: 10,
+        updated: 10,
+        unavailable: 2,
+    });
+    let fixture = Fixture::new(vec![node("m5.large")], Some(ds.clone()));
+    let plan = fixture.plan();
+    assert_eq!(
+        plan.daemonset_write, None,
+        "no write onto a rollout in progress"
+    );
+    let policy = &plan.policies["default"];
+    let configured = condition(policy, "CNIConfigured");
+    assert!(!configured.status);
+    assert_eq!(configured.reason, Reason::AwsNodeRollingOut);
+    assert!(
+        configured
+            .message
+            .contains("10 of 10 pods run the current template and 2 are unavailable"),
+        "{}",
+        configured.message
+    );
+    assert!(condition(policy, "Ready").status);
+    // Sized for what runs meanwhile (secondary IPs), not for the change that waits.
+    assert_eq!(policy.max_pods, Some(29));
+    // The controller has not seen the last change yet: the same.
+    ds.rollout = Some(DaemonSetRollout {
+        generation: 5,
+        observed_generation: 4,
+        desired: 10,
+        updated: 10,
+        unavailable: 0,
+    });
+    let plan = Fixture::new(vec![node("m5.large")], Some(ds.clone())).plan();
+    assert_eq!(plan.daemonset_write, None);
+    // Settled: written.
+    ds.rollout = Some(DaemonSetRollout {
+        generation: 5,
+        observed_generation: 5,
+        desired: 10,
+        updated: 10,
+        unavailable: 0,
+    });
+    let plan = Fixture::new(vec![node("m5.large")], Some(ds)).plan();
+    assert!(plan.daemonset_write.is_some());
+}
+
+#[test]
+fn cni_configured_is_true_only_once_the_pods_run_the_env() {
+    let mut ds = aws_node(PREFIX_ENV, crate::testing::PREFIX_OWNED);
+    ds.rollout = Some(DaemonSetRollout {
+        generation: 6,
+        observed_generation: 6,
+        desired: 10,
+        updated: 4,
+        unavailable: 1,
+    });
+    let plan = Fixture::new(vec![node("m5.large")], Some(ds.clone())).plan();
+    assert_eq!(plan.daemonset_write, None);
+    let configured = condition(&plan.policies["default"], "CNIConfigured");
+    assert!(!configured.status);
+    assert_eq!(configured.reason, Reason::AwsNodeRollingOut);
+    assert!(
+        configured
+            .message
+            .contains("4 of 10 pods run the current template"),
+        "{}",
+        configured.message
+    );
+    assert_eq!(plan.policies["default"].max_pods, Some(110));
+    ds.rollout = Some(DaemonSetRollout {
+        generation: 6,
+        observed_generation: 6,
+        desired: 10,
+        updated: 10,
+        unavailable: 0,
+    });
+    let plan = Fixture::new(vec![node("m5.large")], Some(ds)).plan();
+    assert!(condition(&plan.policies["default"], "CNIConfigured").status);
 }

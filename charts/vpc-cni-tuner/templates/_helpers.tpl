@@ -59,3 +59,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- range . -}}{{- $items = append $items (printf "'%s'" .) -}}{{- end -}}
 {{- join ", " $items -}}
 {{- end -}}
+
+{{- /*
+metadata is kept whole: an ownerReference to a missing owner would have the garbage collector
+delete the object (aws-node cluster-wide); a finalizer could block its deletion; labels and
+annotations select and configure it. managedFields stays writable (server-side apply records its
+own entry there), and the DaemonSet's `deprecated.daemonset.template.generation` annotation,
+which the API server itself bumps on every template change.
+*/ -}}
+{{- define "vpc-cni-tuner.metadataUnchanged" }}
+    - expression: "object.metadata.?ownerReferences == oldObject.metadata.?ownerReferences && object.metadata.?finalizers == oldObject.metadata.?finalizers"
+      message: "vpc-cni-tuner may not change metadata.ownerReferences or metadata.finalizers"
+    - expression: "object.metadata.?labels == oldObject.metadata.?labels"
+      message: "vpc-cni-tuner may not change metadata.labels"
+    - expression: "object.metadata.?annotations.orValue({}).all(k, k == 'deprecated.daemonset.template.generation' || (k in oldObject.metadata.?annotations.orValue({}) && object.metadata.annotations[k] == oldObject.metadata.annotations[k])) && oldObject.metadata.?annotations.orValue({}).all(k, k == 'deprecated.daemonset.template.generation' || k in object.metadata.?annotations.orValue({}))"
+      message: "vpc-cni-tuner may not change metadata.annotations"
+{{- end }}
