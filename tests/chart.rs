@@ -610,6 +610,15 @@ fn bad_values_fail_naming_the_value() {
             json!({"rbac": {"aggregateToView": "yes"}}),
             "aggregateToView",
         ),
+        // Every aws-node pod waits for the webhook at most this long.
+        (
+            json!({"webhook": {"enabled": true, "timeoutSeconds": 11}}),
+            "timeoutSeconds",
+        ),
+        (
+            json!({"controller": {"statusCountSeconds": -1}}),
+            "statusCountSeconds",
+        ),
     ] {
         let (code, _, stderr) = chart_py(&["render", "--values", &values.to_string()]);
         assert_eq!(code, 3, "{values} is accepted");

@@ -1904,6 +1904,49 @@ async fn webhook_gives_each_aws_node_pod_the_warm_env_of_its_node_and_never_bloc
             Some("false")
         );
     }
+    // 50 idle connections to the webhook port (no TLS hello) do not hold up an admission on
+    // a new connection: each handshake runs on its own. (The API server reuses its pooled
+    // connection, so the review is also sent as it would come on a fresh one.)
+    let ca = configurations
+        .get("vpc-cni-tuner-aws-node")
+        .await
+        .unwrap()
+        .webhooks
+        .unwrap()[0]
+        .client_config
+        .ca_bundle
+        .clone()
+        .unwrap()
+        .0;
+    let quiet = aws_node_pod(&cluster, "aws-node-quiet", "big", &ds).await;
+    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "idle-check", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "kube-system", "operation": "CREATE",
+            "object": serde_json::to_value(&quiet).unwrap()}});
+    let (quiet_latency, answer) = post_review(port, &ca, &review).await;
+    assert!(answer.contains("\"uid\":\"idle-check\""), "{answer}");
+    let idle: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let (busy_latency, answer) = post_review(port, &ca, &review).await;
+    assert!(answer.contains("\"uid\":\"idle-check\""), "{answer}");
+    eprintln!(
+        "AdmissionReview on a new connection answered in {quiet_latency:?}, and in \
+         {busy_latency:?} with {} idle connections open",
+        idle.len()
+    );
+    assert!(
+        busy_latency < quiet_latency + Duration::from_secs(2),
+        "{busy_latency:?} against {quiet_latency:?}"
+    );
+    // And through the API server.
+    let busy = aws_node_pod(&cluster, "aws-node-busy", "big", &ds).await;
+    assert_eq!(
+        pod_env(&busy).get("MINIMUM_IP_TARGET").map(String::as_str),
+        Some("49")
+    );
+    drop(idle);
     // A node the operator does not know: admitted unchanged.
     let ghost = aws_node_pod(&cluster, "aws-node-ghost", "ghost", &ds).await;
     assert_eq!(pod_env(&ghost), fleet_env);
@@ -1978,6 +2021,48 @@ async fn webhook_gives_each_aws_node_pod_the_warm_env_of_its_node_and_never_bloc
         after.metadata.resource_version,
         before.metadata.resource_version
     );
+}
+
+/// POSTs an AdmissionReview to the webhook on 127.0.0.1:`port` over a new TLS connection that
+/// trusts `ca_pem`; the time to the whole answer, and the answer. Fails after 8 s (a webhook
+/// that is stuck accepting).
+async fn post_review(port: u16, ca_pem: &[u8], review: &Value) -> (Duration, String) {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let body = review.to_string();
+    let started = Instant::now();
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        let request = format!(
+            "POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        let _ = tls.read_to_string(&mut answer).await;
+        answer
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(8), exchange)
+        .await
+        .expect("the webhook answers a new connection");
+    (started.elapsed(), answer)
 }
 
 /// An aws-node pod bound to `node` (as the scheduler leaves it), Ready, with `ds`'s container.

@@ -207,7 +207,7 @@ pub(super) fn evaluate<'a>(
     } else if facts.is_empty() {
         Ok(None)
     } else {
-        match engine::recommend(&request, &facts) {
+        match recommend_as_asked(spec, &request, &facts) {
             Ok(rec) => Ok(Some(rec)),
             Err(err) => Err(Blocked {
                 reason: Reason::InvalidSpec,
@@ -221,6 +221,27 @@ pub(super) fn evaluate<'a>(
     evaluated.nodes_by_type = nodes_by_type;
     fill_from_recommendation(&mut evaluated);
     evaluated
+}
+
+/// The engine's recommendation for `request`. Where Auto was kept on because aws-node runs
+/// prefix delegation ([`tuning_request`]) and the policy's settings only fit secondary IPs (an
+/// explicit warmENITarget), Auto decides as the spec asks.
+fn recommend_as_asked(
+    spec: &NodeNetworkPolicySpec,
+    request: &TuningRequest,
+    facts: &[InstanceFacts<'_>],
+) -> Result<Recommendation, engine::TuningError> {
+    engine::recommend(request, facts).or_else(|err| {
+        let asked: PrefixDelegationMode = spec.prefix_delegation.into();
+        if asked == request.prefix_delegation {
+            return Err(err);
+        }
+        let as_asked = TuningRequest {
+            prefix_delegation: asked,
+            ..request.clone()
+        };
+        engine::recommend(&as_asked, facts).map_err(|_| err)
+    })
 }
 
 /// The engine request for a policy's spec on this aws-node (its IP family and CNI version).
@@ -404,7 +425,8 @@ fn resize(e: &mut Evaluated<'_>, prefix: bool, adopt_env: bool) {
             e.outcome = Err(Blocked {
                 reason: Reason::InvalidSpec,
                 message: format!(
-                    "aws-node runs ENABLE_PREFIX_DELEGATION={prefix}, and for that mode: {err}                      (spec of policy {})",
+                    "aws-node runs ENABLE_PREFIX_DELEGATION={prefix}, and for that mode: {err} \
+                     (spec of policy {})",
                     e.input.name
                 ),
             });

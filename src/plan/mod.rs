@@ -425,39 +425,29 @@ fn decide_env(
     // write restarts the CNI on every node; two at once leave nodes without pod networking
     // for longer, and a rollout that cannot finish should not get another).
     let unsettled = ds.rollout.as_ref().and_then(DaemonSetRollout::unsettled);
-    if let (Ok(()), true, true, Some(why)) = (
-        &decision.write,
-        changes.is_empty(),
-        daemonset_mode,
-        &unsettled,
-    ) {
-        // The spec carries the env; CNIConfigured is True only once the pods run it.
-        out.handover = decision.handover;
-        out.owner_blocker = Some(Blocked {
-            reason: Reason::AwsNodeRollingOut,
-            message: format!(
+    if let (Ok(()), true, Some(why)) = (&decision.write, daemonset_mode, unsettled) {
+        let (handover, message) = if changes.is_empty() {
+            // The spec carries the env; CNIConfigured is True only once the pods run it.
+            let message = format!(
                 "{} carries these settings, and its pods do not all run them yet ({why})",
                 ds.reference
-            ),
-        });
-        return out;
-    }
-    if let (Ok(()), false, true, Some(why)) = (
-        &decision.write,
-        changes.is_empty(),
-        daemonset_mode,
-        unsettled,
-    ) {
-        // The revert record stays as it was: this pass writes nothing, the next decides again.
-        out.handover = previous.cloned().filter(|_| daemonset_mode);
-        out.owner_blocker = Some(Blocked {
-            reason: Reason::AwsNodeRollingOut,
-            message: format!(
+            );
+            (decision.handover, message)
+        } else {
+            // The revert record stays as it was: this pass writes nothing, the next decides
+            // again.
+            let message = format!(
                 "{} is still rolling out its last change ({why}); the env change ({}) is \
                  written once every pod runs the current template and is available",
                 ds.reference,
                 EnvChange::join(&changes)
-            ),
+            );
+            (previous.cloned(), message)
+        };
+        out.handover = handover;
+        out.owner_blocker = Some(Blocked {
+            reason: Reason::AwsNodeRollingOut,
+            message,
         });
         return out;
     }
@@ -549,7 +539,8 @@ fn note_running_mode(e: &mut Evaluated<'_>, input: &FleetInput<'_>) {
     };
     let running = !wished;
     let note = format!(
-        "{} runs ENABLE_PREFIX_DELEGATION={running}, not the {wished} this policy wants: maxPods          (launch templates, node classes, status) is sized for the mode aws-node runs",
+        "{} runs ENABLE_PREFIX_DELEGATION={running}, not the {wished} this policy wants: maxPods \
+         (launch templates, node classes, status) is sized for the mode aws-node runs",
         input.managed_daemonset
     );
     if let Some(c) = e

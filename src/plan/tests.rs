@@ -999,3 +999,17 @@ fn cni_configured_is_true_only_once_the_pods_run_the_env() {
     let plan = Fixture::new(vec![node("m5.large")], Some(ds)).plan();
     assert!(condition(&plan.policies["default"], "CNIConfigured").status);
 }
+
+#[test]
+fn auto_with_secondary_ip_only_settings_is_not_forced_on() {
+    // An explicit warmENITarget fits secondary IPs only: on a Xen fleet whose aws-node runs
+    // prefix delegation, Auto decides as before instead of failing the spec.
+    let ds = aws_node(PREFIX_ENV, crate::testing::PREFIX_OWNED);
+    let mut fixture = Fixture::new(vec![node("m4.large")], Some(ds));
+    fixture.specs[0].2.warm_pool.warm_eni_target = Some(2);
+    let plan = fixture.plan();
+    let policy = &plan.policies["default"];
+    assert!(condition(policy, "Ready").status, "{:?}", policy.conditions);
+    assert_eq!(policy.cni_env["WARM_ENI_TARGET"], "2");
+    assert_eq!(policy.max_pods, Some(20));
+}

@@ -109,10 +109,61 @@ pub fn install(
     }
 }
 
-/// A TLS listener for axum: handshakes that fail or take over 10 s are dropped.
+/// TLS handshakes in flight at once; connections beyond are closed at once (the API server
+/// retries within its timeout, and `failurePolicy: Ignore` admits meanwhile).
+const MAX_HANDSHAKES: usize = 256;
+/// A handshake that takes longer is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TLS listener for axum. Each connection's handshake runs in its own task, so one slow or
+/// idle client never holds up the next admission (the handshake used to run inside `accept`,
+/// one at a time); handshakes that fail or take over 10 s are dropped.
 struct TlsListener {
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
+    handshaken: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    fn new(tcp: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let (done, handshaken) = tokio::sync::mpsc::channel(64);
+        let accepting = tokio::spawn(async move {
+            let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+            loop {
+                let Ok((stream, addr)) = tcp.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    debug!(%addr, "too many webhook TLS handshakes in flight; connection closed");
+                    continue;
+                };
+                let (acceptor, done) = (acceptor.clone(), done.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = done.send((tls, addr)).await;
+                        }
+                        Ok(Err(err)) => debug!(%addr, %err, "webhook TLS handshake failed"),
+                        Err(_) => debug!(%addr, "webhook TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            handshaken,
+            local,
+            accepting,
+        })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
 }
 
 impl axum::serve::Listener for TlsListener {
@@ -120,22 +171,15 @@ impl axum::serve::Listener for TlsListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((stream, addr)) = self.tcp.accept().await else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            let handshake = self.acceptor.accept(stream);
-            match tokio::time::timeout(Duration::from_secs(10), handshake).await {
-                Ok(Ok(tls)) => return (tls, addr),
-                Ok(Err(err)) => debug!(%addr, %err, "webhook TLS handshake failed"),
-                Err(_) => debug!(%addr, "webhook TLS handshake timed out"),
-            }
+        match self.handshaken.recv().await {
+            Some(connection) => connection,
+            // The accepting task ended (it never does while the listener lives).
+            None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
+        Ok(self.local)
     }
 }
 
@@ -164,10 +208,10 @@ pub async fn serve(
     .map_err(std::io::Error::other)?
     .with_no_client_auth()
     .with_cert_resolver(certificate);
-    let listener = TlsListener {
-        tcp: TcpListener::bind(addr).await?,
-        acceptor: TlsAcceptor::from(Arc::new(config)),
-    };
+    let listener = TlsListener::new(
+        TcpListener::bind(addr).await?,
+        TlsAcceptor::from(Arc::new(config)),
+    )?;
     info!(%addr, "webhook listening");
     let router = Router::new().route("/mutate", post(mutate)).with_state(ctx);
     axum::serve(listener, router)
