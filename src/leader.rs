@@ -137,9 +137,14 @@ pub async fn run(
     api: Api<Lease>,
     config: LeaseConfig,
     leader: Arc<AtomicBool>,
+    fence: crate::fence::Fence,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
+        // The lease runs from about when the server stamped renewTime, which is after this
+        // instant: counting from here is conservative. A retry period of margin on top, so the
+        // fence closes before another replica could take the lease.
+        let started = std::time::Instant::now();
         let round =
             tokio::time::timeout(config.retry_period, try_acquire_or_renew(&api, &config)).await;
         let holds = match round {
@@ -153,6 +158,11 @@ pub async fn run(
                 false
             }
         };
+        if holds {
+            fence.held_until(started + config.lease_duration.saturating_sub(config.retry_period));
+        } else {
+            fence.lost();
+        }
         let was = leader.swap(holds, Ordering::AcqRel);
         if holds != was {
             info!(leader = holds, identity = %config.identity, "leadership changed");
@@ -162,6 +172,7 @@ pub async fn run(
             _ = shutdown.changed() => break,
         }
     }
+    fence.lost();
     if leader.swap(false, Ordering::AcqRel) {
         release(&api, &config).await;
     }

@@ -27,6 +27,8 @@ pub mod eks_addon;
 pub mod engine;
 #[cfg(feature = "operator")]
 pub mod error;
+#[cfg(feature = "operator")]
+pub mod fence;
 pub mod instance;
 pub mod karpenter;
 #[cfg(feature = "operator")]

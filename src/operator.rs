@@ -14,6 +14,7 @@ use crate::aws::eks::SdkEksProvider;
 use crate::aws::{Ec2Provider, SdkProvider};
 use crate::cli::RunArgs;
 use crate::controller::{self, Clients, Context, LoopConfig};
+use crate::fence::Fence;
 use crate::leader::{self, LeaseConfig};
 
 /// Runs until `shutdown` flips, then lets the current reconcile finish, releases the lease and
@@ -29,6 +30,7 @@ pub async fn run(
     let ec2 = SdkProvider::new(AwsEndpoint {
         region: args.aws_region.clone(),
         endpoint_url: args.ec2_endpoint_url.clone(),
+        fence: clients.fence.clone(),
     });
     run_with_ec2(clients, args, Some(Arc::new(ec2)), shutdown).await
 }
@@ -38,6 +40,7 @@ fn lease(
     args: &RunArgs,
     client: &Client,
     leader_flag: &Arc<AtomicBool>,
+    fence: &Fence,
     stopped: &watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     args.leader_elect.then(|| {
@@ -57,6 +60,7 @@ fn lease(
             api,
             config,
             leader_flag.clone(),
+            fence.clone(),
             stopped.clone(),
         ))
     })
@@ -92,10 +96,12 @@ fn context(
     args: &RunArgs,
     ec2: Option<Arc<dyn Ec2Provider>>,
     leader_flag: Arc<AtomicBool>,
+    fence: &Fence,
 ) -> Context {
     let eks = SdkEksProvider::new(AwsEndpoint {
         region: args.aws_region.clone(),
         endpoint_url: args.eks_endpoint_url.clone(),
+        fence: fence.clone(),
     });
     Context::new(client, args.daemonset.clone(), leader_flag)
         .with_ec2_access(ec2)
@@ -122,9 +128,18 @@ pub async fn run_with_ec2(
     ec2: Option<Arc<dyn Ec2Provider>>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let Clients { api: client, nodes } = clients.into();
+    let Clients {
+        api: client,
+        nodes,
+        fence,
+    } = clients.into();
     let leader_flag = Arc::new(AtomicBool::new(!args.leader_elect));
-    let ctx = context(client.clone(), &args, ec2, leader_flag.clone()).with_node_client(nodes);
+    if args.leader_elect {
+        // Every write waits for the lease, checked right before it is sent.
+        fence.elect();
+    }
+    let ctx =
+        context(client.clone(), &args, ec2, leader_flag.clone(), &fence).with_node_client(nodes);
     let ctx = Arc::new(ctx);
     info!(daemonset = %args.daemonset, leader_elect = args.leader_elect, karpenter = args.karpenter, rollouts = args.rollouts, cni_config_via = ?args.cni_config_via, "starting vpc-cni-tuner");
 
@@ -143,7 +158,7 @@ pub async fn run_with_ec2(
         ctx.clone(),
         stopped.clone(),
     ));
-    let mut lease = lease(&args, &client, &leader_flag, &stopped);
+    let mut lease = lease(&args, &client, &leader_flag, &fence, &stopped);
     let mut webhook = webhook(&args, &client, &ctx, &stopped);
     let mut controller = tokio::spawn(controller::run(
         ctx,

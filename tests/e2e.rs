@@ -4014,6 +4014,114 @@ async fn an_env_change_waits_for_aws_node_to_settle() {
     );
 }
 
+/// Fenced writes: the leader's CreateLaunchTemplateVersion is held 10 s by an EC2 proxy while
+/// the Lease is given to another holder. After the hand-over the old leader sends nothing more:
+/// no ModifyLaunchTemplate, no status patch, no aws-node write (before: it went on with the rest
+/// of the reconcile, judged on a leadership read once per pass).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_that_loses_the_lease_mid_reconcile_writes_nothing_more() {
+    use support::launch_templates::{AL2023, create_template};
+    let moto = support::MotoServer::start();
+    let proxy = support::holding_proxy::HoldingProxy::start(moto.port).await;
+    let values = json!({"replicaCount": 2,
+        "aws": {"region": "us-east-1", "ec2EndpointUrl": proxy.endpoint()}});
+    let Some(cluster) = Cluster::start(values).await else {
+        return;
+    };
+    let ec2 = moto.ec2_client();
+    let template = create_template(&ec2, "fenced-nodes", AL2023.as_bytes()).await;
+    // The aws-node env is already what the policy wants: the only writes are the template's
+    // and the status.
+    cluster.edit_env("ENABLE_PREFIX_DELEGATION", "true").await;
+    cluster
+        .node(
+            "n-1",
+            json!({"node.kubernetes.io/instance-type": "m5.large"}),
+        )
+        .await;
+    proxy.hold("CreateLaunchTemplateVersion", Duration::from_secs(10));
+    cluster
+        .policy(
+            "all",
+            json!({"launchTemplates": [{"id": template, "setDefaultVersion": true}]}),
+        )
+        .await;
+    let operator = cluster.operator("tuner-a", &moto.aws_env());
+    eventually("the write is held", CONVERGE, &[&operator], || async {
+        proxy
+            .log()
+            .iter()
+            .any(|(_, a)| a == "CreateLaunchTemplateVersion")
+            .then_some(())
+    })
+    .await;
+    // The Lease goes to another holder (as a replica that took over would write it).
+    let leases: Api<Lease> = Api::namespaced(cluster.admin.clone(), NS);
+    eventually("the Lease handed over", CONVERGE, &[&operator], || async {
+        let mut lease = leases.get("vpc-cni-tuner").await.ok()?;
+        let spec = lease.spec.as_mut()?;
+        spec.holder_identity = Some("tuner-b".into());
+        spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            jiff::Timestamp::now(),
+        ));
+        spec.lease_duration_seconds = Some(60);
+        // A renewal of the operator's in between: read again and retry.
+        leases
+            .replace("vpc-cni-tuner", &PostParams::default(), &lease)
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let handed = Instant::now();
+    let policy_version = cluster.get_policy("all").await.metadata.resource_version;
+    let ds_version = daemonsets(&cluster.admin)
+        .get("aws-node")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    // The held call returns (10 s after it arrived), and a while for what would follow.
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    let after: Vec<String> = proxy
+        .log()
+        .into_iter()
+        .filter(|(at, _)| *at > handed)
+        .map(|(_, a)| a)
+        .collect();
+    eprintln!("EC2 requests after the hand-over: {after:?}");
+    assert!(
+        after
+            .iter()
+            .all(|a| a.starts_with("Describe") || a.starts_with("Get")),
+        "no EC2 write after the hand-over: {after:?}"
+    );
+    assert_eq!(
+        support::launch_templates::default_version(&ec2, &template).await,
+        1,
+        "the default version was not moved"
+    );
+    assert_eq!(
+        cluster.get_policy("all").await.metadata.resource_version,
+        policy_version,
+        "no status write after the hand-over"
+    );
+    assert_eq!(
+        daemonsets(&cluster.admin)
+            .get("aws-node")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        ds_version,
+        "no aws-node write after the hand-over"
+    );
+    assert!(
+        operator.log().contains("leader lease"),
+        "the refusal is logged"
+    );
+}
+
 /// Node churn (500 joins and leaves in two minutes) with the default pacing: at most three
 /// count-only status writes for the policy, while a condition change is still written at once
 /// and the last counts land when the window ends.

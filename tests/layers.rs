@@ -21,9 +21,10 @@ const RULES: &[(&str, &[&str])] = &[
     ("karpenter", &["engine", "instance"]),
     ("crd", &["engine", "userdata", "instance", "eks_addon"]),
     ("metrics", &[]),
+    ("fence", &[]),
     (
         "aws",
-        &["crd", "eks_addon", "instance", "rollout", "subnet"],
+        &["crd", "eks_addon", "fence", "instance", "rollout", "subnet"],
     ),
     ("error", &["aws"]),
     (

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use http::Method;
 use kube::Api;
 use serde_json::json;
+use vpc_cni_tuner::fence::Fence;
 use vpc_cni_tuner::leader::{self, LeaseConfig};
 use vpc_cni_tuner::testing::{aws_node_ds, default_policy};
 
@@ -132,18 +133,24 @@ async fn two_replicas_never_lead_at_once_and_a_released_lease_is_taken_over() {
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),
     );
+    // Each replica's write fence, elected: closed until its lease is held.
+    let (fence_a, fence_b) = (Fence::open(), Fence::open());
+    fence_a.elect();
+    fence_b.elect();
     let (stop_a, shutdown_a) = tokio::sync::watch::channel(false);
     let (stop_b, shutdown_b) = tokio::sync::watch::channel(false);
     let a = tokio::spawn(leader::run(
         Api::namespaced(api.client("operators"), "operators"),
         config("replica-a"),
         flag_a.clone(),
+        fence_a.clone(),
         shutdown_a,
     ));
     let b = tokio::spawn(leader::run(
         Api::namespaced(api.client("operators"), "operators"),
         config("replica-b"),
         flag_b.clone(),
+        fence_b.clone(),
         shutdown_b,
     ));
 
@@ -155,6 +162,10 @@ async fn two_replicas_never_lead_at_once_and_a_released_lease_is_taken_over() {
             flag_b.load(Ordering::Acquire),
         );
         assert!(!(la && lb), "both replicas believe they lead");
+        assert!(
+            !(fence_a.check().is_ok() && fence_b.check().is_ok()),
+            "both replicas may write"
+        );
         someone_led |= la || lb;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -172,8 +172,11 @@ impl SdkEks {
         if config.region().is_none() {
             return Err(EksError::NoRegion);
         }
+        let config = aws_sdk_eks::config::Builder::from(&config)
+            .interceptor(super::fence_interceptor(endpoint))
+            .build();
         Ok(Self::from_client(
-            aws_sdk_eks::Client::new(&config),
+            aws_sdk_eks::Client::from_conf(config),
             cluster,
         ))
     }

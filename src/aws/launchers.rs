@@ -18,11 +18,18 @@ pub struct LauncherClients {
 }
 
 impl LauncherClients {
-    /// Clients from a loaded aws-config (its region, credentials and endpoints).
-    pub fn from_config(config: &aws_config::SdkConfig) -> Self {
+    /// Clients from a loaded aws-config (its region, credentials and endpoints), their writes
+    /// fenced by `endpoint`'s lease.
+    pub fn from_config(config: &aws_config::SdkConfig, endpoint: &super::AwsEndpoint) -> Self {
+        let autoscaling = aws_sdk_autoscaling::config::Builder::from(config)
+            .interceptor(super::fence_interceptor(endpoint))
+            .build();
+        let eks = aws_sdk_eks::config::Builder::from(config)
+            .interceptor(super::fence_interceptor(endpoint))
+            .build();
         Self::from_clients(
-            aws_sdk_autoscaling::Client::new(config),
-            aws_sdk_eks::Client::new(config),
+            aws_sdk_autoscaling::Client::from_conf(autoscaling),
+            aws_sdk_eks::Client::from_conf(eks),
         )
     }
 

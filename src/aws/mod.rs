@@ -25,6 +25,14 @@ use aws_config::{BehaviorVersion, Region};
 pub struct AwsEndpoint {
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
+    /// Writes (anything but `Describe*`, `Get*`, `List*`) only while the lease is held; open
+    /// by default.
+    pub fence: crate::fence::Fence,
+}
+
+/// The SDK interceptor every client gets: its writes are fenced by `endpoint`'s lease.
+pub(crate) fn fence_interceptor(endpoint: &AwsEndpoint) -> crate::fence::FenceInterceptor {
+    crate::fence::FenceInterceptor(endpoint.fence.clone())
 }
 
 /// Retries (the SDK's standard mode: exponential backoff with jitter, throttling-aware) and
@@ -51,7 +59,10 @@ pub fn timeout_config() -> TimeoutConfig {
 
 /// An EC2 client from aws-config's standard chain, with `endpoint`'s overrides.
 pub async fn ec2_client(endpoint: &AwsEndpoint) -> aws_sdk_ec2::Client {
-    aws_sdk_ec2::Client::new(&sdk_config(endpoint).await)
+    let config = aws_sdk_ec2::config::Builder::from(&sdk_config(endpoint).await)
+        .interceptor(fence_interceptor(endpoint))
+        .build();
+    aws_sdk_ec2::Client::from_conf(config)
 }
 
 /// aws-config's chain with the project's retries and timeouts and `endpoint`'s overrides.

@@ -48,17 +48,19 @@ impl Ec2Provider for SdkProvider {
         let config = sdk_config(&AwsEndpoint {
             region: key.clone().or_else(|| self.defaults.region.clone()),
             endpoint_url: None,
+            fence: self.defaults.fence.clone(),
         })
         .await;
         if config.region().is_none() {
             return Err(Ec2Error::NoRegion);
         }
-        let mut ec2 = aws_sdk_ec2::config::Builder::from(&config);
+        let mut ec2 = aws_sdk_ec2::config::Builder::from(&config)
+            .interceptor(super::fence_interceptor(&self.defaults));
         if let Some(url) = &self.defaults.endpoint_url {
             ec2 = ec2.endpoint_url(url);
         }
         let client = aws_sdk_ec2::Client::from_conf(ec2.build());
-        let launchers = LauncherClients::from_config(&config);
+        let launchers = LauncherClients::from_config(&config, &self.defaults);
         let api = Arc::new(SdkLaunchTemplates::new(client).with_launchers(launchers));
         clients.insert(key, api.clone());
         Ok(api)

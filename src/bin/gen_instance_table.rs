@@ -37,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
         let client = ec2_client(&AwsEndpoint {
             region: Some(region.clone()),
             endpoint_url: args.endpoint_url.clone(),
+            ..Default::default()
         })
         .await;
         let found = instance_types::describe_all(&client)

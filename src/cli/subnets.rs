@@ -312,6 +312,7 @@ pub async fn subnets_command(
         let provider = crate::aws::provider::SdkProvider::new(crate::aws::AwsEndpoint {
             region: args.aws_region.clone(),
             endpoint_url: None,
+            ..Default::default()
         });
         let api = crate::aws::Ec2Provider::api(&provider, None).await?;
         live(args, api.as_ref()).await?

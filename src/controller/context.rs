@@ -242,17 +242,25 @@ impl From<Client> for NodeClient {
     }
 }
 
-/// The operator's Kubernetes clients: one for everything, one for the Node watch.
+/// The operator's Kubernetes clients: one for everything, one for the Node watch; and the
+/// fence their writes (and the AWS clients' writes) pass.
 pub struct Clients {
     pub api: Client,
+    /// Open until `run --leader-elect` elects; then writes need the lease.
+    pub fence: crate::fence::Fence,
     pub nodes: NodeClient,
 }
 
 impl Clients {
     /// Both from a kubeconfig (or the in-cluster config); the Node watch asks for protobuf.
     pub fn from_config(config: kube::Config) -> Result<Self, kube::Error> {
+        let fence = crate::fence::Fence::open();
+        let api = kube::client::ClientBuilder::try_from(config.clone())?
+            .with_layer(&crate::fence::FenceLayer(fence.clone()))
+            .build();
         Ok(Self {
-            api: Client::try_from(config.clone())?,
+            api,
+            fence,
             nodes: NodeClient::protobuf(config)?,
         })
     }
@@ -263,6 +271,7 @@ impl From<Client> for Clients {
         Self {
             nodes: client.clone().into(),
             api: client,
+            fence: crate::fence::Fence::open(),
         }
     }
 }

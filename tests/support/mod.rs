@@ -9,6 +9,7 @@ pub mod eks_double;
 pub mod envtest;
 pub mod fake_api;
 pub mod fleet;
+pub mod holding_proxy;
 pub mod launch_templates;
 pub mod operator;
 pub mod rbac;
