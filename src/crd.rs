@@ -336,12 +336,14 @@ impl From<WarmPoolProfile> for engine::WarmPoolProfile {
 pub struct WarmPool {
     #[serde(default)]
     pub profile: WarmPoolProfile,
-    /// `WARM_IP_TARGET`.
+    /// `WARM_IP_TARGET` (at most 1024; the operator also refuses a value above what a matched
+    /// instance type can hold).
     #[serde(
         default,
         rename = "warmIPTarget",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(range(max = 1024))]
     pub warm_ip_target: Option<u32>,
     /// `MINIMUM_IP_TARGET`.
     #[serde(
@@ -349,6 +351,7 @@ pub struct WarmPool {
         rename = "minimumIPTarget",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(range(max = 1024))]
     pub minimum_ip_target: Option<u32>,
     /// `WARM_ENI_TARGET`.
     #[serde(
@@ -356,9 +359,11 @@ pub struct WarmPool {
         rename = "warmENITarget",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(range(max = 16))]
     pub warm_eni_target: Option<u32>,
     /// `WARM_PREFIX_TARGET`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 64))]
     pub warm_prefix_target: Option<u32>,
     /// Each aws-node pod starts with the warm env of its own node's instance type (the same
     /// profile and values, computed for that type alone), set by the operator's mutating
@@ -394,20 +399,24 @@ pub struct WarmTargets {
         rename = "warmIPTarget",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(range(max = 1024))]
     pub warm_ip_target: Option<u32>,
     #[serde(
         default,
         rename = "minimumIPTarget",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(range(max = 1024))]
     pub minimum_ip_target: Option<u32>,
     #[serde(
         default,
         rename = "warmENITarget",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(range(max = 16))]
     pub warm_eni_target: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 64))]
     pub warm_prefix_target: Option<u32>,
 }
 

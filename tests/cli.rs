@@ -145,7 +145,7 @@ fn unknown_type_exits_non_zero_naming_it_and_close_names() {
 
 #[test]
 fn invalid_combinations_exit_non_zero_with_the_fix() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (
             &[
                 "t3.medium",
@@ -179,6 +179,11 @@ fn invalid_combinations_exit_non_zero_with_the_fix() {
                 "110",
             ],
             "maxPods 110 is more than the 17 pods",
+        ),
+        // A typo in a warm target would keep that many IPs idle on every node.
+        (
+            &["t3.medium", "m5.large", "--warm-ip-target", "500"],
+            "WARM_IP_TARGET=500 is more than t3.medium can hold (240 pod IPs)",
         ),
     ];
     for (args, want) in cases {

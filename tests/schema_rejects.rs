@@ -107,6 +107,30 @@ fn the_schema_rejects_bad_policies() {
     }
 }
 
+/// Warm targets are bounded (a typo would drain subnets on every node): above the bound the API
+/// server refuses, at it accepts.
+#[test]
+fn the_schema_bounds_warm_targets() {
+    for (field, bound) in [
+        ("warmIPTarget", 1024),
+        ("minimumIPTarget", 1024),
+        ("warmENITarget", 16),
+        ("warmPrefixTarget", 64),
+    ] {
+        let above = policy(json!({"warmPool": {field: bound + 1}}));
+        assert!(
+            rejection(&above).is_some(),
+            "{field}: {} accepted",
+            bound + 1
+        );
+        let per_type =
+            policy(json!({"warmPool": {"instanceTypes": {"m5.large": {field: bound + 1}}}}));
+        assert!(rejection(&per_type).is_some(), "per-type {field} accepted");
+        let at = policy(json!({"warmPool": {field: bound}}));
+        assert_eq!(rejection(&at), None, "{field}: {bound} refused");
+    }
+}
+
 #[test]
 fn the_schema_accepts_good_policies() {
     let good = [

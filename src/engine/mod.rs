@@ -365,14 +365,18 @@ fn group_env(
         prefix_delegation.to_string(),
     );
     if request.ip_family == IpFamily::Ipv4 {
-        let capacities: Vec<(&str, u32)> = instance_types
+        let capacities: Vec<warm_pool::TypeCapacity<'_>> = instance_types
             .iter()
-            .map(|t| {
-                let capacity = t
+            .map(|t| warm_pool::TypeCapacity {
+                instance_type: t.instance_type.as_str(),
+                pod_ips: t
                     .max_pods_ip_limit
                     .unwrap_or_default()
-                    .saturating_sub(max_pods::HOST_NETWORK_SYSTEM_PODS);
-                (t.instance_type.as_str(), capacity)
+                    .saturating_sub(max_pods::HOST_NETWORK_SYSTEM_PODS),
+                pod_enis: t.pod_enis,
+                prefix_slots: t
+                    .prefix_delegation
+                    .then(|| t.pod_enis * t.ipv4_per_eni.saturating_sub(1)),
             })
             .collect();
         let shape = GroupShape {
@@ -381,7 +385,11 @@ fn group_env(
                 .map(|f| f.limits.ipv4_per_eni.saturating_sub(1))
                 .min()
                 .unwrap_or_default(),
-            min_pod_ip_capacity: capacities.iter().map(|(_, c)| *c).min().unwrap_or_default(),
+            min_pod_ip_capacity: capacities
+                .iter()
+                .map(|c| c.pod_ips)
+                .min()
+                .unwrap_or_default(),
         };
         let targets = warm_pool::resolve(
             &request.warm_pool,

@@ -188,6 +188,58 @@ pub enum WarmPoolError {
         instance_type: String,
         capacity: u32,
     },
+    #[error(
+        "{name}={value} is more than {instance_type} can hold ({capacity} {unit}): every node \
+         would keep that many idle and drain the subnets fleet-wide; lower it to {capacity} or \
+         less"
+    )]
+    TargetAboveCapacity {
+        name: &'static str,
+        value: u32,
+        instance_type: String,
+        capacity: u32,
+        unit: &'static str,
+    },
+}
+
+/// What one instance type of a group can hold, for the bounds of the warm targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TypeCapacity<'a> {
+    pub instance_type: &'a str,
+    /// Pod IPs (the IP limit without the host-network pods).
+    pub pod_ips: u32,
+    /// ENIs that carry pods.
+    pub pod_enis: u32,
+    /// /28 prefix slots, where the type uses prefix delegation.
+    pub prefix_slots: Option<u32>,
+}
+
+/// The first type of `capacities` that cannot hold `value` of a target, as an error.
+fn above_capacity(
+    name: &'static str,
+    value: Option<u32>,
+    capacities: &[TypeCapacity<'_>],
+    of: impl Fn(&TypeCapacity<'_>) -> Option<u32>,
+    unit: &'static str,
+) -> Result<(), WarmPoolError> {
+    let Some(value) = value else {
+        return Ok(());
+    };
+    match capacities
+        .iter()
+        .filter_map(|c| of(c).map(|capacity| (c.instance_type, capacity)))
+        .filter(|(_, capacity)| value > *capacity)
+        .min_by_key(|(_, capacity)| *capacity)
+    {
+        Some((instance_type, capacity)) => Err(WarmPoolError::TargetAboveCapacity {
+            name,
+            value,
+            instance_type: instance_type.to_owned(),
+            capacity,
+            unit,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Merges explicit values over the profile and checks the result. `capacities` are
@@ -196,7 +248,7 @@ pub(super) fn resolve(
     spec: &WarmPoolSpec,
     prefix_delegation: bool,
     group: GroupShape,
-    capacities: &[(&str, u32)],
+    capacities: &[TypeCapacity<'_>],
     warnings: &mut Vec<String>,
 ) -> Result<WarmPoolTargets, WarmPoolError> {
     let targets = spec
@@ -230,16 +282,39 @@ pub(super) fn resolve(
         }
     }
 
+    // A typo in a warm target drains subnets on every node: no explicit value may exceed what
+    // a type of the group can hold (the profiles' values are computed within it).
+    above_capacity(
+        "WARM_IP_TARGET",
+        spec.explicit.warm_ip_target,
+        capacities,
+        |c| Some(c.pod_ips),
+        "pod IPs",
+    )?;
+    above_capacity(
+        "WARM_ENI_TARGET",
+        spec.explicit.warm_eni_target,
+        capacities,
+        |c| Some(c.pod_enis),
+        "ENIs for pods",
+    )?;
+    above_capacity(
+        "WARM_PREFIX_TARGET",
+        spec.explicit.warm_prefix_target,
+        capacities,
+        |c| c.prefix_slots,
+        "/28 prefixes",
+    )?;
     if let Some(value) = targets.minimum_ip_target {
-        if let Some((instance_type, capacity)) = capacities
+        if let Some(c) = capacities
             .iter()
-            .filter(|(_, capacity)| value > *capacity)
-            .min_by_key(|(_, capacity)| *capacity)
+            .filter(|c| value > c.pod_ips)
+            .min_by_key(|c| c.pod_ips)
         {
             return Err(WarmPoolError::MinimumIpTargetTooHigh {
                 value,
-                instance_type: (*instance_type).to_owned(),
-                capacity: *capacity,
+                instance_type: c.instance_type.to_owned(),
+                capacity: c.pod_ips,
             });
         }
         if targets.warm_ip_target.is_none() {
@@ -344,6 +419,17 @@ mod tests {
         }
     }
 
+    /// A type's capacity as the engine computes it: 3 ENIs of `ips` addresses, secondary IPs
+    /// or prefixes.
+    fn cap(instance_type: &str, pod_ips: u32, prefixes: bool) -> TypeCapacity<'_> {
+        TypeCapacity {
+            instance_type,
+            pod_ips,
+            pod_enis: 3,
+            prefix_slots: prefixes.then_some(pod_ips / 16),
+        }
+    }
+
     #[test]
     fn explicit_values_override_the_profile_one_by_one() {
         let spec = WarmPoolSpec {
@@ -351,14 +437,21 @@ mod tests {
             explicit: targets(None, Some(4), None, None),
         };
         let mut warnings = Vec::new();
-        let got = resolve(&spec, false, SMALL, &[("t3.medium", 15)], &mut warnings);
+        let got = resolve(
+            &spec,
+            false,
+            SMALL,
+            &[cap("t3.medium", 15, false)],
+            &mut warnings,
+        );
         assert_eq!(got, Ok(targets(None, Some(4), Some(5), None)));
     }
 
     #[test]
     fn rejects_combinations_that_cannot_work() {
-        let caps = [("t3.medium", 15), ("m5.large", 27)];
-        let cases: [(WarmPoolTargets, bool, &str); 5] = [
+        let caps = [cap("t3.medium", 15, false), cap("m5.large", 27, false)];
+        let caps_pd = [cap("t3.medium", 240, true), cap("m5.large", 432, true)];
+        let cases: [(WarmPoolTargets, bool, &str); 8] = [
             (
                 targets(None, None, None, Some(0)),
                 true,
@@ -384,13 +477,30 @@ mod tests {
                 true,
                 "all warm targets are zero",
             ),
+            // Typos that would drain subnets fleet-wide.
+            (
+                targets(None, Some(500), None, None),
+                false,
+                "WARM_IP_TARGET=500 is more than t3.medium can hold (15 pod IPs)",
+            ),
+            (
+                targets(Some(40), None, None, None),
+                false,
+                "WARM_ENI_TARGET=40 is more than t3.medium can hold (3 ENIs for pods)",
+            ),
+            (
+                targets(None, None, None, Some(100)),
+                true,
+                "WARM_PREFIX_TARGET=100 is more than t3.medium can hold (15 /28 prefixes)",
+            ),
         ];
         for (explicit, prefix, want) in cases {
             let spec = WarmPoolSpec {
                 profile: WarmPoolProfile::Balanced,
                 explicit,
             };
-            let err = resolve(&spec, prefix, SMALL, &caps, &mut Vec::new())
+            let caps = if prefix { &caps_pd[..] } else { &caps[..] };
+            let err = resolve(&spec, prefix, SMALL, caps, &mut Vec::new())
                 .expect_err("combination must be rejected");
             assert!(
                 err.to_string().contains(want),
@@ -405,7 +515,13 @@ mod tests {
             profile: WarmPoolProfile::Balanced,
             explicit: targets(None, Some(5), Some(10), Some(0)),
         };
-        let got = resolve(&spec, true, SMALL, &[("t3.medium", 240)], &mut Vec::new());
+        let got = resolve(
+            &spec,
+            true,
+            SMALL,
+            &[cap("t3.medium", 240, true)],
+            &mut Vec::new(),
+        );
         assert_eq!(got, Ok(targets(None, Some(5), Some(10), Some(0))));
     }
 
@@ -416,7 +532,14 @@ mod tests {
             explicit: targets(None, None, Some(10), None),
         };
         let mut warnings = Vec::new();
-        resolve(&spec, true, SMALL, &[("m5.large", 432)], &mut warnings).expect("valid");
+        resolve(
+            &spec,
+            true,
+            SMALL,
+            &[cap("m5.large", 432, true)],
+            &mut warnings,
+        )
+        .expect("valid");
         assert!(
             warnings
                 .iter()
