@@ -3010,32 +3010,51 @@ async fn eks_addon_mode_writes_configuration_values_and_add_on_updates_keep_work
     assert!(!managers(&ds).contains(&"vpc-cni-tuner".to_owned()));
     let first_drift = eks.requests().len() - converged - steady;
 
-    // 6. Reverted again at once: no correction inside the backoff (20 s after the last write
-    //    now), the condition says when, then one correction.
-    let again = Instant::now();
+    // 6. Reverted again within the day: the keys are handed over to the add-on's owner, with
+    //    the fix; no second correction (each restarts aws-node on every node), and none after
+    //    a third revert either (before: a correction after each, forever).
     eks.user_update(None, Some(IAC_CONFIGURATION), "OVERWRITE")
         .await;
-    cluster
+    let handed = cluster
         .wait_for_condition(conditions::CNI_CONFIGURED, &operator, |c| {
-            c.reason == "AddonDrift" && c.message.contains("backoff")
+            c.reason == "AddonHandedOver"
         })
         .await;
-    assert_eq!(eks.update_calls(), 2, "nothing sent inside the backoff");
-    cluster
-        .wait_for_env(
-            "ENABLE_PREFIX_DELEGATION",
-            "true",
-            "drift corrected after the backoff",
-            CONVERGE,
-            &[&operator],
-        )
-        .await;
     assert!(
-        again.elapsed() >= Duration::from_secs(10),
-        "{:?}",
-        again.elapsed()
+        handed.message.contains("ENABLE_PREFIX_DELEGATION=true")
+            && handed
+                .message
+                .contains("Terraform aws_eks_addon configuration_values"),
+        "{}",
+        handed.message
     );
-    assert_eq!(eks.update_calls(), 3, "{:?}", eks.requests());
+    let record = cni_config(&cluster.get_policy("all").await)["handover"].clone();
+    assert_eq!(record["handedOver"], true, "{record}");
+    assert_eq!(record["reverts"], 2, "{record}");
+    cluster
+        .wait_for_event("all", "AwsNodeHandedOver", &[&operator])
+        .await;
+    eks.user_update(None, Some(IAC_CONFIGURATION), "OVERWRITE")
+        .await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        eks.update_calls(),
+        2,
+        "one restore, then the handover, none after: {:?}",
+        eks.requests()
+    );
+    assert_eq!(
+        cluster
+            .env_value("ENABLE_PREFIX_DELEGATION")
+            .await
+            .as_deref(),
+        Some("false"),
+        "the owner's values run"
+    );
+    // maxPods follows what aws-node runs: secondary IPs (m5.large: 29).
+    let status = cluster.get_policy("all").await.status.unwrap();
+    assert_eq!(status.prefix_delegation, Some(false));
+    assert_eq!(status.max_pods, Some(29));
     eprintln!(
         "EKS requests by the operator: converge {converged}, steady state {steady}, first drift {first_drift}, in all {}: {:?}",
         eks.requests().len(),

@@ -89,6 +89,9 @@ reasons! {
     TerraformOwnsAwsNode,
     /// Another field manager (kubectl, a script) does.
     AnotherManagerOwnsAwsNode,
+    /// The add-on's configurationValues were put back twice within 24 hours by their owner
+    /// (infrastructure as code): the operator stops writing them; the message has the fix.
+    AddonHandedOver,
     /// aws-node's last rollout is not done (pods not updated or unavailable): the env change
     /// waits for it, so a change never lands on a rollout in progress.
     AwsNodeRollingOut,

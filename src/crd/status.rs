@@ -181,6 +181,11 @@ pub struct HandoverStatus {
     /// Why, and the owner-native fix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// EKS add-on mode: the operator's last add-on update when the last revert was seen. A
+    /// revert counts once per restore: while the restore waits (a backoff), the same revert is
+    /// not counted again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert_after_update: Option<String>,
 }
 
 /// The EKS managed add-on as the operator last saw it, and what it sets there.

@@ -61,6 +61,9 @@ pub struct AddonPlan {
     /// The winning policy's env is not on the DaemonSet yet (a write is planned, or EKS has not
     /// applied it).
     pub pending: bool,
+    /// The policy and the message, when this plan hands the add-on's keys over to their owner:
+    /// an Event.
+    pub handover_event: Option<(String, String)>,
 }
 
 /// What this operator wrote into configurationValues before: from the policies' status, the
@@ -207,9 +210,38 @@ fn plan_winner(
             .all(|(k, v)| d.env_value(k).and_then(|e| e.value.as_ref()) == Some(v))
     });
     plan.pending = !in_sync;
-    let Some((doc, changes)) = edit(current, env, written) else {
+    let edited = edit(current, env, written);
+    let drift = edited
+        .as_ref()
+        .is_some_and(|(_, changes)| changes.iter().any(|c| c.drift));
+    let owner_env: BTreeMap<String, String> = {
+        let values = current.env();
+        env.keys()
+            .map(|k| (k.clone(), values.get(k).cloned().unwrap_or_default()))
+            .collect()
+    };
+    let revert = Revert {
+        drift,
+        owner_env: &owner_env,
+        after_update: facts.last_update.as_ref().map(|u| u.id.clone()),
+    };
+    let (record, handed_over, newly) = addon_handover(input, name, env, &revert, &where_);
+    if newly {
+        // Handed over by this plan: an Event.
+        plan.handover_event = record
+            .as_ref()
+            .and_then(|r| r.message.clone())
+            .map(|m| (name.to_owned(), m));
+    }
+    if handed_over {
+        handed_over_status(p, facts, written, record);
+        return;
+    }
+    let Some((doc, changes)) = edited else {
         // configurationValues has the settings: in sync, or waiting for EKS to apply them.
-        p.cni_config = Some(winner_status(facts, env.clone()));
+        let mut status = winner_status(facts, env.clone());
+        status.handover = record;
+        p.cni_config = Some(status);
         let (status, reason, message) = if in_sync {
             (
                 true,
@@ -254,7 +286,9 @@ fn plan_winner(
     set_condition(p, conditions::CNI_CONFIGURED, false, reason, message);
     // Until the update is sent, the status keeps what was written before (the controller
     // records the new keys once EKS takes the update).
-    p.cni_config = Some(winner_status(facts, written.clone()));
+    let mut status = winner_status(facts, written.clone());
+    status.handover = record;
+    p.cni_config = Some(status);
     plan.pending = true;
     plan.write = Some(AddonWrite {
         policy: name.to_owned(),
@@ -264,6 +298,112 @@ fn plan_winner(
         changes,
         env: env.clone(),
     });
+}
+
+/// What the plan sees of a revert of the add-on's keys.
+struct Revert<'a> {
+    /// Keys the operator wrote are gone or changed in configurationValues.
+    drift: bool,
+    /// The owner's values of the operator's keys (`""`: absent).
+    owner_env: &'a BTreeMap<String, String>,
+    /// The operator's last add-on update (its id), when known.
+    after_update: Option<String>,
+}
+
+/// The winner's status and CNIConfigured while the add-on's keys are handed over.
+fn handed_over_status(
+    p: &mut PolicyPlan,
+    facts: &AddonFacts,
+    written: &BTreeMap<String, String>,
+    record: Option<crate::crd::HandoverStatus>,
+) {
+    let mut status = winner_status(facts, written.clone());
+    let message = record
+        .as_ref()
+        .and_then(|r| r.message.clone())
+        .unwrap_or_default();
+    status.handover = record;
+    p.cni_config = Some(status);
+    set_condition(
+        p,
+        conditions::CNI_CONFIGURED,
+        false,
+        Reason::AddonHandedOver,
+        message,
+    );
+}
+
+/// The add-on's owner (infrastructure as code: Terraform's `aws_eks_addon`, eksctl,
+/// CloudFormation) puts its configurationValues back: the first revert is restored, a second
+/// within [`super::owner::REVERT_WINDOW`] hands the keys over (no more `UpdateAddon` for them,
+/// each of which restarts aws-node on every node), until the owner's values change. The record
+/// lives in the winner's `status.cniConfig.handover`, so it survives a restart. Returns the
+/// record, whether the keys are handed over, and whether this plan hands them over.
+fn addon_handover(
+    input: &FleetInput<'_>,
+    name: &str,
+    env: &BTreeMap<String, String>,
+    revert: &Revert<'_>,
+    where_: &str,
+) -> (Option<crate::crd::HandoverStatus>, bool, bool) {
+    let (drift, owner_env) = (revert.drift, revert.owner_env);
+    let previous = input
+        .policies
+        .iter()
+        .find(|q| q.name == name)
+        .and_then(|q| q.handover);
+    if let Some(p) = previous.filter(|p| p.handed_over && &p.owner_env == owner_env) {
+        return (Some(p.clone()), true, false);
+    }
+    // Handed over before, and the owner now sets other values: look again from scratch.
+    let previous = previous.filter(|p| !p.handed_over);
+    // No drift; or the revert already counted, its restore not sent yet (a backoff).
+    let counted = previous.is_some_and(|p| {
+        p.reverts > 0
+            && p.revert_after_update.is_some()
+            && p.revert_after_update == revert.after_update
+    });
+    if !drift || counted {
+        return (previous.cloned(), false, false);
+    }
+    let now = input.now;
+    let recent = previous
+        .filter(|p| p.reverts > 0)
+        .and_then(|p| p.last_revert_time.as_deref())
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .is_some_and(|t| now.duration_since(t) < super::owner::REVERT_WINDOW);
+    let by = "the add-on's configurationValues (eks:UpdateAddon by another client)".to_owned();
+    if !recent {
+        let record = crate::crd::HandoverStatus {
+            reverts: 1,
+            last_revert_time: Some(now.to_string()),
+            reverted_by: Some(by),
+            revert_after_update: revert.after_update.clone(),
+            ..Default::default()
+        };
+        return (Some(record), false, false);
+    }
+    let keys: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let message = format!(
+        "{where_} was put back twice within 24 hours by whoever owns it (infrastructure as \
+         code); the operator stops writing it so the two do not restart aws-node on every node \
+         at each apply. Set env {} in that owner: Terraform aws_eks_addon \
+         configuration_values, eksctl addons[].configurationValues, or CloudFormation \
+         AWS::EKS::Addon ConfigurationValues; the operator looks again when the add-on's values \
+         change",
+        keys.join(", ")
+    );
+    let record = crate::crd::HandoverStatus {
+        handed_over: true,
+        reverts: previous.map_or(1, |p| p.reverts) + 1,
+        last_revert_time: Some(now.to_string()),
+        reverted_by: Some(by),
+        since: Some(now.to_string()),
+        owner_env: owner_env.clone(),
+        message: Some(message),
+        revert_after_update: revert.after_update.clone(),
+    };
+    (Some(record), true, true)
 }
 
 /// CNIConfigured while configurationValues has the settings and aws-node does not yet.

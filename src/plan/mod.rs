@@ -676,7 +676,15 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
         _ => None,
     };
 
-    let operator_writes = winner.is_some() && env_blocker.is_none() && owner_blocker.is_none();
+    // In add-on mode, keys handed over to the add-on's owner are not the operator's to write.
+    let addon_handed_over = matches!(input.cni_target, CniTarget::EksAddon(_))
+        && winner
+            .as_ref()
+            .and_then(|w| input.policies.iter().find(|p| p.name == w.policy))
+            .and_then(|p| p.handover)
+            .is_some_and(|h| h.handed_over);
+    let operator_writes =
+        winner.is_some() && env_blocker.is_none() && owner_blocker.is_none() && !addon_handed_over;
     let running = running_prefix_delegation(input, winner.as_ref(), operator_writes);
 
     let mut policies = BTreeMap::new();
@@ -715,10 +723,11 @@ pub fn plan_fleet(input: &FleetInput<'_>) -> FleetPlan {
     }
     let mut templates = template_steps(input, &policies);
     launch_templates::claim_templates(&ordered, &mut templates, &mut policies);
+    let handover = handover_event.or_else(|| addon.handover_event.clone());
     FleetPlan {
         daemonset_write: write,
         addon,
-        handover: handover_event,
+        handover,
         policies,
         templates,
     }

@@ -361,6 +361,7 @@ pub(super) fn check_write(
                     .unwrap_or_else(|| now.to_string()),
             ),
             message: None,
+            revert_after_update: None,
         }
         .with_message(&owner, env)
     };

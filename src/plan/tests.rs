@@ -43,11 +43,18 @@ impl Fixture {
     }
 
     fn plan(&self) -> FleetPlan {
+        self.plan_with(|_| {})
+    }
+
+    /// [`Fixture::plan`] with the policies' inputs edited (what their status says).
+    fn plan_with<'a>(&'a self, edit: impl Fn(&mut Vec<PolicyInput<'a>>)) -> FleetPlan {
         let managed = DaemonSetRef::default();
         let catalog = InstanceCatalog::embedded();
         let extra = BTreeMap::new();
+        let mut policies = policy_inputs(&self.specs);
+        edit(&mut policies);
         let input = FleetInput {
-            policies: policy_inputs(&self.specs),
+            policies,
             nodes: self.nodes.iter().collect(),
             aws_node: self.aws_node.as_ref(),
             managed_daemonset: &managed,
@@ -1012,4 +1019,102 @@ fn auto_with_secondary_ip_only_settings_is_not_forced_on() {
     assert!(condition(policy, "Ready").status, "{:?}", policy.conditions);
     assert_eq!(policy.cni_env["WARM_ENI_TARGET"], "2");
     assert_eq!(policy.max_pods, Some(20));
+}
+
+#[test]
+fn add_on_keys_put_back_twice_in_a_day_are_handed_over() {
+    // The operator wrote its keys into configurationValues; infrastructure as code put its own
+    // document back (the keys gone).
+    let mut fixture = Fixture::new(vec![node("t3.medium")], Some(aws_node(PREFIX_ENV, &[])));
+    fixture.target = addon(Some(r#"{"env":{"AWS_VPC_K8S_CNI_LOGLEVEL":"INFO"}}"#));
+    // The operator's last update (its first write of the keys).
+    if let CniTarget::EksAddon(facts) = &mut fixture.target {
+        facts.last_update = Some(UpdateFacts {
+            id: "u-1".into(),
+            status: "Successful".into(),
+            errors: Vec::new(),
+        });
+    }
+    let written: BTreeMap<String, String> = [
+        ("ENABLE_PREFIX_DELEGATION", "true"),
+        ("WARM_PREFIX_TARGET", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    // First revert: restored, and recorded.
+    let plan = fixture.plan_with(|p| p[0].addon_env = Some(&written));
+    assert!(plan.addon.write.is_some(), "restored once");
+    let record = plan.policies["default"]
+        .cni_config
+        .as_ref()
+        .and_then(|c| c.handover.clone())
+        .expect("the revert is recorded");
+    assert_eq!((record.reverts, record.handed_over), (1, false));
+    assert_eq!(record.revert_after_update.as_deref(), Some("u-1"));
+    // The same revert on the next pass, its restore not sent yet (a backoff): not counted
+    // again; the restore is still planned.
+    let plan = fixture.plan_with(|p| {
+        p[0].addon_env = Some(&written);
+        p[0].handover = Some(&record);
+    });
+    assert!(plan.addon.write.is_some(), "the same revert, restored");
+    assert_eq!(
+        condition(&plan.policies["default"], "CNIConfigured").reason,
+        Reason::AddonDrift
+    );
+    // Restored (update u-2), then put back again within the day: handed over, nothing sent,
+    // the fix named.
+    if let CniTarget::EksAddon(facts) = &mut fixture.target {
+        facts.last_update = Some(UpdateFacts {
+            id: "u-2".into(),
+            status: "Successful".into(),
+            errors: Vec::new(),
+        });
+    }
+    let plan = fixture.plan_with(|p| {
+        p[0].addon_env = Some(&written);
+        p[0].handover = Some(&record);
+    });
+    assert_eq!(plan.addon.write, None, "not restored again");
+    let policy = &plan.policies["default"];
+    let cni = condition(policy, "CNIConfigured");
+    assert_eq!(cni.reason, Reason::AddonHandedOver);
+    assert!(
+        cni.message.contains("ENABLE_PREFIX_DELEGATION=true")
+            && cni
+                .message
+                .contains("Terraform aws_eks_addon configuration_values"),
+        "{}",
+        cni.message
+    );
+    assert!(plan.handover.is_some(), "an Event");
+    let handed = policy
+        .cni_config
+        .as_ref()
+        .and_then(|c| c.handover.clone())
+        .expect("kept in the status");
+    assert!(handed.handed_over);
+    // The next pass (read back from the status): still handed over, no Event, nothing sent;
+    // and maxPods follows what aws-node runs.
+    let plan = fixture.plan_with(|p| {
+        p[0].addon_env = Some(&written);
+        p[0].handover = Some(&handed);
+    });
+    assert_eq!(plan.addon.write, None);
+    assert!(plan.handover.is_none());
+    assert_eq!(
+        condition(&plan.policies["default"], "CNIConfigured").reason,
+        Reason::AddonHandedOver
+    );
+    // A revert a day later is restored again.
+    let old = crate::crd::HandoverStatus {
+        last_revert_time: Some("1969-12-30T00:00:00Z".into()),
+        ..record.clone()
+    };
+    let plan = fixture.plan_with(|p| {
+        p[0].addon_env = Some(&written);
+        p[0].handover = Some(&old);
+    });
+    assert!(plan.addon.write.is_some());
 }
