@@ -1987,6 +1987,38 @@ async fn webhook_gives_each_aws_node_pod_the_warm_env_of_its_node_and_never_bloc
         denied.to_string().contains("only clientConfig.caBundle"),
         "{denied}"
     );
+    // Nor any Secret but the webhook's own (RBAC cannot name what `create` makes).
+    let operator_secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(
+        support::envtest::client_for(&cluster.operator_kubeconfig).await,
+        NS,
+    );
+    let stolen: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "stolen"}, "type": "Opaque", "stringData": {"k": "v"}}))
+    .unwrap();
+    let denied = eventually(
+        "the Secret policy denies it",
+        CONVERGE,
+        &[&operator],
+        || async {
+            operator_secrets
+                .create(
+                    &PostParams {
+                        dry_run: true,
+                        ..Default::default()
+                    },
+                    &stolen,
+                )
+                .await
+                .err()
+        },
+    )
+    .await;
+    assert!(
+        denied
+            .to_string()
+            .contains("may write only its webhook Secret vpc-cni-tuner-webhook-tls"),
+        "{denied}"
+    );
 
     // With the operator gone, aws-node pods are still admitted, unchanged, at once.
     operator.terminate(Duration::from_secs(10));
@@ -2306,6 +2338,37 @@ async fn leader_election_only_the_leader_writes_and_the_other_takes_over() {
         )
         .await;
     let leader = holder().await.expect("a leader");
+    // The operator's token writes only its own Lease.
+    let as_operator: Api<Lease> = Api::namespaced(
+        support::envtest::client_for(&cluster.operator_kubeconfig).await,
+        NS,
+    );
+    let other: Lease =
+        serde_json::from_value(json!({"metadata": {"name": "someone-else"}})).unwrap();
+    let denied = eventually(
+        "the Lease policy denies it",
+        CONVERGE,
+        &[&a, &b],
+        || async {
+            as_operator
+                .create(
+                    &PostParams {
+                        dry_run: true,
+                        ..Default::default()
+                    },
+                    &other,
+                )
+                .await
+                .err()
+        },
+    )
+    .await;
+    assert!(
+        denied
+            .to_string()
+            .contains("may write only its own Lease vpc-cni-tuner"),
+        "{denied}"
+    );
     let reporters: Vec<Option<String>> = cluster
         .events("all")
         .await
