@@ -794,7 +794,8 @@ fn admission_policies_follow_the_engines_env_names_and_the_release() {
         &["--name", "tuner", "--namespace", "ops"],
     );
     let policies = find(&objects, "ValidatingAdmissionPolicy");
-    assert_eq!(policies.len(), 2);
+    // aws-node, NodeNetworkPolicies, and the operator's own Secret and Lease.
+    assert_eq!(policies.len(), 3);
     let bindings = find(&objects, "ValidatingAdmissionPolicyBinding");
     let bound: BTreeSet<&str> = bindings
         .iter()
@@ -848,6 +849,27 @@ fn admission_policies_follow_the_engines_env_names_and_the_release() {
         vpc_cni_tuner::engine::warm_pool::MANAGED_ENV_VARS.to_vec(),
         "the chart's admission policy and the engine must agree on the env names"
     );
+
+    // Secrets and Leases: the release's names.
+    let own = policies
+        .iter()
+        .find(|p| {
+            p["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .ends_with("own-secret-and-lease-only")
+        })
+        .expect("the Secret and Lease policy");
+    let rules = own["spec"]["validations"].to_string();
+    assert!(
+        rules.contains("-webhook-tls' && object.?type.orValue('') == 'kubernetes.io/tls'"),
+        "{rules}"
+    );
+    assert!(
+        rules.contains("object.metadata.name == 'vpc-cni-tuner'"),
+        "the Lease: {rules}"
+    );
+    assert!(rules.contains("request.operation != 'DELETE'"), "{rules}");
 
     let off = render(&json!({"admissionPolicies": {"enabled": false}}));
     assert!(find(&off, "ValidatingAdmissionPolicy").is_empty());
