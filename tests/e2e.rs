@@ -1987,6 +1987,19 @@ async fn webhook_gives_each_aws_node_pod_the_warm_env_of_its_node_and_never_bloc
         denied.to_string().contains("only clientConfig.caBundle"),
         "{denied}"
     );
+    // Nor its metadata (the policy is in force by now).
+    let labelled = theirs
+        .patch(
+            "vpc-cni-tuner-aws-node",
+            &PatchParams::default().dry_run(),
+            &Patch::Merge(json!({"metadata": {"labels": {"example.com/x": "y"}}})),
+        )
+        .await
+        .expect_err("a label on the webhook configuration must be denied");
+    assert!(
+        labelled.to_string().contains("metadata.labels"),
+        "{labelled}"
+    );
     // Nor any Secret but the webhook's own (RBAC cannot name what `create` makes).
     let operator_secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(
         support::envtest::client_for(&cluster.operator_kubeconfig).await,
@@ -1995,28 +2008,15 @@ async fn webhook_gives_each_aws_node_pod_the_warm_env_of_its_node_and_never_bloc
     let stolen: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
         "metadata": {"name": "stolen"}, "type": "Opaque", "stringData": {"k": "v"}}))
     .unwrap();
-    let denied = eventually(
+    let denied = denied_create(
+        &operator_secrets,
+        &stolen,
         "the Secret policy denies it",
-        CONVERGE,
         &[&operator],
-        || async {
-            operator_secrets
-                .create(
-                    &PostParams {
-                        dry_run: true,
-                        ..Default::default()
-                    },
-                    &stolen,
-                )
-                .await
-                .err()
-        },
     )
     .await;
     assert!(
-        denied
-            .to_string()
-            .contains("may write only its webhook Secret vpc-cni-tuner-webhook-tls"),
+        denied.contains("may write only its webhook Secret vpc-cni-tuner-webhook-tls"),
         "{denied}"
     );
 
@@ -2095,6 +2095,25 @@ async fn post_review(port: u16, ca_pem: &[u8], review: &Value) -> (Duration, Str
         .await
         .expect("the webhook answers a new connection");
     (started.elapsed(), answer)
+}
+
+/// Creates `object` through `api` as a dry run (nothing is stored) until an admission policy
+/// denies it (the API server enforces a policy only once it has loaded it); the denial.
+async fn denied_create<K>(api: &Api<K>, object: &K, what: &str, operators: &[&Operator]) -> String
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let params = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    eventually(what, CONVERGE, operators, || async {
+        api.create(&params, object)
+            .await
+            .err()
+            .map(|e| e.to_string())
+    })
+    .await
 }
 
 /// An aws-node pod bound to `node` (as the scheduler leaves it), Ready, with `ds`'s container.
@@ -2345,28 +2364,15 @@ async fn leader_election_only_the_leader_writes_and_the_other_takes_over() {
     );
     let other: Lease =
         serde_json::from_value(json!({"metadata": {"name": "someone-else"}})).unwrap();
-    let denied = eventually(
+    let denied = denied_create(
+        &as_operator,
+        &other,
         "the Lease policy denies it",
-        CONVERGE,
         &[&a, &b],
-        || async {
-            as_operator
-                .create(
-                    &PostParams {
-                        dry_run: true,
-                        ..Default::default()
-                    },
-                    &other,
-                )
-                .await
-                .err()
-        },
     )
     .await;
     assert!(
-        denied
-            .to_string()
-            .contains("may write only its own Lease vpc-cni-tuner"),
+        denied.contains("may write only its own Lease vpc-cni-tuner"),
         "{denied}"
     );
     let reporters: Vec<Option<String>> = cluster
@@ -3368,6 +3374,38 @@ async fn karpenter_node_classes_follow_their_node_pools() {
         .filter(|f| f.manager.as_deref() == Some("vpc-cni-tuner"))
         .collect();
     assert_eq!(ours.len(), 1);
+    // The operator's token may change spec.kubelet.maxPods of a node class, not its metadata
+    // (an ownerReference to a missing owner would have the garbage collector delete it).
+    let as_operator: Api<DynamicObject> = Api::all_with(
+        support::envtest::client_for(&cluster.operator_kubeconfig).await,
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "karpenter.k8s.aws",
+            "v1",
+            "EC2NodeClass",
+        )),
+    );
+    let owner = json!({"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap",
+        "name": "gone", "uid": "00000000-0000-0000-0000-000000000001"}]}});
+    let denied = eventually(
+        "the node-class policy denies it",
+        CONVERGE,
+        &[&operator],
+        || async {
+            as_operator
+                .patch(
+                    "default",
+                    &PatchParams::default().dry_run(),
+                    &Patch::Merge(owner.clone()),
+                )
+                .await
+                .err()
+        },
+    )
+    .await;
+    assert!(
+        denied.to_string().contains("metadata.ownerReferences"),
+        "{denied}"
+    );
     assert_eq!(
         ours[0].fields_v1.as_ref().unwrap().0,
         json!({"f:spec": {"f:kubelet": {"f:maxPods": {}}}}),
@@ -4311,6 +4349,11 @@ async fn status_writes_stay_calm_under_node_churn() {
         },
     )
     .await;
+    // ... as a count-only write: the metric counts what it says.
+    assert!(
+        writes("counts") > counts_before + count_writes,
+        "the last counts were a count-only write"
+    );
 }
 
 /// A GitOps owner of aws-node as it writes: its field manager, apply mode, labels and

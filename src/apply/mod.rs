@@ -75,7 +75,7 @@ const SOON: Duration = Duration::from_secs(2);
 
 impl Outcomes {
     /// Requeue within `after` (the earliest of the steps' asks wins).
-    fn look_again(&mut self, after: Duration) {
+    pub(crate) fn look_again(&mut self, after: Duration) {
         self.requeue_after = Some(self.requeue_after.map_or(after, |d| d.min(after)));
     }
 }

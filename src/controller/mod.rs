@@ -102,7 +102,7 @@ async fn reconcile_inner(ctx: &Context) -> Result<ReconcileReport, Error> {
     }
     update_gauges(metrics, &plan);
     let policies = &snapshot.policies;
-    let (outcomes, applied) = crate::apply::apply(
+    let (mut outcomes, applied) = crate::apply::apply(
         &ctx.writer(),
         policies,
         &plan,
@@ -126,10 +126,9 @@ async fn reconcile_inner(ctx: &Context) -> Result<ReconcileReport, Error> {
         &outcomes,
     )
     .await?;
-    let requeue_after = match (outcomes.requeue_after, reported.wait) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    if let Some(wait) = reported.wait {
+        outcomes.look_again(wait);
+    }
     Ok(ReconcileReport {
         daemonset_written: outcomes.daemonset_written,
         node_classes_written: outcomes
@@ -139,7 +138,7 @@ async fn reconcile_inner(ctx: &Context) -> Result<ReconcileReport, Error> {
             .count(),
         addon_updated: matches!(outcomes.addon, crate::apply::AddonOutcome::Sent { .. }),
         statuses_written: reported.written,
-        requeue_after,
+        requeue_after: outcomes.requeue_after,
     })
 }
 

@@ -225,7 +225,8 @@ fn plan_winner(
         owner_env: &owner_env,
         after_update: facts.last_update.as_ref().map(|u| u.id.clone()),
     };
-    let (record, handed_over, newly) = addon_handover(input, name, env, &revert, &where_);
+    let (record, newly) = addon_handover(input, name, env, &revert, &where_);
+    let handed_over = record.as_ref().is_some_and(|r| r.handed_over);
     if newly {
         // Handed over by this plan: an Event.
         plan.handover_event = record
@@ -338,14 +339,15 @@ fn handed_over_status(
 /// within [`super::owner::REVERT_WINDOW`] hands the keys over (no more `UpdateAddon` for them,
 /// each of which restarts aws-node on every node), until the owner's values change. The record
 /// lives in the winner's `status.cniConfig.handover`, so it survives a restart. Returns the
-/// record, whether the keys are handed over, and whether this plan hands them over.
+/// record (`handedOver` says whether the keys are the owner's) and whether this plan hands them
+/// over.
 fn addon_handover(
     input: &FleetInput<'_>,
     name: &str,
     env: &BTreeMap<String, String>,
     revert: &Revert<'_>,
     where_: &str,
-) -> (Option<crate::crd::HandoverStatus>, bool, bool) {
+) -> (Option<crate::crd::HandoverStatus>, bool) {
     let (drift, owner_env) = (revert.drift, revert.owner_env);
     let previous = input
         .policies
@@ -353,7 +355,7 @@ fn addon_handover(
         .find(|q| q.name == name)
         .and_then(|q| q.handover);
     if let Some(p) = previous.filter(|p| p.handed_over && &p.owner_env == owner_env) {
-        return (Some(p.clone()), true, false);
+        return (Some(p.clone()), false);
     }
     // Handed over before, and the owner now sets other values: look again from scratch.
     let previous = previous.filter(|p| !p.handed_over);
@@ -364,7 +366,7 @@ fn addon_handover(
             && p.revert_after_update == revert.after_update
     });
     if !drift || counted {
-        return (previous.cloned(), false, false);
+        return (previous.cloned(), false);
     }
     let now = input.now;
     let recent = previous
@@ -381,7 +383,7 @@ fn addon_handover(
             revert_after_update: revert.after_update.clone(),
             ..Default::default()
         };
-        return (Some(record), false, false);
+        return (Some(record), false);
     }
     let keys: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let message = format!(
@@ -403,7 +405,7 @@ fn addon_handover(
         message: Some(message),
         revert_after_update: revert.after_update.clone(),
     };
-    (Some(record), true, true)
+    (Some(record), true)
 }
 
 /// CNIConfigured while configurationValues has the settings and aws-node does not yet.

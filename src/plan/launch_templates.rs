@@ -246,14 +246,7 @@ pub(crate) fn launch_template_step(
         statuses: spec
             .launch_templates
             .iter()
-            .map(|t| LaunchTemplateStatus {
-                id: t.id.clone(),
-                name: t.name.clone(),
-                region: t.region.clone(),
-                max_pods_wanted: plan.max_pods.unwrap_or_default(),
-                message: Some(message.to_owned()),
-                ..Default::default()
-            })
+            .map(|t| not_synced(t, plan.max_pods.unwrap_or_default(), message))
             .collect(),
         condition: ConditionPlan {
             type_: conditions::LAUNCH_TEMPLATES_SYNCED,
@@ -263,6 +256,18 @@ pub(crate) fn launch_template_step(
         },
         rollout: None,
     })
+}
+
+/// The status of a template this pass does not sync, and why.
+fn not_synced(t: &LaunchTemplateSpec, max_pods: u32, message: &str) -> LaunchTemplateStatus {
+    LaunchTemplateStatus {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        region: t.region.clone(),
+        max_pods_wanted: max_pods,
+        message: Some(message.to_owned()),
+        ..Default::default()
+    }
 }
 
 /// One owner per template: a template two Enforce policies list belongs to the older (then the
@@ -297,14 +302,7 @@ pub(crate) fn claim_templates(
                 && let Some(slot) = reuse.get_mut(index)
             {
                 *slot = Some(SyncResult {
-                    status: LaunchTemplateStatus {
-                        id: t.id.clone(),
-                        name: t.name.clone(),
-                        region: t.region.clone(),
-                        max_pods_wanted: *max_pods,
-                        message: Some(message.clone()),
-                        ..Default::default()
-                    },
+                    status: not_synced(t, *max_pods, &message),
                     problem: Some((Reason::LostToOlderPolicy, message.clone())),
                     ..Default::default()
                 });

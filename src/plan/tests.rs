@@ -46,6 +46,17 @@ impl Fixture {
         self.plan_with(|_| {})
     }
 
+    /// The EKS add-on's last update (add-on mode).
+    fn last_update(&mut self, id: &str, status: &str, errors: Vec<String>) {
+        if let CniTarget::EksAddon(facts) = &mut self.target {
+            facts.last_update = Some(UpdateFacts {
+                id: id.into(),
+                status: status.into(),
+                errors,
+            });
+        }
+    }
+
     /// [`Fixture::plan`] with the policies' inputs edited (what their status says).
     fn plan_with<'a>(&'a self, edit: impl Fn(&mut Vec<PolicyInput<'a>>)) -> FleetPlan {
         let managed = DaemonSetRef::default();
@@ -745,13 +756,11 @@ fn add_on_mode_in_sync_waiting_failed_and_unavailable() {
         condition(&plan.policies["default"], "CNIConfigured").reason,
         Reason::AddonUpdating
     );
-    if let CniTarget::EksAddon(facts) = &mut fixture.target {
-        facts.last_update = Some(UpdateFacts {
-            id: "u-1".into(),
-            status: "Failed".into(),
-            errors: vec!["ConfigurationConflict: conflict with \"helm\"".into()],
-        });
-    }
+    fixture.last_update(
+        "u-1",
+        "Failed",
+        vec!["ConfigurationConflict: conflict with \"helm\"".into()],
+    );
     let plan = fixture.plan();
     let cni = condition(&plan.policies["default"], "CNIConfigured");
     assert_eq!(cni.reason, Reason::AddonUpdateFailed);
@@ -1028,13 +1037,7 @@ fn add_on_keys_put_back_twice_in_a_day_are_handed_over() {
     let mut fixture = Fixture::new(vec![node("t3.medium")], Some(aws_node(PREFIX_ENV, &[])));
     fixture.target = addon(Some(r#"{"env":{"AWS_VPC_K8S_CNI_LOGLEVEL":"INFO"}}"#));
     // The operator's last update (its first write of the keys).
-    if let CniTarget::EksAddon(facts) = &mut fixture.target {
-        facts.last_update = Some(UpdateFacts {
-            id: "u-1".into(),
-            status: "Successful".into(),
-            errors: Vec::new(),
-        });
-    }
+    fixture.last_update("u-1", "Successful", Vec::new());
     let written: BTreeMap<String, String> = [
         ("ENABLE_PREFIX_DELEGATION", "true"),
         ("WARM_PREFIX_TARGET", "1"),
@@ -1065,13 +1068,7 @@ fn add_on_keys_put_back_twice_in_a_day_are_handed_over() {
     );
     // Restored (update u-2), then put back again within the day: handed over, nothing sent,
     // the fix named.
-    if let CniTarget::EksAddon(facts) = &mut fixture.target {
-        facts.last_update = Some(UpdateFacts {
-            id: "u-2".into(),
-            status: "Successful".into(),
-            errors: Vec::new(),
-        });
-    }
+    fixture.last_update("u-2", "Successful", Vec::new());
     let plan = fixture.plan_with(|p| {
         p[0].addon_env = Some(&written);
         p[0].handover = Some(&record);
